@@ -1,0 +1,34 @@
+# Two commands do all set-up: `make study` and `make test` (each creates .venv when missing).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROFILE ?= default
+
+.PHONY: setup study test lint sync clean
+
+setup: $(STAMP)
+
+# Reinstall only when the declared dependencies or pins change.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --constraint constraints.txt --editable '.[dev]'
+	@touch $@
+
+## study: generate the embedded data if missing, then run every notebook on $(PROFILE)
+study: setup
+	$(PY) -m lib run --profile $(PROFILE)
+
+## test: lint, then the whole test suite
+test: setup lint
+	$(PY) -m pytest -q
+
+lint: setup
+	$(PY) -m ruff check lib tests notebooks
+
+## sync: pair notebooks/*.py with their .ipynb after editing either side
+sync: setup
+	$(PY) -m jupytext --sync notebooks/[0-9][0-9]_*.py
+
+clean:
+	rm -rf outputs data/default

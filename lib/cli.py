@@ -1,0 +1,102 @@
+"""``python -m lib <command>``: one face for notebooks, SLURM scripts and tests.
+
+Each subcommand parses its arguments and calls one library function; imports
+happen inside the handlers so ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import yaml
+
+
+def _generate(a):
+    from lib.data.generate import generate
+
+    manifest = generate(a.out, n=a.n, seed=a.seed, workers=a.workers, force=a.force)
+    print(json.dumps(manifest))
+
+
+def _validate(a):
+    from lib.data.validate import Limits, validate
+
+    report = validate(a.data, a.report, a.index, workers=a.workers,
+                      limits=Limits(max_pixels=a.max_pixels, max_caption_chars=a.max_caption_chars))
+    print(f"kept {report['kept']}, skipped {report['skipped_count']} {report['reasons']}, "
+          f"converted {sum(report['conversions'].values())} {report['conversions']} -> {a.report}")
+
+
+def _subset(a):
+    from lib.data.subset import subset
+
+    print(json.dumps(subset(a.data, a.n, a.out, seed=a.seed)))
+
+
+def _run(a):
+    from lib.study import run
+
+    overrides = {}
+    for item in a.param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"-p expects key=value, got {item!r}")
+        overrides[key] = yaml.safe_load(value)  # so numbers and lists keep their types
+    for path in run(a.notebooks, profile=a.profile, overrides=overrides, params_dir=a.params_dir,
+                    output_dir=a.output_dir):
+        print(f"executed {path}")
+
+
+def parser() -> argparse.ArgumentParser:
+    from lib.data.images import MAX_PIXELS
+
+    p = argparse.ArgumentParser(prog="python -m lib", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="write the embedded PMC-OA-format dataset")
+    g.add_argument("--out", required=True)
+    g.add_argument("--n", type=int, default=3000)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    g.add_argument("--force", action="store_true", help="regenerate even when complete")
+    g.set_defaults(fn=_generate)
+
+    v = sub.add_parser("validate", help="check every pair; report skips with reasons; write the clean index")
+    v.add_argument("--data", required=True)
+    v.add_argument("--report", required=True)
+    v.add_argument("--index", help="clean index (JSONL of kept pairs) for later stages")
+    v.add_argument("--workers", type=int, default=1)
+    v.add_argument("--max-pixels", type=int, default=MAX_PIXELS)
+    v.add_argument("--max-caption-chars", type=int, default=10_000)
+    v.set_defaults(fn=_validate)
+
+    s = sub.add_parser("subset", help="deterministic n-pair development subset")
+    s.add_argument("--data", required=True)
+    s.add_argument("--n", type=int, required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=_subset)
+
+    r = sub.add_parser("run", help="execute numbered notebooks with papermill")
+    r.add_argument("notebooks", nargs="*", help="e.g. 01_eda or 01 (default: all)")
+    r.add_argument("--profile", default="default")
+    r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a notebook parameter")
+    r.add_argument("--params-dir", help="folder of profiles (default: papermill_params/)")
+    r.add_argument("--output-dir", help="executed notebooks go to <this>/<profile>/ (default: outputs/)")
+    r.set_defaults(fn=_run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from lib.study import NotebookFailed
+
+    try:
+        args.fn(args)
+    except (FileNotFoundError, ValueError, NotebookFailed) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,83 @@
+"""Profiles (``default``: embedded data on a laptop; ``cluster``: PMC-OA and hub models).
+
+A profile is a folder ``papermill_params/<profile>/`` holding ``profile.yaml``
+(environment, the dataset to generate if any, parameters every notebook gets)
+and one ``<notebook>.yaml`` per notebook with that notebook's own parameters.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+PROFILES = ("default", "cluster")
+
+
+def repo_root() -> Path:
+    """The study's checkout: $PMCOA_ROOT, else the nearest folder above the cwd
+    holding papermill_params/ (a notebook opened in notebooks/ still finds it),
+    else the folder above this package."""
+    if os.environ.get("PMCOA_ROOT"):
+        return Path(os.environ["PMCOA_ROOT"]).resolve()
+    here = Path.cwd().resolve()
+    for d in (here, *here.parents):
+        if (d / "papermill_params").is_dir() and (d / "lib").is_dir():
+            return d
+    return Path(__file__).resolve().parent.parent
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """A path from a parameter file: absolute as given, relative to the repo root otherwise."""
+    p = Path(os.path.expandvars(str(path))).expanduser()
+    if "$" in str(p):
+        raise ValueError(f"path {path!r} names an environment variable that is not set")
+    return p if p.is_absolute() else repo_root() / p
+
+
+@dataclass
+class Profile:
+    name: str
+    folder: Path
+    env: dict[str, str] = field(default_factory=dict)
+    generate: dict | None = None  # {out, n, seed}: the embedded dataset to create when missing
+    params: dict = field(default_factory=dict)  # given to every notebook that declares them
+
+    def notebook_params(self, notebook: str) -> dict:
+        """Common parameters overlaid with ``<notebook>.yaml`` (the latter wins)."""
+        own = self.folder / f"{notebook}.yaml"
+        merged = dict(self.params)
+        if own.exists():
+            merged.update(_read_yaml(own))
+        return merged
+
+    def apply_env(self) -> None:
+        """Export the profile's environment (e.g. HF_HUB_OFFLINE=1) unless the user set it."""
+        for key, value in self.env.items():
+            os.environ.setdefault(key, str(value))
+
+
+def _read_yaml(path: Path) -> dict:
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping, got {type(data).__name__}")
+    return data
+
+
+def load_profile(name: str, params_dir: str | os.PathLike | None = None) -> Profile:
+    folder = Path(params_dir) if params_dir else repo_root() / "papermill_params"
+    folder = folder / name
+    spec = folder / "profile.yaml"
+    if not spec.exists():
+        known = sorted(p.parent.name for p in folder.parent.glob("*/profile.yaml"))
+        raise FileNotFoundError(f"no profile {name!r}: {spec} is missing (known: {', '.join(known) or 'none'})")
+    raw = _read_yaml(spec)
+    return Profile(
+        name=name,
+        folder=folder,
+        env={k: str(v) for k, v in (raw.get("env") or {}).items()},
+        generate=raw.get("generate"),
+        params=raw.get("params") or {},
+    )

@@ -1,0 +1,107 @@
+"""Exploratory statistics of a validated PMC-OA index: captions, terms, modalities, image geometry.
+
+Streams the clean index once; what it keeps grows with the number of pairs
+only as two small integer arrays per pair (fine for the 1.65M release).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from lib import plots
+from lib.data.pmcoa import read_index
+
+WORD = re.compile(r"[a-zµ][a-zµ0-9\-]+")
+# Function words and figure boilerplate: what is left is the medical vocabulary.
+STOPWORDS = frozenset(
+    """a an the and or of in on at to for with without by from as is are was were be been this that these those
+    it its into than then there which who whom whose what when where while also both each other such no not
+    only same so very can may show shows showing shown demonstrating demonstrates reveals revealed image images
+    figure fig panel panels arrow arrows arrowhead left right upper lower central centre center about across
+    scale bar representative respectively indicate indicates indicated see using used after before between
+    within via per two three one mm µm cm field region zone""".split()
+)
+
+
+def _describe(values: np.ndarray) -> dict:
+    if values.size == 0:
+        return {"count": 0}
+    p = np.percentile(values, [5, 25, 50, 75, 95])
+    return {
+        "count": int(values.size), "mean": round(float(values.mean()), 2), "std": round(float(values.std()), 2),
+        "min": int(values.min()), **{k: round(float(v), 2) for k, v in zip(("p5", "p25", "median", "p75", "p95"), p, strict=True)},
+        "max": int(values.max()),
+    }
+
+
+def summarize(index_path: str | os.PathLike, top_k: int = 25) -> tuple[dict, dict]:
+    """(summary numbers for the results file, raw arrays for the figures)."""
+    chars, words, widths, heights = [], [], [], []
+    terms, modality, modes, formats, splits = Counter(), Counter(), Counter(), Counter(), Counter()
+    for row in read_index(index_path):
+        text = row["caption"]
+        chars.append(len(text))
+        words.append(len(text.split()))
+        terms.update(w for w in WORD.findall(text.lower()) if w not in STOPWORDS and not w.isdigit())
+        modality[row.get("modality") or "unknown"] += 1
+        widths.append(row["width"])
+        heights.append(row["height"])
+        modes[row["mode"]] += 1
+        formats[row["format"]] += 1
+        splits[row["split"]] += 1
+    arrays = {k: np.asarray(v, dtype=np.int64) for k, v in
+              {"chars": chars, "words": words, "width": widths, "height": heights}.items()}
+    n = len(chars)
+    summary = {
+        "pairs": n,
+        "splits": dict(splits),
+        "caption_chars": _describe(arrays["chars"]),
+        "caption_words": _describe(arrays["words"]),
+        "top_terms": terms.most_common(top_k),
+        "vocabulary_size": len(terms),
+        "modalities": dict(modality.most_common()),
+        "image_width": _describe(arrays["width"]),
+        "image_height": _describe(arrays["height"]),
+        "colour_modes": {m: {"count": c, "share": round(c / n, 4)} for m, c in modes.most_common()} if n else {},
+        "formats": dict(formats.most_common()),
+    }
+    return summary, arrays
+
+
+def figures(summary: dict, arrays: dict, out_dir: str | os.PathLike, prefix: str = "01_eda") -> list[Path]:
+    """The EDA figures, written to ``out_dir``; returns their paths."""
+    out_dir = Path(out_dir)
+    paths = []
+
+    fig, ax = plots.figure(ncols=2)
+    for a, key, label in ((ax[0, 0], "chars", "characters"), (ax[0, 1], "words", "words")):
+        a.hist(arrays[key], bins=40, color="#4C72B0")
+        a.axvline(np.median(arrays[key]), color="k", ls="--", lw=1, label=f"median {np.median(arrays[key]):.0f}")
+        a.set(xlabel=f"caption length ({label})", ylabel="pairs")
+        a.legend()
+    paths.append(plots.save(fig, out_dir / f"{prefix}_caption_length.png"))
+
+    fig, ax = plots.figure(ncols=2, width=5.5)
+    terms = summary["top_terms"][:20][::-1]
+    ax[0, 0].barh([t for t, _ in terms], [c for _, c in terms], color="#55A868")
+    ax[0, 0].set(xlabel="occurrences", title="most frequent medical terms")
+    mods = summary["modalities"]
+    ax[0, 1].bar(list(mods), list(mods.values()), color="#C44E52")
+    ax[0, 1].set(ylabel="pairs", title="modalities")
+    ax[0, 1].tick_params(axis="x", rotation=30)
+    paths.append(plots.save(fig, out_dir / f"{prefix}_terms_modalities.png"))
+
+    fig, ax = plots.figure(ncols=2)
+    ax[0, 0].scatter(arrays["width"], arrays["height"], s=3, alpha=0.3, color="#8172B2")
+    ax[0, 0].set(xlabel="width (px)", ylabel="height (px)",
+                 title=f"mean {summary['image_width'].get('mean', 0):.0f} x {summary['image_height'].get('mean', 0):.0f} px")
+    modes = summary["colour_modes"]
+    ax[0, 1].bar(list(modes), [m["share"] * 100 for m in modes.values()], color="#937860")
+    ax[0, 1].set(ylabel="% of images", title="colour modes (as stored)")
+    paths.append(plots.save(fig, out_dir / f"{prefix}_images.png"))
+    return paths

@@ -1,0 +1,82 @@
+import json
+import shutil
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+import yaml
+
+from lib import eda
+from lib.study import NotebookFailed, parameter_names, run
+
+from conftest import ROOT, cli
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+
+
+@pytest.mark.parametrize("py", NOTEBOOKS, ids=lambda p: p.stem)
+def test_py_and_ipynb_pair_are_in_sync_and_without_outputs(py):
+    ipynb = py.with_suffix(".ipynb")
+    assert ipynb.exists(), f"{ipynb.name} missing: run `make sync`"
+    paired = nbformat.read(ipynb, as_version=4)
+    source = jupytext.read(py)
+    assert [(c.cell_type, c.source) for c in paired.cells] == [(c.cell_type, c.source) for c in source.cells], (
+        f"{py.name} and {ipynb.name} differ: run `make sync`"
+    )
+    assert not any(c.get("outputs") for c in paired.cells), f"{ipynb.name} holds outputs"
+    assert parameter_names(source), f"{py.name} has no cell tagged 'parameters'"
+
+
+def _profile(tmp_path: Path, n: int) -> Path:
+    """A copy of the default profile pointing every path into tmp_path."""
+    params = tmp_path / "params"
+    shutil.copytree(ROOT / "papermill_params" / "default", params / "default")
+    spec = yaml.safe_load((params / "default" / "profile.yaml").read_text())
+    spec["generate"] = {"out": str(tmp_path / "data"), "n": n, "seed": 1}
+    spec["params"].update(data_dir=str(tmp_path / "data"), work_dir=str(tmp_path / "work"),
+                          results_dir=str(tmp_path / "results"), figures_dir=str(tmp_path / "figures"),
+                          run_name="test", workers=1)
+    (params / "default" / "profile.yaml").write_text(yaml.safe_dump(spec))
+    return params
+
+
+def test_eda_notebook_runs_through_papermill(tmp_path):
+    params = _profile(tmp_path, n=60)
+    proc = cli("run", "01_eda", "--profile", "default", "--params-dir", str(params),
+               "--output-dir", str(tmp_path / "out"))
+    executed = tmp_path / "out" / "default" / "01_eda.ipynb"
+    assert f"executed {executed}" in proc.stdout
+    nb = nbformat.read(executed, as_version=4)
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    assert any(o.get("data", {}).get("image/png") for c in nb.cells for o in c.get("outputs", []))
+    record = json.loads((tmp_path / "results" / "eda" / "test.json").read_text())
+    summary, _ = eda.summarize(tmp_path / "work" / "index.jsonl", top_k=25)
+    assert json.loads(json.dumps(summary)) == {k: record["metrics"][k] for k in summary}
+    assert record["metrics"]["pairs"] == record["metrics"]["validation"]["kept"] == 60
+    assert record["config"]["workers"] == 1 and record["seed"] == 0
+    for name in ("caption_length", "terms_modalities", "images"):
+        assert (tmp_path / "figures" / f"01_eda_{name}.png").stat().st_size > 1000
+
+
+def test_failing_notebook_is_named_with_its_cell(tmp_path):
+    params = _profile(tmp_path, n=5)
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    (nbdir / "01_broken.py").write_text(
+        '# %% tags=["parameters"]\nx = 1\n\n# %%\ny = x + 1\n\n# %%\nraise ValueError("bad input 42")\n'
+    )
+    with pytest.raises(NotebookFailed) as e:
+        run(["01"], params_dir=params, notebooks_dir=nbdir, output_dir=tmp_path / "out", progress=False)
+    msg = str(e.value)
+    assert "01_broken" in msg and "cell 3" in msg and "ValueError: bad input 42" in msg
+    assert "raise ValueError" in msg
+
+
+def test_unknown_notebook_or_parameter_is_a_clear_error(tmp_path):
+    params = _profile(tmp_path, n=5)
+    proc = cli("run", "99_nothing", "--params-dir", str(params), check=False)
+    assert proc.returncode == 2 and "no notebook '99_nothing'" in proc.stderr
+    proc = cli("run", "01", "--params-dir", str(params), "-p", "colour=blue", check=False)
+    assert proc.returncode == 2 and "no parameter colour" in proc.stderr

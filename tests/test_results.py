@@ -1,0 +1,41 @@
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+from lib.results import read_results, write_json_atomic, write_results
+
+from conftest import ROOT
+
+
+def test_results_file_records_numbers_and_provenance(tmp_path):
+    path = write_results(tmp_path, "eda", "unit", {"pairs": np.int64(3), "mean": np.float32(1.5)}, {"top_k": 5}, seed=9)
+    assert path == tmp_path / "eda" / "unit.json"
+    rec = read_results(path)
+    assert (rec["part"], rec["run"], rec["seed"], rec["config"]) == ("eda", "unit", 9, {"top_k": 5})
+    assert rec["metrics"] == {"pairs": 3, "mean": 1.5}
+    prov = rec["provenance"]
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert prov["git"]["commit"] == (head.stdout.strip() if head.returncode == 0 else None)
+    hw = prov["hardware"]
+    assert hw["cores"] == len(os.sched_getaffinity(0)) and hw["memory_bytes"] > 0 and hw["cpu_model"]
+    assert hw["tag"]
+    assert prov["libraries"]["numpy"] == np.__version__
+    assert prov["python"] and prov["platform"]
+    assert [p.name for p in (tmp_path / "eda").iterdir()] == ["unit.json"]  # no temp file left behind
+
+
+def test_atomic_write_keeps_the_old_file_when_serialisation_fails(tmp_path):
+    path = write_json_atomic(tmp_path / "r.json", {"ok": 1})
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"bad": object()})
+    assert json.loads(path.read_text()) == {"ok": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+def test_read_results_rejects_other_json(tmp_path):
+    (tmp_path / "x.json").write_text('{"a": 1}')
+    with pytest.raises(ValueError, match="not a results file"):
+        read_results(tmp_path / "x.json")
