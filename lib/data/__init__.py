@@ -1,0 +1,1 @@
+"""PMC-OA data: the released JSONL format, the embedded generator, validation, subsets."""
