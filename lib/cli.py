@@ -35,6 +35,19 @@ def _subset(a):
     print(json.dumps(subset(a.data, a.n, a.out, seed=a.seed)))
 
 
+def _preprocess(a):
+    from lib.config import load_profile
+    from lib.data.preprocess import PrepConfig, preprocess
+
+    slurm = None
+    if a.backend == "dask-slurm":
+        slurm = load_profile(a.profile).notebook_params("preprocess").get("slurm") or {}
+    cfg = PrepConfig(size=a.size, fit=a.fit, clahe=a.clahe, gamma=a.gamma, denoise=a.denoise)
+    manifest = preprocess(a.data, a.out, backend=a.backend, workers=a.workers, chunk_size=a.chunk_size, cfg=cfg,
+                          index=a.index, slurm=slurm)
+    print(json.dumps(manifest))
+
+
 def _run(a):
     from lib.study import run
 
@@ -79,6 +92,23 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=_subset)
 
+    from lib.data.preprocess import BACKENDS
+
+    pp = sub.add_parser("preprocess", help="validated pairs -> fixed-size uint8 image shards (resumable)")
+    pp.add_argument("--data", required=True)
+    pp.add_argument("--out", required=True)
+    pp.add_argument("--index", help="clean index from validate (default: validate into --out first)")
+    pp.add_argument("--backend", choices=BACKENDS, default="sequential")
+    pp.add_argument("--workers", type=int, default=1)
+    pp.add_argument("--chunk-size", type=int, default=256)
+    pp.add_argument("--size", type=int, default=224)
+    pp.add_argument("--fit", choices=("pad", "crop"), default="pad")
+    pp.add_argument("--clahe", action="store_true", help="CLAHE on the L channel of LAB")
+    pp.add_argument("--gamma", type=float, default=1.0)
+    pp.add_argument("--denoise", type=int, default=0, help="median filter aperture (odd), 0 = off")
+    pp.add_argument("--profile", default="cluster", help="where dask-slurm reads its SLURMCluster parameters")
+    pp.set_defaults(fn=_preprocess)
+
     r = sub.add_parser("run", help="execute numbered notebooks with papermill")
     r.add_argument("notebooks", nargs="*", help="e.g. 01_eda or 01 (default: all)")
     r.add_argument("--profile", default="default")
@@ -92,11 +122,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from lib.study import NotebookFailed
-
     try:
         args.fn(args)
-    except (FileNotFoundError, ValueError, NotebookFailed) as e:
+    except (FileNotFoundError, ValueError, RuntimeError) as e:  # NotebookFailed is a RuntimeError
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

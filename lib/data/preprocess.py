@@ -1,0 +1,284 @@
+"""Validated pairs → fixed-size uint8 image shards, in chunks, on any Dask backend.
+
+Layout of ``out``:
+  shards/shard-00000.npy   uint8 [n, size, size, 3], memory-mappable (np.load(mmap_mode="r"))
+  shards/shard-00000.json  the chunk's rows (image, caption, modality, split, offset) and its quarantine;
+                           written after the .npy, so it marks the chunk complete
+  index.jsonl              every stored image: id, shard, offset, caption, modality, split, image
+  quarantine.json          images that failed here, each with its reason
+  preprocess.json          config and counts
+
+Each chunk is a pure function of its rows and the config, so every backend
+writes byte-identical shards, and a re-run skips the chunks already complete.
+Normalisation is left to the model's transform: shards hold plain pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+
+from lib.data.images import BadImage, decode
+from lib.data.pmcoa import image_root, read_index
+from lib.results import write_json_atomic
+
+BACKENDS = ("sequential", "dask-processes", "dask-threads", "dask-slurm")
+
+
+@dataclass(frozen=True)
+class PrepConfig:
+    size: int = 224
+    fit: str = "pad"  # pad: keep the whole figure (captions name locations); crop: CLIP-style centre crop
+    clahe: bool = False  # contrast-limited equalisation on the L channel of LAB (glaucoma study)
+    gamma: float = 1.0  # gamma correction; 1.0 = off
+    denoise: int = 0  # median filter aperture (odd); 0 = off
+
+    def key(self) -> str:
+        """Changes whenever the pixels a chunk holds would change."""
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _cv2():
+    import cv2
+
+    cv2.setNumThreads(1)  # parallelism comes from the backend; OpenCV's own threads would oversubscribe
+    return cv2
+
+
+def load_pixels(data: bytes, row: dict) -> np.ndarray:
+    """HxWx3 uint8 RGB. OpenCV decodes the common case fast; anything the index marked for
+    conversion, or that OpenCV refuses, goes through the one bad-input policy (lib.data.images)."""
+    cv2 = _cv2()
+    if not row.get("conversion") and row.get("mode") in ("RGB", "L"):
+        flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION  # PIL ignores EXIF orientation too
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+        if arr is not None:
+            return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+    im, _, _ = decode(data)
+    arr = np.asarray(im)
+    return np.repeat(arr[..., None], 3, axis=2) if arr.ndim == 2 else arr
+
+
+def enhance(img: np.ndarray, cfg: PrepConfig) -> np.ndarray:
+    cv2 = _cv2()
+    if cfg.denoise:
+        img = cv2.medianBlur(img, cfg.denoise)
+    if cfg.clahe:
+        lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB)
+        lab[..., 0] = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(lab[..., 0])
+        img = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    if cfg.gamma != 1.0:
+        table = np.round(255 * (np.arange(256) / 255) ** (1 / cfg.gamma)).astype(np.uint8)
+        img = cv2.LUT(img, table)
+    return img
+
+
+def fit(img: np.ndarray, cfg: PrepConfig) -> np.ndarray:
+    cv2 = _cv2()
+    h, w = img.shape[:2]
+    s = cfg.size
+    scale = s / max(h, w) if cfg.fit == "pad" else s / min(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    img = cv2.resize(img, (nw, nh), interpolation=interp)
+    out = np.zeros((s, s, 3), np.uint8)
+    if cfg.fit == "pad":
+        y, x = (s - nh) // 2, (s - nw) // 2
+        out[y:y + nh, x:x + nw] = img
+    else:
+        y, x = (nh - s) // 2, (nw - s) // 2
+        out[:] = img[y:y + s, x:x + s]
+    return out
+
+
+def shard_paths(out: Path, k: int) -> tuple[Path, Path]:
+    return out / "shards" / f"shard-{k:05d}.npy", out / "shards" / f"shard-{k:05d}.json"
+
+
+def is_complete(out: Path, k: int, cfg: PrepConfig, n_rows: int) -> bool:
+    npy, meta = shard_paths(out, k)
+    if not (npy.exists() and meta.exists()):
+        return False
+    try:
+        m = json.loads(meta.read_text())
+    except json.JSONDecodeError:
+        return False
+    return m.get("config") == cfg.key() and len(m["rows"]) + len(m["quarantined"]) == n_rows
+
+
+def process_chunk(k: int, rows: list[dict], data_dir: str, out: str, cfg: PrepConfig) -> dict:
+    """Decode, enhance and fit one chunk; write its shard atomically. Pure in (rows, cfg)."""
+    out_p = Path(out)
+    if is_complete(out_p, k, cfg, len(rows)):
+        return {"chunk": k, "skipped": True, **_counts(json.loads(shard_paths(out_p, k)[1].read_text()))}
+    root = image_root(data_dir)
+    pixels = np.empty((len(rows), cfg.size, cfg.size, 3), np.uint8)
+    kept, quarantined = [], []
+    for row in rows:
+        try:
+            img = load_pixels((root / row["image"]).read_bytes(), row)
+            pixels[len(kept)] = fit(enhance(img, cfg), cfg)
+        except (BadImage, OSError) as e:
+            reason = e.reason if isinstance(e, BadImage) else "unreadable"
+            quarantined.append({"image": row["image"], "split": row["split"], "line": row["line"],
+                                "reason": reason, "detail": str(e)})
+            continue
+        kept.append({"image": row["image"], "split": row["split"], "line": row["line"], "caption": row["caption"],
+                     "modality": row.get("modality"), "offset": len(kept)})
+    npy, meta = shard_paths(out_p, k)
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{npy.name}.", suffix=".npy", dir=npy.parent)
+    with os.fdopen(fd, "wb") as f:
+        np.save(f, pixels[: len(kept)])
+    os.replace(tmp, npy)
+    record = {"chunk": k, "config": cfg.key(), "rows": kept, "quarantined": quarantined}
+    write_json_atomic(meta, record)
+    return {"chunk": k, "skipped": False, **_counts(record)}
+
+
+def _counts(meta: dict) -> dict:
+    return {"stored": len(meta["rows"]), "quarantined": len(meta["quarantined"])}
+
+
+def chunks(index_path: str | os.PathLike, chunk_size: int) -> Iterator[tuple[int, list[dict]]]:
+    """(chunk number, rows) streamed from the clean index: never the whole index in memory."""
+    rows = read_index(index_path)
+    k = 0
+    while batch := list(islice(rows, chunk_size)):
+        yield k, batch
+        k += 1
+
+
+def slurm_cluster(spec: dict):
+    """dask-jobqueue SLURMCluster from a parameter mapping (papermill_params/cluster/preprocess.yaml)."""
+    from dask_jobqueue import SLURMCluster
+
+    keys = ("cores", "memory", "processes", "queue", "account", "walltime", "job_extra_directives",
+            "job_script_prologue", "local_directory", "log_directory", "interface")
+    return SLURMCluster(**{k: spec[k] for k in keys if spec.get(k) is not None})
+
+
+def _cluster(backend: str, workers: int, slurm: dict | None):
+    from distributed import LocalCluster
+
+    if backend == "dask-processes":
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    if backend == "dask-threads":  # OpenCV releases the GIL, so threads scale without pickling pixels
+        return LocalCluster(n_workers=1, threads_per_worker=workers, processes=False, dashboard_address=None)
+    cluster = slurm_cluster(slurm or {})
+    cluster.scale(jobs=workers)
+    return cluster
+
+
+def _run_dask(backend, workers, slurm, jobs: Iterator, task, bar) -> list[dict]:
+    from distributed import Client, as_completed
+    from distributed.client import FutureCancelledError
+    from distributed.scheduler import KilledWorker
+
+    results = []
+    with _cluster(backend, workers, slurm) as cluster, Client(cluster) as client:
+        in_flight = as_completed()
+
+        def submit_next() -> bool:
+            nxt = next(jobs, None)
+            if nxt is None:
+                return False
+            # pure=False: a retried chunk must run again; retries: a chunk on a dying worker is redone, not lost
+            in_flight.add(client.submit(task, *nxt, key=f"chunk-{nxt[0]:05d}", retries=2, pure=False))
+            return True
+
+        for _ in range(2 * max(1, workers)):  # a bounded window: memory follows chunk size, not dataset size
+            submit_next()
+        for fut in in_flight:
+            try:
+                results.append(fut.result())
+            except (KilledWorker, FutureCancelledError) as e:
+                raise RuntimeError(
+                    f"{fut.key}: the Dask worker running it died repeatedly ({type(e).__name__}); completed "
+                    f"chunks are kept, re-run the same command to resume"
+                ) from e
+            bar.update()
+            submit_next()
+    return results
+
+
+def preprocess(
+    data_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    backend: str = "sequential",
+    workers: int = 1,
+    chunk_size: int = 256,
+    cfg: PrepConfig = PrepConfig(),
+    index: str | os.PathLike | None = None,
+    slurm: dict | None = None,
+    progress: bool = True,
+) -> dict:
+    """Turn the clean index into shards under ``out``; resumes where a previous run stopped."""
+    from functools import partial
+
+    from tqdm import tqdm
+
+    if backend not in BACKENDS:
+        raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if chunk_size < 1 or workers < 1:
+        raise ValueError("--chunk-size and --workers must be positive")
+    out = Path(out)
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    for stale in (out / "shards").glob(".shard-*"):  # temp files of a killed run
+        stale.unlink()
+    if index is None:
+        from lib.data.validate import validate
+
+        index = out / "clean_index.jsonl"
+        if not index.exists():
+            validate(data_dir, out / "validate_report.json", index, workers=workers, progress=progress)
+    n_rows = sum(1 for _ in read_index(index))
+    n_chunks = -(-n_rows // chunk_size)
+    task = partial(process_chunk, data_dir=str(data_dir), out=str(out), cfg=cfg)
+    jobs = chunks(index, chunk_size)
+    with tqdm(total=n_chunks, desc=f"preprocess ({backend})", unit="chunk", disable=not progress) as bar:
+        if backend == "sequential":
+            results = []
+            for k, rows in jobs:
+                results.append(task(k, rows))
+                bar.update()
+        else:
+            results = _run_dask(backend, workers, slurm, jobs, task, bar)
+    return _finish(out, n_chunks, cfg, backend, workers, chunk_size, results)
+
+
+def _finish(out: Path, n_chunks: int, cfg: PrepConfig, backend, workers, chunk_size, results) -> dict:
+    """Merge chunk records, in chunk order, into the index and the quarantine list."""
+    quarantine, stored = [], 0
+    tmp = out / ".index.jsonl.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for k in range(n_chunks):
+            npy, meta_path = shard_paths(out, k)
+            meta = json.loads(meta_path.read_text())
+            for row in meta["rows"]:
+                entry = {"id": Path(row["image"]).stem, "shard": npy.name, **row}
+                f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            stored += len(meta["rows"])
+            quarantine += meta["quarantined"]
+    os.replace(tmp, out / "index.jsonl")
+    write_json_atomic(out / "quarantine.json", quarantine)
+    manifest = {
+        "config": asdict(cfg), "chunk_size": chunk_size, "chunks": n_chunks, "stored": stored,
+        "quarantined": len(quarantine), "resumed_chunks": sum(r["skipped"] for r in results),
+        "backend": backend, "workers": workers,
+    }
+    write_json_atomic(out / "preprocess.json", manifest)
+    return manifest
+
+
+def open_shard(out: str | os.PathLike, shard: str) -> np.ndarray:
+    """A shard as a read-only memory map (the encoder and trainer read pixels this way)."""
+    return np.load(Path(out) / "shards" / shard, mmap_mode="r")
