@@ -23,7 +23,7 @@ from typing import Any
 TRACKED_LIBRARIES = (
     "numpy", "pillow", "opencv-python-headless", "matplotlib", "torch", "torchvision", "transformers",
     "peft", "open_clip_torch", "tokenizers", "bitsandbytes", "dask", "distributed", "xgboost",
-    "scikit-learn", "joblib", "pycocoevalcap", "papermill",
+    "dask-jobqueue", "scikit-learn", "joblib", "pycocoevalcap", "papermill",
 )
 
 
