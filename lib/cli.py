@@ -122,9 +122,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from lib.data.preprocess import WorkerDied
+    from lib.study import NotebookFailed
+
     try:
         args.fn(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:  # NotebookFailed is a RuntimeError
+    except (FileNotFoundError, ValueError, NotebookFailed, WorkerDied) as e:  # expected failures: no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

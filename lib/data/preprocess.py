@@ -21,16 +21,22 @@ import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 from itertools import islice
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from lib.data.images import BadImage, decode
 from lib.data.pmcoa import image_root, read_index
 from lib.results import write_json_atomic
 
 BACKENDS = ("sequential", "dask-processes", "dask-threads", "dask-slurm")
+
+
+class WorkerDied(RuntimeError):
+    """A chunk's Dask worker died more often than retries allow; finished chunks are kept."""
 
 
 @dataclass(frozen=True)
@@ -201,7 +207,7 @@ def _run_dask(backend, workers, slurm, jobs: Iterator, task, bar) -> list[dict]:
             try:
                 results.append(fut.result())
             except (KilledWorker, FutureCancelledError) as e:
-                raise RuntimeError(
+                raise WorkerDied(
                     f"{fut.key}: the Dask worker running it died repeatedly ({type(e).__name__}); completed "
                     f"chunks are kept, re-run the same command to resume"
                 ) from e
@@ -222,10 +228,6 @@ def preprocess(
     progress: bool = True,
 ) -> dict:
     """Turn the clean index into shards under ``out``; resumes where a previous run stopped."""
-    from functools import partial
-
-    from tqdm import tqdm
-
     if backend not in BACKENDS:
         raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if chunk_size < 1 or workers < 1:
