@@ -41,11 +41,27 @@ def _preprocess(a):
 
     slurm = None
     if a.backend == "dask-slurm":
-        slurm = load_profile(a.profile).notebook_params("preprocess").get("slurm") or {}
+        slurm = load_profile(a.profile).notebook_params("02_preprocessing").get("slurm") or {}
     cfg = PrepConfig(size=a.size, fit=a.fit, clahe=a.clahe, gamma=a.gamma, denoise=a.denoise)
     manifest = preprocess(a.data, a.out, backend=a.backend, workers=a.workers, chunk_size=a.chunk_size, cfg=cfg,
                           index=a.index, slurm=slurm)
     print(json.dumps(manifest))
+
+
+def _bench_preprocess(a):
+    from lib.bench import preprocess as bench
+    from lib.data.preprocess import PrepConfig
+    from lib.results import write_results
+
+    metrics, config = bench.run(a.data, a.index, backends=a.backends, max_workers=a.max_workers,
+                                chunk_size=a.chunk_size, cfg=PrepConfig(size=a.size), repeats=a.repeats,
+                                limit=a.limit, scratch=a.scratch)
+    path = write_results(a.results, "preprocess", a.run, metrics, config, seed=None)
+    for row in bench.table(metrics):
+        print(row)
+    if a.figures:
+        bench.figures(metrics, a.figures)
+    print(f"wrote {path}")
 
 
 def _run(a):
@@ -108,6 +124,23 @@ def parser() -> argparse.ArgumentParser:
     pp.add_argument("--denoise", type=int, default=0, help="median filter aperture (odd), 0 = off")
     pp.add_argument("--profile", default="cluster", help="where dask-slurm reads its SLURMCluster parameters")
     pp.set_defaults(fn=_preprocess)
+
+    b = sub.add_parser("bench", help="benchmarks that write results files").add_subparsers(dest="bench", required=True)
+    bp = b.add_parser("preprocess", help="img/s per backend x workers, bare OpenCV floor, per-image cost")
+    bp.add_argument("--data", required=True)
+    bp.add_argument("--index", help="clean index (default: validate first, untimed)")
+    bp.add_argument("--backends", nargs="+", choices=BACKENDS, default=["sequential", "dask-processes", "dask-threads"])
+    bp.add_argument("--max-workers", type=int, default=2, help="each Dask backend runs with 1..N workers")
+    bp.add_argument("--chunk-size", type=int, default=256)
+    bp.add_argument("--size", type=int, default=224)
+    bp.add_argument("--repeats", type=int, default=3, help="runs per configuration; the median is reported")
+    bp.add_argument("--limit", type=int, help="benchmark the first N pairs only")
+    bp.add_argument("--scratch", default="outputs/bench",
+                    help="folder for the runs' temporary shards, on the file system real output would use")
+    bp.add_argument("--results", default="results", help="writes <this>/preprocess/<run>.json")
+    bp.add_argument("--run", default="default", help="results file name")
+    bp.add_argument("--figures", help="also draw the scaling and cost figures into this folder")
+    bp.set_defaults(fn=_bench_preprocess)
 
     r = sub.add_parser("run", help="execute numbered notebooks with papermill")
     r.add_argument("notebooks", nargs="*", help="e.g. 01_eda or 01 (default: all)")

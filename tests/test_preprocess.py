@@ -78,10 +78,66 @@ def test_fit_keeps_the_whole_figure_when_padding():
 
 
 def test_dask_slurm_backend_builds_the_job_from_the_cluster_profile():
-    spec = yaml.safe_load((ROOT / "papermill_params" / "cluster" / "preprocess.yaml").read_text())["slurm"]
+    spec = yaml.safe_load((ROOT / "papermill_params" / "cluster" / "02_preprocessing.yaml").read_text())["slurm"]
     spec = {**spec, "account": "proj42", "log_directory": None}
     with slurm_cluster(spec) as cluster:  # builds the job; nothing is submitted until it is scaled
         script = cluster.job_script()
     assert "#SBATCH -A proj42" in script and "#SBATCH -p cpu" in script
     assert "#SBATCH --signal=USR1@120" in script and "#SBATCH -t 02:00:00" in script
     assert "--nworkers 16" in script or "--nprocs 16" in script
+
+
+def _peak_rss_mb(data, index, out, chunk_size: int) -> float:
+    """Peak RSS of a fresh process that preprocesses ``index`` sequentially. VmHWM, not ru_maxrss:
+    the latter survives exec, so a child forked from a large pytest process reports pytest's size."""
+    code = (
+        "import re, sys\n"
+        "from lib.data.preprocess import preprocess\n"
+        "preprocess(sys.argv[1], sys.argv[2], index=sys.argv[3], chunk_size=int(sys.argv[4]), progress=False)\n"
+        "print(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(data), str(out), str(index), str(chunk_size)],
+                          cwd=ROOT, capture_output=True, text=True, check=True)
+    return int(proc.stdout.split()[-1]) / 1024
+
+
+def test_peak_memory_follows_chunk_size_not_dataset_size(small_data, tmp_path):
+    """1,200 images of 224x224x3 would hold 180 MB if kept; a 16-image chunk is 2.4 MB, a 256-image one 38 MB."""
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    source = next((small_data / "images").glob("*.jpg"))
+    rows = []
+    for i in range(1200):
+        (data / "images" / f"img{i:05d}.jpg").hardlink_to(source)
+        rows.append({"split": "train", "line": i + 1, "image": f"img{i:05d}.jpg", "caption": f"figure {i}",
+                     "mode": "RGB", "conversion": None})
+    small, large = tmp_path / "small.jsonl", tmp_path / "large.jsonl"
+    small.write_text("".join(json.dumps(r) + "\n" for r in rows[:300]))
+    large.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rss_small = _peak_rss_mb(data, small, tmp_path / "a", chunk_size=16)
+    rss_large = _peak_rss_mb(data, large, tmp_path / "b", chunk_size=16)
+    rss_large_chunks = _peak_rss_mb(data, large, tmp_path / "c", chunk_size=256)
+    assert len((tmp_path / "b" / "index.jsonl").read_text().splitlines()) == 1200
+    assert rss_large - rss_small < 10, (rss_small, rss_large)  # 4x the images, the same peak
+    assert rss_large_chunks - rss_large > 25, (rss_large, rss_large_chunks)  # a 16x larger chunk shows
+
+
+def test_bench_preprocess_records_every_backend_and_worker_count(small_data, tmp_path):
+    out = cli("bench", "preprocess", "--data", str(small_data), "--backends", "sequential", "dask-threads",
+              "--max-workers", "2", "--chunk-size", "32", "--size", "64", "--repeats", "1", "--limit", "100",
+              "--scratch", str(tmp_path / "scratch"), "--results", str(tmp_path / "results"),
+              "--figures", str(tmp_path / "figures"))
+    assert "wrote" in out.stdout
+    record = json.loads((tmp_path / "results" / "preprocess" / "default.json").read_text())
+    m = record["metrics"]
+    assert [(r["backend"], r["workers"]) for r in m["runs"]] == [("sequential", 1), ("dask-threads", 1),
+                                                                 ("dask-threads", 2)]
+    assert all(r["images"] == 100 and r["chunks"] == 4 and r["img_per_s"] > 0 for r in m["runs"])
+    assert m["identical_outputs"] is True
+    assert [r["speedup"] for r in m["runs"] if r["workers"] == 1] == [1.0, 1.0]
+    assert set(m["breakdown"]["ms_per_img"]) == {"read", "decode", "resize", "write"}
+    assert m["floor_opencv"]["images"] == 100 and record["config"]["limit"] == 100
+    assert record["provenance"]["hardware"]["tag"] and record["provenance"]["git"]["commit"]
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["02_preprocess_breakdown.png",
+                                                                        "02_preprocess_scaling.png"]
+    assert list((tmp_path / "scratch").iterdir()) == []  # the runs' shards are cleaned up
