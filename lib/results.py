@@ -66,7 +66,8 @@ def git_state(root: str | os.PathLike | None = None) -> dict:
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
+    # the study rewrites results/ and figures/ as it runs: only code and parameters make a run "dirty"
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results", ":(exclude)figures")
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 

@@ -5,7 +5,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from lib.results import read_results, write_json_atomic, write_results
+from lib.results import git_state, read_results, write_json_atomic, write_results
 
 from conftest import ROOT
 
@@ -39,3 +39,20 @@ def test_read_results_rejects_other_json(tmp_path):
     (tmp_path / "x.json").write_text('{"a": 1}')
     with pytest.raises(ValueError, match="not a results file"):
         read_results(tmp_path / "x.json")
+
+
+def test_rewritten_results_and_figures_do_not_make_a_run_dirty(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    for name in ("results/eda/default.json", "figures/a.png", "lib/code.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("1")
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    (tmp_path / "results/eda/default.json").write_text("2")
+    (tmp_path / "figures/a.png").write_text("2")
+    assert git_state(tmp_path)["dirty"] is False
+    (tmp_path / "lib/code.py").write_text("2")
+    assert git_state(tmp_path)["dirty"] is True
