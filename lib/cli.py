@@ -64,6 +64,98 @@ def _bench_preprocess(a):
     print(f"wrote {path}")
 
 
+def _profile_params(name: str, notebook: str, params_dir: str | None = None) -> tuple:
+    from lib.config import load_profile
+
+    profile = load_profile(name, params_dir)
+    profile.apply_env()  # HF_HUB_OFFLINE=1 on the default: a hub call fails at once instead of retrying
+    return profile, profile.notebook_params(notebook)
+
+
+def _pretrain_encoder(a):
+    from lib.models.encoder import PretrainConfig, pretrain
+
+    cfg = PretrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed)
+    print(json.dumps({k: v for k, v in pretrain(a.shards, a.out, cfg).items() if k != "model_cfg"}))
+
+
+def _pretrain_lm(a):
+    from lib.models.language import LMPretrain, pretrain
+
+    print(json.dumps(pretrain(a.index, a.out, LMPretrain(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+                                                          seed=a.seed))))
+
+
+def _encode(a):
+    from lib.models.encode import encode
+
+    print(json.dumps(encode(a.shards, a.out, a.encoder, output=a.output, batch_size=a.batch_size,
+                            device=a.device)))
+
+
+def _train(a):
+    from dataclasses import asdict
+
+    from lib import captioner
+    from lib.config import resolve
+    from lib.results import write_json_atomic, write_jsonl_atomic, write_results
+    from lib.training.data import CaptionData
+    from lib.training.loop import TrainConfig, train
+
+    profile, params = _profile_params(a.profile, "train", a.params_dir)
+    overrides = {k: v for k, v in (("steps", a.max_steps), ("batch_size", a.batch_size), ("lr", a.lr),
+                                   ("seed", a.seed), ("grad_accum", a.grad_accum), ("amp", a.amp)) if v is not None}
+    cfg = TrainConfig(**{**params.get("train", {}), **overrides})
+    art, spec = captioner.prepare(profile, params, pretrain_cfg=params.get("pretrain"))
+    torch_seed(cfg.seed)
+    vlm, tok = captioner.build(spec, with_encoder=a.source == "pixels", device=a.device)
+    root = art.features if a.source == "features" else art.preprocessed
+    data = CaptionData(root, "train", tok, source=a.source)
+    out = resolve(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = train(vlm, data, cfg, out, resume=a.resume, device=a.device)
+    print(f"{summary['status']} at step {summary['steps']}: {summary['samples_per_s'] or 0:.1f} samples/s")
+    record = {"strategy": a.strategy, "source": a.source, **{k: v for k, v in summary.items() if k != "losses"},
+              "final_loss": summary["losses"][-1] if summary["losses"] else None}
+    if summary["status"] == "finished" and not a.no_eval:
+        record["eval"] = captioner.evaluate(vlm, data, CaptionData(root, "test", tok, source=a.source), a.device)
+        captions = record["eval"].pop("captions")  # all of them beside the run; a sample in the results
+        write_jsonl_atomic(out / "captions.jsonl", captions)
+        record["eval"]["examples"] = captions[:8]
+        m, base = record["eval"]["model"], record["eval"]["most_frequent"]
+        print(f"test BLEU-4 {m['bleu4']:.3f} (most frequent caption {base['bleu4']:.3f}), CIDEr {m['cider']:.3f} "
+              f"({base['cider']:.3f}), identical captions {m['identical_share']:.1%} "
+              f"(references {record['eval']['references']['identical_share']:.1%}), commonest caption {m['top_share']:.1%}")
+    write_json_atomic(out / "train.json", record)
+    config = {"profile": a.profile, "train": asdict(cfg), "model": asdict(spec), "device": a.device,
+              "workload": f"projector+LoRA on {'cached features' if a.source == 'features' else 'pixels'}"}
+    path = write_results(resolve(params["results_dir"]), "training", a.run or f"{a.profile}-{a.strategy}", record,
+                         config, cfg.seed)
+    print(f"wrote {path}")
+
+
+def _bench_cache(a):
+    from lib import captioner
+    from lib.bench import cache
+    from lib.config import resolve
+    from lib.results import write_results
+    from lib.training.loop import TrainConfig
+
+    profile, params = _profile_params(a.profile, "train", a.params_dir)
+    art, spec = captioner.prepare(profile, params, pretrain_cfg=params.get("pretrain"))
+    metrics, config = cache.run(art, spec, TrainConfig(**params.get("train", {})), steps=a.steps, device=a.device)
+    path = write_results(resolve(params["results_dir"]), "feature_cache", a.run or a.profile, metrics,
+                         {**config, "profile": a.profile}, params.get("seed"))
+    print(f"cached features {metrics['features']['samples_per_s']:.1f} samples/s, pixels "
+          f"{metrics['pixels']['samples_per_s']:.1f} samples/s ({metrics['speedup']:.1f}x); wrote {path}")
+
+
+def torch_seed(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)  # projector init and LoRA init: same seed, same starting weights
+
+
 def _run(a):
     from lib.study import run
 
@@ -141,6 +233,59 @@ def parser() -> argparse.ArgumentParser:
     bp.add_argument("--run", default="default", help="results file name")
     bp.add_argument("--figures", help="also draw the scaling and cost figures into this folder")
     bp.set_defaults(fn=_bench_preprocess)
+    bc = b.add_parser("cache", help="training steps on cached features vs re-encoding pixels every step")
+    bc.add_argument("--profile", default="default")
+    bc.add_argument("--params-dir", help="folder of profiles (default: papermill_params/)")
+    bc.add_argument("--steps", type=int, default=20)
+    bc.add_argument("--device", default="cpu")
+    bc.add_argument("--run", help="results file name (default: the profile)")
+    bc.set_defaults(fn=_bench_cache)
+
+    pe = sub.add_parser("pretrain-encoder", help="contrastively pre-train the default's tiny CLIP (cached)")
+    pe.add_argument("--shards", required=True, help="a preprocess output folder")
+    pe.add_argument("--out", required=True)
+    pe.add_argument("--epochs", type=int, default=12)
+    pe.add_argument("--batch-size", type=int, default=128)
+    pe.add_argument("--lr", type=float, default=1e-3)
+    pe.add_argument("--seed", type=int, default=0)
+    pe.set_defaults(fn=_pretrain_encoder)
+
+    pl = sub.add_parser("pretrain-lm", help="train the default's tokenizer and tiny Mistral on captions (cached)")
+    pl.add_argument("--index", required=True, help="index.jsonl with a split field (preprocess output)")
+    pl.add_argument("--out", required=True)
+    pl.add_argument("--epochs", type=int, default=6)
+    pl.add_argument("--batch-size", type=int, default=32)
+    pl.add_argument("--lr", type=float, default=2e-3)
+    pl.add_argument("--seed", type=int, default=0)
+    pl.set_defaults(fn=_pretrain_lm)
+
+    e = sub.add_parser("encode", help="frozen encoder over every shard -> fp16 feature cache (resumable)")
+    e.add_argument("--shards", required=True, help="a preprocess output folder")
+    e.add_argument("--out", required=True)
+    e.add_argument("--encoder", required=True, help="hf-hub:org/name or local-dir:/path (open_clip layout)")
+    e.add_argument("--output", choices=("pooled", "tokens"), default="pooled")
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--device", default="cpu")
+    e.set_defaults(fn=_encode)
+
+    t = sub.add_parser("train", help="train the captioner (builds missing artefacts), then caption the test split")
+    t.add_argument("--profile", default="default")
+    t.add_argument("--params-dir", help="folder of profiles (default: papermill_params/)")
+    t.add_argument("--strategy", choices=("single",), default="single")
+    t.add_argument("--out", required=True)
+    t.add_argument("--resume", help="a run folder (its latest checkpoint) or a checkpoint folder")
+    t.add_argument("--max-steps", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--grad-accum", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"))
+    t.add_argument("--source", choices=("features", "pixels"), default="features",
+                   help="cached features, or pixels through the frozen encoder every step")
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--no-eval", action="store_true", help="skip captioning the test split")
+    t.add_argument("--run", help="results file name (default: <profile>-<strategy>)")
+    t.set_defaults(fn=_train)
 
     r = sub.add_parser("run", help="execute numbered notebooks with papermill")
     r.add_argument("notebooks", nargs="*", help="e.g. 01_eda or 01 (default: all)")
@@ -156,11 +301,12 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from lib.data.preprocess import WorkerDied
+    from lib.models import ModelUnavailable
     from lib.study import NotebookFailed
 
     try:
         args.fn(args)
-    except (FileNotFoundError, ValueError, NotebookFailed, WorkerDied) as e:  # expected failures: no traceback
+    except (FileNotFoundError, ValueError, NotebookFailed, WorkerDied, ModelUnavailable) as e:  # expected failures: no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

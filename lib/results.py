@@ -27,20 +27,27 @@ TRACKED_LIBRARIES = (
 )
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    """Write JSON so a reader never sees half a file (temp file in the same folder + rename)."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write a file so a reader never sees half of it (temp file in the same folder + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, ensure_ascii=False, default=_jsonable)
-            f.write("\n")
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    return write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, default=_jsonable) + "\n")
+
+
+def write_jsonl_atomic(path: str | os.PathLike, rows: list[dict]) -> Path:
+    return write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False, default=_jsonable) + "\n" for r in rows))
 
 
 def _jsonable(obj: Any) -> Any:

@@ -1,8 +1,10 @@
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,3 +25,16 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     if check and proc.returncode != 0:
         raise AssertionError(f"python -m lib {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
     return proc
+
+
+def tiny_profile(tmp_path: Path, n: int) -> Path:
+    """A copy of the default profile pointing every path into tmp_path."""
+    params = tmp_path / "params"
+    shutil.copytree(ROOT / "papermill_params" / "default", params / "default")
+    spec = yaml.safe_load((params / "default" / "profile.yaml").read_text())
+    spec["generate"] = {"out": str(tmp_path / "data"), "n": n, "seed": 1}
+    spec["params"].update(data_dir=str(tmp_path / "data"), work_dir=str(tmp_path / "work"),
+                          results_dir=str(tmp_path / "results"), figures_dir=str(tmp_path / "figures"),
+                          run_name="test", workers=1)
+    (params / "default" / "profile.yaml").write_text(yaml.safe_dump(spec))
+    return params

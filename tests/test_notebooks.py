@@ -1,16 +1,13 @@
 import json
-import shutil
-from pathlib import Path
 
 import jupytext
 import nbformat
 import pytest
-import yaml
 
 from lib import eda
 from lib.study import NotebookFailed, parameter_names, run
 
-from conftest import ROOT, cli
+from conftest import ROOT, cli, tiny_profile
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
 
@@ -28,21 +25,8 @@ def test_py_and_ipynb_pair_are_in_sync_and_without_outputs(py):
     assert parameter_names(source), f"{py.name} has no cell tagged 'parameters'"
 
 
-def _profile(tmp_path: Path, n: int) -> Path:
-    """A copy of the default profile pointing every path into tmp_path."""
-    params = tmp_path / "params"
-    shutil.copytree(ROOT / "papermill_params" / "default", params / "default")
-    spec = yaml.safe_load((params / "default" / "profile.yaml").read_text())
-    spec["generate"] = {"out": str(tmp_path / "data"), "n": n, "seed": 1}
-    spec["params"].update(data_dir=str(tmp_path / "data"), work_dir=str(tmp_path / "work"),
-                          results_dir=str(tmp_path / "results"), figures_dir=str(tmp_path / "figures"),
-                          run_name="test", workers=1)
-    (params / "default" / "profile.yaml").write_text(yaml.safe_dump(spec))
-    return params
-
-
 def test_eda_notebook_runs_through_papermill(tmp_path):
-    params = _profile(tmp_path, n=60)
+    params = tiny_profile(tmp_path, n=60)
     proc = cli("run", "01_eda", "--profile", "default", "--params-dir", str(params),
                "--output-dir", str(tmp_path / "out"))
     executed = tmp_path / "out" / "default" / "01_eda.ipynb"
@@ -61,7 +45,7 @@ def test_eda_notebook_runs_through_papermill(tmp_path):
 
 
 def test_failing_notebook_is_named_with_its_cell(tmp_path):
-    params = _profile(tmp_path, n=5)
+    params = tiny_profile(tmp_path, n=5)
     nbdir = tmp_path / "nbs"
     nbdir.mkdir()
     (nbdir / "01_broken.py").write_text(
@@ -75,7 +59,7 @@ def test_failing_notebook_is_named_with_its_cell(tmp_path):
 
 
 def test_unknown_notebook_or_parameter_is_a_clear_error(tmp_path):
-    params = _profile(tmp_path, n=5)
+    params = tiny_profile(tmp_path, n=5)
     proc = cli("run", "99_nothing", "--params-dir", str(params), check=False)
     assert proc.returncode == 2 and "no notebook '99_nothing'" in proc.stderr
     proc = cli("run", "01", "--params-dir", str(params), "-p", "colour=blue", check=False)

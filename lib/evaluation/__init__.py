@@ -1,0 +1,1 @@
+"""Caption scoring (pycocoevalcap) and diversity."""

@@ -1,0 +1,187 @@
+"""The frozen image encoder: BiomedCLIP through open_clip, or the embedded default's tiny CLIP.
+
+Both load the same way, ``open_clip.create_model("hf-hub:..." | "local-dir:...")``. The tiny one is
+saved in open_clip's Hugging Face layout (``open_clip_config.json`` + ``open_clip_model.safetensors``),
+exactly as BiomedCLIP is when pre-downloaded for an air-gapped cluster.
+
+The default has no pretrained weights to download, so ``pretrain`` follows BiomedCLIP's recipe
+(contrastive image-caption training with open_clip's own ClipLoss), scaled down to the generated
+training split. A random frozen encoder would make captions and zero-shot results meaningless.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from lib.models import ModelUnavailable
+
+BIOMEDCLIP = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+
+# A ViT image tower and a transformer text tower, like ViT-B-16, at a size a laptop trains in minutes.
+TINY_CLIP = {
+    "embed_dim": 128,
+    "vision_cfg": {"image_size": 96, "patch_size": 16, "width": 192, "layers": 4, "head_width": 64},
+    "text_cfg": {"context_length": 64, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 4},
+}
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+
+def _hub_error(spec: str, err: Exception) -> ModelUnavailable:
+    return ModelUnavailable(
+        f"cannot load {spec!r} ({type(err).__name__}: {err}). Without network access, download the model "
+        f"where there is network and pass its folder as 'local-dir:/path/to/folder' (HF_HUB_OFFLINE=1 makes "
+        f"the hub fail at once instead of retrying)"
+    )
+
+
+def create(spec: str):
+    """(open_clip model, tokenizer, preprocess config) from 'hf-hub:org/name' or 'local-dir:/path'."""
+    import open_clip
+
+    if not spec.startswith(("hf-hub:", "local-dir:")) and Path(spec).is_dir():
+        spec = f"local-dir:{spec}"
+    try:
+        model = open_clip.create_model(spec, pretrained=None, load_weights=True)
+        tokenizer = open_clip.get_tokenizer(spec)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # the hub raises several types (connection, offline mode, missing repo)
+        if spec.startswith("hf-hub:"):
+            raise _hub_error(spec, e) from e
+        raise
+    return model, tokenizer
+
+
+class FrozenEncoder(nn.Module):
+    """uint8 NHWC pixels -> features; frozen and in eval mode whatever the caller does.
+
+    output="pooled": the CLIP image embedding [B, 1, embed_dim];
+    output="tokens": the patch tokens of the last block [B, n_patches, width] (196 x 768 for BiomedCLIP).
+    """
+
+    def __init__(self, clip, output: str = "pooled"):
+        super().__init__()
+        if output not in ("pooled", "tokens"):
+            raise ValueError(f"encoder output must be 'pooled' or 'tokens', got {output!r}")
+        self.visual, self.output = clip.visual, output
+        size = self.visual.image_size
+        self.image_size = size[0] if isinstance(size, (tuple, list)) else size
+        mean = getattr(self.visual, "image_mean", None) or CLIP_MEAN
+        std = getattr(self.visual, "image_std", None) or CLIP_STD
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True):
+        return super().train(False)  # frozen: dropout and norms stay in eval mode
+
+    @property
+    def dim(self) -> int:
+        if self.output == "pooled":
+            return self.visual.output_dim
+        trunk = getattr(self.visual, "trunk", None)  # timm towers (BiomedCLIP)
+        return trunk.num_features if trunk is not None else self.visual.transformer.width
+
+    def pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, H, W, 3] -> normalised float [B, 3, S, S] at the tower's resolution."""
+        x = images.permute(0, 3, 1, 2).float().div_(255)
+        if x.shape[-1] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True,
+                              align_corners=False)
+        return (x - self.mean) / self.std
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.pixels(images.to(self.mean.device))
+        if self.output == "pooled":
+            return self.visual(x).unsqueeze(1)
+        trunk = getattr(self.visual, "trunk", None)
+        if trunk is not None:
+            return trunk.forward_features(x)[:, getattr(trunk, "num_prefix_tokens", 1):]
+        self.visual.output_tokens = True
+        try:
+            return self.visual(x)[1]
+        finally:
+            self.visual.output_tokens = False
+
+
+def load_encoder(spec: str, output: str = "pooled") -> FrozenEncoder:
+    return FrozenEncoder(create(spec)[0], output=output)
+
+
+@dataclass
+class PretrainConfig:
+    epochs: int = 12
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    seed: int = 0
+
+
+def _train_rows(preprocessed: Path) -> list[dict]:
+    rows = [json.loads(line) for line in open(preprocessed / "index.jsonl", encoding="utf-8")]
+    return [r for r in rows if r["split"] == "train"]
+
+
+def pretrain(preprocessed: str | os.PathLike, out: str | os.PathLike, cfg: PretrainConfig | None = None,
+             progress: bool = True) -> dict:
+    """Train the tiny CLIP contrastively on the training split of preprocessed shards; save it to ``out``
+    in open_clip's local-dir layout. Cached: a folder already holding this config is returned as is."""
+    import open_clip
+    from open_clip.loss import ClipLoss
+    from safetensors.torch import save_file
+
+    from lib.data.preprocess import open_shard
+    from lib.results import write_json_atomic
+
+    cfg = cfg or PretrainConfig()
+    out, preprocessed = Path(out), Path(preprocessed)
+    record = {"model_cfg": TINY_CLIP, "pretrain": asdict(cfg), "data": str(preprocessed)}
+    done = out / "pretrain.json"
+    if done.exists() and json.loads(done.read_text())["pretrain"] == record["pretrain"]:
+        return json.loads(done.read_text())
+    torch.manual_seed(cfg.seed)
+    model = open_clip.CLIP(**TINY_CLIP, output_dict=True)
+    tokenizer = open_clip.get_tokenizer("ViT-B-16", context_length=TINY_CLIP["text_cfg"]["context_length"])
+    rows = _train_rows(preprocessed)
+    images = np.stack([open_shard(preprocessed, r["shard"])[r["offset"]] for r in rows])
+    texts = tokenizer([r["caption"] for r in rows])
+    encoder = FrozenEncoder(model)  # only for its pixel transform; training goes through the model itself
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * (len(rows) // cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.1)
+    loss_fn, gen, losses = ClipLoss(), torch.Generator().manual_seed(cfg.seed), []
+    model.train()
+    bar = tqdm(total=steps, desc="pretrain tiny CLIP", unit="step", disable=not progress)
+    for _ in range(cfg.epochs):
+        order = torch.randperm(len(rows), generator=gen)
+        for k in range(len(rows) // cfg.batch_size):
+            idx = order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
+            x = encoder.pixels(torch.from_numpy(images[idx.numpy()]))
+            feats = model(x, texts[idx])
+            loss = loss_fn(feats["image_features"], feats["text_features"], feats["logit_scale"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            bar.update()
+    bar.close()
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(model.state_dict(), out / "open_clip_model.safetensors")
+    write_json_atomic(out / "open_clip_config.json",
+                      {"model_cfg": TINY_CLIP, "preprocess_cfg": {"mean": CLIP_MEAN, "std": CLIP_STD}})
+    record.update(pairs=len(rows), steps=steps, first_loss=losses[0], final_loss=float(np.mean(losses[-10:])))
+    write_json_atomic(done, record)  # last: marks the folder complete
+    return record

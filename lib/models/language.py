@@ -1,0 +1,202 @@
+"""The language model: BioMistral-7B through transformers, or the embedded default's tiny Mistral.
+
+Both load with ``AutoModelForCausalLM.from_pretrained(path or hub id)`` and ``AutoTokenizer``; the
+tiny one is saved in the standard layout, so the cluster and the laptop share one code path.
+The default has no pretrained weights, so ``pretrain`` builds it as BioMistral was built, scaled
+down: a BPE tokenizer trained on the training captions (HF ``tokenizers``), then causal-LM
+pre-training of a small ``MistralConfig`` model on the same text. Each training sequence is two
+related captions (same modality, as neighbouring figures of one article are), so the model learns
+what a large LM brings to a VLM: continuing text conditioned on context. Trained on isolated
+captions it learns to ignore anything before <s>, and no projector can then reach it (measured: a
+projector alone could not move the loss on 16 training pairs). LoRA (peft) and 8/4-bit base
+weights (bitsandbytes) are applied on top, the same way for both.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from lib.models import ModelUnavailable
+
+# peft imports bitsandbytes whenever it is installed; on CPU it warns about an optional kernels
+# package even when no quantised weights are used. Quantised runs say what they use in their results.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+# transformers deprecation raised inside peft's gradient-checkpointing set-up, not in our code.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+BIOMISTRAL = "BioMistral/BioMistral-7B"
+SPECIAL = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+
+
+@dataclass
+class TinyLM:
+    vocab_size: int = 2048
+    hidden_size: int = 256
+    intermediate_size: int = 688
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2  # grouped-query attention, as in Mistral-7B (32 heads, 8 KV heads)
+    max_position_embeddings: int = 256
+
+
+@dataclass
+class LMPretrain:
+    epochs: int = 6
+    batch_size: int = 32
+    lr: float = 2e-3
+    seed: int = 0
+    model: TinyLM = field(default_factory=TinyLM)
+
+
+@dataclass
+class LoraSpec:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    targets: tuple[str, ...] = ("q_proj", "v_proj")
+
+
+def _hub_error(spec: str, err: Exception) -> ModelUnavailable:
+    return ModelUnavailable(
+        f"cannot load {spec!r} ({type(err).__name__}: {err}). Without network access, download it where there "
+        f"is network (huggingface-cli download {spec}) and pass the local folder instead; HF_HUB_OFFLINE=1 "
+        f"makes the hub fail at once instead of retrying"
+    )
+
+
+def train_tokenizer(captions: list[str], out: str | os.PathLike, vocab_size: int):
+    """Byte-level BPE on the captions, saved so ``AutoTokenizer.from_pretrained(out)`` loads it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=SPECIAL["unk_token"]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL.values()),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(captions, trainer)
+    bos = SPECIAL["bos_token"]
+    tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, tok.token_to_id(bos))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL)
+    fast.save_pretrained(out)
+    return fast
+
+
+def _caption_batches(ids: list[list[int]], batch_size: int, pad: int, gen: torch.Generator):
+    order = torch.randperm(len(ids), generator=gen).tolist()
+    for k in range(0, len(order) - batch_size + 1, batch_size):
+        rows = [ids[i] for i in order[k:k + batch_size]]
+        width = max(map(len, rows))
+        x = torch.full((len(rows), width), pad)
+        for i, r in enumerate(rows):
+            x[i, :len(r)] = torch.tensor(r)
+        yield x, x != pad
+
+
+def _partners(rows: list[dict], seed: int) -> list[int]:
+    """For each caption, another training caption of the same modality (any caption when unknown)."""
+    gen = torch.Generator().manual_seed(seed)
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(r.get("modality") or "", []).append(i)
+    return [groups[r.get("modality") or ""][int(torch.randint(len(groups[r.get("modality") or ""]), (1,),
+                                                              generator=gen))] for r in rows]
+
+
+def pretrain(index: str | os.PathLike, out: str | os.PathLike, cfg: LMPretrain | None = None,
+             progress: bool = True) -> dict:
+    """Tokenizer + tiny Mistral pre-trained on the training captions; cached in ``out``."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from lib.results import write_json_atomic
+
+    cfg = cfg or LMPretrain()
+    out = Path(out)
+    done = out / "pretrain.json"
+    if done.exists() and json.loads(done.read_text())["pretrain"] == asdict(cfg):
+        return json.loads(done.read_text())
+    rows = [r for r in map(json.loads, open(index, encoding="utf-8")) if r["split"] == "train"]
+    captions = [r["caption"] for r in rows]
+    tok = train_tokenizer(captions, out, cfg.model.vocab_size)
+    torch.manual_seed(cfg.seed)
+    config = MistralConfig(**{**asdict(cfg.model), "vocab_size": len(tok)}, bos_token_id=tok.bos_token_id,
+                           eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, sliding_window=None,
+                           tie_word_embeddings=False)
+    model = MistralForCausalLM(config)
+    half = cfg.model.max_position_embeddings // 2
+    single = [tok(c).input_ids[: half - 1] + [tok.eos_token_id] for c in captions]
+    ids = [single[j] + single[i] for i, j in enumerate(_partners(rows, cfg.seed))]
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    steps = cfg.epochs * (len(ids) // cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.1)
+    gen, losses = torch.Generator().manual_seed(cfg.seed), []
+    model.train()
+    bar = tqdm(total=steps, desc="pretrain tiny Mistral", unit="step", disable=not progress)
+    for _ in range(cfg.epochs):
+        for x, mask in _caption_batches(ids, cfg.batch_size, tok.pad_token_id, gen):
+            loss = model(input_ids=x, attention_mask=mask, labels=x.masked_fill(~mask, -100)).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            bar.update()
+    bar.close()
+    model.save_pretrained(out)  # config.json + model.safetensors, the layout from_pretrained reads
+    record = {"pretrain": asdict(cfg), "captions": len(captions), "vocab": len(tok), "steps": steps,
+              "first_loss": losses[0], "final_loss": sum(losses[-10:]) / len(losses[-10:])}
+    write_json_atomic(done, record)  # last: marks the folder complete
+    return record
+
+
+def load_tokenizer(spec: str):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(spec)
+    except OSError as e:
+        raise _hub_error(spec, e) from e
+    if tok.pad_token is None:  # Mistral ships without one; padding is masked anyway
+        tok.pad_token = tok.unk_token or tok.eos_token
+    return tok
+
+
+def load_lm(spec: str, lora: LoraSpec | None, quant: str | None = None,
+            dtype: torch.dtype = torch.float32):
+    """Causal LM from a hub id or local folder, frozen, with LoRA adapters (trainable) when ``lora``.
+
+    quant: None, "8bit" or "4bit" (bitsandbytes NF4 with bf16 compute); LoRA then trains on top of
+    the quantised base, as in QLoRA.
+    """
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": dtype}
+    if quant:
+        from transformers import BitsAndBytesConfig
+
+        if quant not in ("8bit", "4bit"):
+            raise ValueError(f"quant must be '8bit' or '4bit', got {quant!r}")
+        kwargs["quantization_config"] = (
+            BitsAndBytesConfig(load_in_8bit=True) if quant == "8bit" else
+            BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(spec, **kwargs)
+    except OSError as e:
+        raise _hub_error(spec, e) from e
+    model.requires_grad_(False)
+    if lora is None:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=list(lora.targets), task_type="CAUSAL_LM")
+    return get_peft_model(model, config)

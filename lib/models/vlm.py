@@ -1,0 +1,77 @@
+"""Projector and the captioner that joins image features to the language model (LLaVA-style prefix).
+
+Input to the LM: [visual tokens from the projector] [<s> caption </s>]; the loss covers the caption
+only. Features come from the feature cache (``lib.models.encode``) or, when an encoder is given,
+from pixels on the fly: the model is the same either way.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Projector(nn.Module):
+    """Encoder features [B, T, in_dim] -> n_tokens visual tokens [B, n_tokens, out_dim].
+
+    A pooled embedding (T=1) is expanded into n_tokens; patch tokens (T>n_tokens) are average-pooled
+    down to n_tokens first. Two layers with GELU, as LLaVA-1.5's mlp2x_gelu.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 512, n_tokens: int = 4):
+        super().__init__()
+        self.n_tokens, self.out_dim = n_tokens, out_dim
+        self.fc1 = nn.Linear(in_dim, hidden)
+        self.fc2 = nn.Linear(hidden, out_dim)
+        self.expand = nn.Linear(hidden, n_tokens * hidden)  # used for pooled (T=1) input only
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.fc1(feats.to(self.fc1.weight.dtype)))
+        if x.shape[1] == 1:
+            x = F.gelu(self.expand(x[:, 0])).view(len(x), self.n_tokens, -1)
+        elif x.shape[1] != self.n_tokens:
+            x = F.adaptive_avg_pool1d(x.transpose(1, 2), self.n_tokens).transpose(1, 2)
+        return self.fc2(x)
+
+
+class CaptionVLM(nn.Module):
+    def __init__(self, projector: Projector, lm, tokenizer, encoder: nn.Module | None = None):
+        super().__init__()
+        self.projector, self.lm, self.encoder = projector, lm, encoder
+        self.bos, self.eos, self.pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+
+    def features(self, batch: dict) -> torch.Tensor:
+        if "features" in batch:
+            return batch["features"]
+        return self.encoder(batch["pixels"])  # no cache: encode every step (frozen, no grad)
+
+    def prefix(self, feats: torch.Tensor) -> torch.Tensor:
+        embed = self.lm.get_input_embeddings()
+        return self.projector(feats).to(embed.weight.dtype)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """Mean cross-entropy over caption tokens. batch: features|pixels, input_ids [B, L] (<s> ... </s>),
+        attention_mask [B, L]."""
+        vis = self.prefix(self.features(batch))
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        embeds = torch.cat([vis, self.lm.get_input_embeddings()(ids)], dim=1)
+        full_mask = torch.cat([mask.new_ones(vis.shape[:2]), mask], dim=1)
+        labels = torch.cat([ids.new_full(vis.shape[:2], -100), ids.masked_fill(mask == 0, -100)], dim=1)
+        return self.lm(inputs_embeds=embeds, attention_mask=full_mask, labels=labels).loss
+
+    @torch.no_grad()
+    def generate(self, batch: dict, max_new_tokens: int = 48, num_beams: int = 1) -> list[list[int]]:
+        """Greedy (num_beams=1) or beam search with the KV cache; deterministic. Returns token ids
+        after <s>, without the end token."""
+        vis = self.prefix(self.features(batch))
+        bos = vis.new_full((len(vis), 1), self.bos, dtype=torch.long)
+        embeds = torch.cat([vis, self.lm.get_input_embeddings()(bos)], dim=1)
+        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        out = self.lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
+                               num_beams=num_beams, do_sample=False, use_cache=True, eos_token_id=self.eos,
+                               pad_token_id=self.pad)
+        captions = []
+        for row in out.tolist():  # with inputs_embeds, generate returns only the new tokens
+            captions.append(row[: row.index(self.eos)] if self.eos in row else row)
+        return captions

@@ -1,0 +1,1 @@
+"""The training loop, checkpoints, data order and step metrics; strategies wrap the model, not the loop."""

@@ -1,0 +1,217 @@
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from lib.captioner import ModelSpec, build
+from lib.data.preprocess import PrepConfig, preprocess
+from lib.data.validate import validate
+from lib.models import ModelUnavailable, language
+from lib.models import encoder as enc
+from lib.models.encode import encode, open_features
+from lib.training import checkpoint
+from lib.training.data import CaptionData, Order
+from lib.training.loop import TrainConfig, train
+
+from conftest import ROOT, cli, tiny_profile
+
+TINY_LM = language.TinyLM(vocab_size=400, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+
+
+@pytest.fixture(scope="session")
+def world(small_data, tmp_path_factory):
+    """Everything training needs, at test size: shards, a briefly pre-trained tiny CLIP and LM, features."""
+    root = tmp_path_factory.mktemp("world")
+    validate(small_data, root / "report.json", root / "index.jsonl", progress=False)
+    preprocess(small_data, root / "pre", chunk_size=64, cfg=PrepConfig(size=64), index=root / "index.jsonl",
+               progress=False)
+    enc.pretrain(root / "pre", root / "encoder", enc.PretrainConfig(epochs=1, batch_size=32), progress=False)
+    language.pretrain(root / "pre" / "index.jsonl", root / "lm", language.LMPretrain(epochs=1, model=TINY_LM),
+                      progress=False)
+    encode(root / "pre", root / "features", f"local-dir:{root / 'encoder'}", progress=False)
+    return root
+
+
+def _vlm(world, seed=0, pixels=False):
+    torch.manual_seed(seed)
+    spec = ModelSpec(encoder=f"local-dir:{world / 'encoder'}", lm=str(world / "lm"), projector_hidden=32)
+    return build(spec, with_encoder=pixels)
+
+
+def test_shapes_and_dtypes_through_the_pipeline(world):
+    images = torch.from_numpy(np.load(world / "pre" / "shards" / "shard-00000.npy")[:3])
+    assert enc.load_encoder(f"local-dir:{world / 'encoder'}")(images).shape == (3, 1, 128)
+    assert enc.load_encoder(str(world / "encoder"), "tokens")(images).shape == (3, 36, 192)  # 96 px / 16 px patches
+    feats = open_features(world / "features", "shard-00000.npy")
+    assert feats.dtype == np.float16 and feats.shape == (64, 1, 128)
+    vlm, tok = _vlm(world)
+    data = CaptionData(world / "features", "train", tok)
+    batch = data.batch([0, 1, 2])
+    assert batch["input_ids"][:, 0].eq(tok.bos_token_id).all() and batch["features"].dtype == torch.float16
+    assert vlm.prefix(batch["features"]).shape == (3, 4, TINY_LM.hidden_size)
+    loss = vlm(batch)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    out = vlm.generate(batch, max_new_tokens=5)
+    assert len(out) == 3 and all(isinstance(t, int) for row in out for t in row) and max(map(len, out)) <= 5
+
+
+def test_only_lora_and_projector_train_and_lora_is_r16_on_q_and_v(world):
+    vlm, _ = _vlm(world)
+    trained = {n: p.numel() for n, p in vlm.named_parameters() if p.requires_grad}
+    assert all(n.startswith("projector.") or "lora_" in n for n in trained)
+    lora = {n: v for n, v in trained.items() if "lora_" in n}
+    assert {n.split(".")[-4] for n in lora} == {"q_proj", "v_proj"}
+    h, kv = TINY_LM.hidden_size, TINY_LM.num_key_value_heads * (TINY_LM.hidden_size // TINY_LM.num_attention_heads)
+    # r x (in + out) per adapted matrix, per layer: q is h -> h, v is h -> kv width
+    assert sum(lora.values()) == TINY_LM.num_hidden_layers * 16 * ((h + h) + (h + kv))
+    lm_total = sum(p.numel() for p in vlm.lm.parameters())
+    assert 0 < sum(lora.values()) / lm_total < 0.2
+
+
+def test_frozen_encoder_gets_no_gradients_and_stays_in_eval(world):
+    vlm, tok = _vlm(world, pixels=True)
+    before = {n: p.clone() for n, p in vlm.encoder.named_parameters()}
+    vlm.train()
+    assert not vlm.encoder.training
+    data = CaptionData(world / "pre", "train", tok, source="pixels")
+    vlm(data.batch([0, 1])).backward()
+    assert all(p.grad is None and not p.requires_grad for p in vlm.encoder.parameters())
+    assert all(torch.equal(p, before[n]) for n, p in vlm.encoder.named_parameters())
+    assert vlm.projector.fc1.weight.grad is not None
+
+
+def test_cached_features_equal_encoding_on_the_fly(world):
+    vlm, tok = _vlm(world, pixels=True)
+    cached = CaptionData(world / "features", "train", tok).batch(range(8))
+    fresh = CaptionData(world / "pre", "train", tok, source="pixels").batch(range(8))
+    live = vlm.encoder(fresh["pixels"])
+    torch.testing.assert_close(cached["features"].float(), live, rtol=2e-3, atol=2e-3)  # fp16 storage
+    vlm.eval()
+    torch.testing.assert_close(vlm(cached), vlm(fresh), rtol=1e-3, atol=1e-3)
+
+
+def test_order_is_a_pure_function_of_the_micro_batch_and_ranks_split_it():
+    a, b = Order(100, 8, seed=3), Order(100, 8, seed=3)
+    assert [a.indices(m) for m in (0, 13, 2)] == [b.indices(m) for m in (0, 13, 2)]
+    assert a.indices(0) != a.indices(12)  # epoch 1 is a new permutation (12 full batches per epoch)
+    r0, r1 = Order(100, 8, 3, rank=0, world=2), Order(100, 8, 3, rank=1, world=2)
+    assert r0.indices(5) + r1.indices(5) == a.indices(5)
+
+
+def test_sigterm_checkpoints_and_resume_is_bitwise_identical(world, tmp_path):
+    cfg = TrainConfig(steps=6, align_steps=2, batch_size=8, lr=1e-2, warmup=2, ckpt_every=100, seed=1)
+
+    def run(out, on_step=None, resume=None):
+        vlm, tok = _vlm(world, seed=5)
+        return vlm, train(vlm, CaptionData(world / "features", "train", tok), cfg, out, resume=resume,
+                          progress=False, on_step=on_step)
+
+    whole, summary = run(tmp_path / "whole")
+    assert summary["status"] == "finished" and summary["steps"] == 6
+
+    def preempt(record):
+        if record["step"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # what SLURM sends before the time limit
+
+    _, stopped = run(tmp_path / "cut", on_step=preempt)
+    assert stopped["status"] == "preempted (SIGTERM)" and checkpoint.latest(tmp_path / "cut").name == "step-000003"
+    resumed, rest = run(tmp_path / "cut", resume=tmp_path / "cut")
+    assert rest["start_step"] == 3 and rest["steps"] == 6
+    a, b = checkpoint.trainable_state(whole), checkpoint.trainable_state(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert summary["losses"][3:] == rest["losses"]
+    # stage 1 left LoRA at its initial value (B = 0); stage 2 moved it
+    assert any("lora_B" in k and a[k].abs().sum() > 0 for k in a)
+
+
+def test_checkpoints_load_without_unpickling(world, tmp_path):
+    vlm, tok = _vlm(world)
+    train(vlm, CaptionData(world / "features", "train", tok), TrainConfig(steps=1, batch_size=4, warmup=1),
+          tmp_path, progress=False)
+    ckpt = checkpoint.latest(tmp_path)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["state.pt", "trainable.safetensors"]
+    torch.load(ckpt / "state.pt", weights_only=True)  # raises if anything needs unpickling
+
+
+def test_generation_is_deterministic_for_greedy_and_beam(world):
+    vlm, tok = _vlm(world)
+    vlm.eval()
+    batch = CaptionData(world / "features", "test", tok).batch(range(4))
+    for beams in (1, 3):
+        assert vlm.generate(batch, 12, beams) == vlm.generate(batch, 12, beams)
+
+
+def test_offline_hub_loads_fail_fast_and_name_the_local_option():
+    code = (
+        "import time, sys\n"
+        "from lib.models import ModelUnavailable, encoder, language\n"
+        "for load in (lambda: language.load_lm('BioMistral/BioMistral-7B', lora=None),\n"
+        "             lambda: encoder.create(encoder.BIOMEDCLIP)):\n"
+        "    t = time.time()\n"
+        "    try:\n"
+        "        load()\n"
+        "    except ModelUnavailable as e:\n"
+        "        print(round(time.time() - t, 1), 'local' in str(e), flush=True)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": "/nonexistent-hf-home"}
+    start = time.time()
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    lines = proc.stdout.split("\n")[:2]
+    assert [line.split()[1] for line in lines] == ["True", "True"], proc.stderr[-2000:]
+    assert all(float(line.split()[0]) < 10 for line in lines) and time.time() - start < 60
+
+
+def test_unknown_local_encoder_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        enc.create(f"local-dir:{tmp_path / 'missing'}")
+    assert ModelUnavailable  # the type the CLI turns into a one-line error
+
+
+@pytest.mark.parametrize("quant", ["8bit", "4bit"])
+def test_lora_trains_on_quantised_base_weights(world, quant):
+    """QLoRA-style: bitsandbytes int8 / NF4 base (runs on CPU with bitsandbytes >= 0.50), LoRA in full precision."""
+    torch.manual_seed(0)
+    lm = language.load_lm(str(world / "lm"), language.LoraSpec(), quant=quant)
+    base = lm.get_base_model().model.layers[0].self_attn.q_proj.base_layer
+    assert type(base).__name__ == {"8bit": "Linear8bitLt", "4bit": "Linear4bit"}[quant]
+    ids = torch.randint(3, TINY_LM.vocab_size, (2, 12))
+    loss = lm(input_ids=ids, labels=ids).loss
+    loss.backward()
+    grads = [p.grad for n, p in lm.named_parameters() if "lora_B" in n]
+    assert torch.isfinite(loss) and grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_train_command_end_to_end_then_resume(tmp_path):
+    """`python -m lib train` builds every artefact for a profile, trains, captions the test split and
+    records the run; `--resume` continues from the latest checkpoint to a later step."""
+    params = tiny_profile(tmp_path, n=40)
+    (params / "default" / "train.yaml").write_text(yaml.safe_dump({
+        "pretrain": {"encoder": {"epochs": 1, "batch_size": 16},
+                     "lm": {"epochs": 1, "batch_size": 16, "model": dataclasses.asdict(TINY_LM)}},
+        "visual_tokens": 4, "projector_hidden": 32,
+        "train": {"steps": 3, "align_steps": 1, "batch_size": 4, "warmup": 1, "ckpt_every": 2},
+    }))
+    out = tmp_path / "run"
+    common = ("--profile", "default", "--params-dir", str(params), "--out", str(out), "--run", "t")
+    proc = cli("train", *common)
+    assert "finished at step 3" in proc.stdout and "test BLEU-4" in proc.stdout
+    record = json.loads((tmp_path / "results" / "training" / "t.json").read_text())
+    ev = record["metrics"]["eval"]
+    assert record["metrics"]["steps"] == 3 and record["config"]["train"]["steps"] == 3
+    assert {"bleu4", "cider", "identical_share", "top_share"} <= set(ev["model"]) and ev["test_pairs"] > 0
+    captions = [json.loads(line) for line in (out / "captions.jsonl").read_text().splitlines()]
+    assert len(captions) == ev["test_pairs"] and all({"id", "reference", "generated"} <= set(c) for c in captions)
+    assert (tmp_path / "work" / "features" / "tokens").is_dir()  # the profile's encoder output was cached
+
+    proc = cli("train", *common, "--resume", str(out), "--max-steps", "5", "--no-eval")
+    resumed = json.loads((out / "train.json").read_text())
+    assert resumed["start_step"] == 3 and resumed["steps"] == 5 and "eval" not in resumed
