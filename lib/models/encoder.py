@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from lib.models import ModelUnavailable
+from lib.models import ModelUnavailable, pretrain_step
 
 BIOMEDCLIP = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
 
@@ -170,13 +170,7 @@ def pretrain(preprocessed: str | os.PathLike, out: str | os.PathLike, cfg: Pretr
             x = encoder.pixels(torch.from_numpy(images[idx.numpy()]))
             feats = model(x, texts[idx])
             loss = loss_fn(feats["image_features"], feats["text_features"], feats["logit_scale"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-            bar.update()
+            pretrain_step(loss, opt, sched, losses, bar)
     bar.close()
     out.mkdir(parents=True, exist_ok=True)
     save_file(model.state_dict(), out / "open_clip_model.safetensors")

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from lib.models import ModelUnavailable
+from lib.models import ModelUnavailable, pretrain_step
 
 # peft imports bitsandbytes whenever it is installed; on CPU it warns about an optional kernels
 # package even when no quantised weights are used. Quantised runs say what they use in their results.
@@ -143,13 +143,7 @@ def pretrain(index: str | os.PathLike, out: str | os.PathLike, cfg: LMPretrain |
     for _ in range(cfg.epochs):
         for x, mask in _caption_batches(ids, cfg.batch_size, tok.pad_token_id, gen):
             loss = model(input_ids=x, attention_mask=mask, labels=x.masked_fill(~mask, -100)).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-            bar.update()
+            pretrain_step(loss, opt, sched, losses, bar)
     bar.close()
     model.save_pretrained(out)  # config.json + model.safetensors, the layout from_pretrained reads
     record = {"pretrain": asdict(cfg), "captions": len(captions), "vocab": len(tok), "steps": steps,
