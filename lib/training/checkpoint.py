@@ -20,7 +20,8 @@ def _is_trained(name: str) -> bool:
     return name.startswith("projector.") or "lora_" in name
 
 
-def save(folder: str | os.PathLike, model, optimizer, scheduler, step: int, extra: dict | None = None) -> Path:
+def save(folder: str | os.PathLike, model, optimizer, scheduler, step: int, extra: dict | None = None,
+         scaler=None) -> Path:
     """Write ``folder/step-NNNNNN`` via a temp folder + rename, then point ``latest`` at it."""
     folder = Path(folder)
     final = folder / f"step-{step:06d}"
@@ -32,7 +33,8 @@ def save(folder: str | os.PathLike, model, optimizer, scheduler, step: int, extr
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": rng, "extra": extra or {}}, tmp / "state.pt")
+                "rng": rng, "extra": extra or {}, "scaler": scaler.state_dict() if scaler else None},
+               tmp / "state.pt")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     latest = folder / "latest"
@@ -65,12 +67,14 @@ def load_trainable(model, ckpt: str | os.PathLike, strict: bool = True) -> None:
                 own[n].copy_(t)
 
 
-def resume(model, optimizer, scheduler, ckpt: str | os.PathLike) -> int:
+def resume(model, optimizer, scheduler, ckpt: str | os.PathLike, scaler=None) -> int:
     """Restore everything a run needs to continue bit for bit; returns the step to start from."""
     load_trainable(model, ckpt)
     state = torch.load(Path(ckpt) / "state.pt", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):  # fp16: the loss scale reached so far
+        scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng"]["torch"])
     if "cuda" in state["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])

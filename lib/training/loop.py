@@ -95,16 +95,16 @@ def train(model, data: CaptionData, cfg: TrainConfig, out: str | Path, resume: s
     params = [p for p in core.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    dtype = amp_dtype(cfg.amp, device)
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     start = 0
     if resume is not None:
         ckpt = checkpoint.latest(resume)
         if ckpt is None:
             raise FileNotFoundError(f"no checkpoint under {resume}")
-        start = checkpoint.resume(core, opt, sched, ckpt)
+        start = checkpoint.resume(core, opt, sched, ckpt, scaler)
     if cfg.grad_ckpt:
         core.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    dtype = amp_dtype(cfg.amp, device)
-    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     if cfg.batch_size % cfg.grad_accum:
         raise ValueError(f"batch size {cfg.batch_size} must be a multiple of grad_accum {cfg.grad_accum}")
     order = Order(len(data), cfg.batch_size // cfg.grad_accum, cfg.seed, rank, world)  # global micro-batches
@@ -153,7 +153,8 @@ def train(model, data: CaptionData, cfg: TrainConfig, out: str | Path, resume: s
             done = step + 1
             if stop.signal or done % cfg.ckpt_every == 0 or done == cfg.steps:
                 if rank == 0:
-                    checkpoint.save(out / "ckpt", core, opt, sched, done, extra={"config": asdict(cfg)})
+                    checkpoint.save(out / "ckpt", core, opt, sched, done, extra={"config": asdict(cfg)},
+                                    scaler=scaler)
                 if stop.signal:
                     status = f"preempted ({stop.signal})"
                     break
