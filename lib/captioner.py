@@ -5,7 +5,7 @@ held-out images scored against the most-frequent-caption baseline."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -92,7 +92,8 @@ def build(spec: ModelSpec, with_encoder: bool = False, device: str = "cpu"):
     lm = load_lm(lm_path, lora=lora, quant=spec.quant)
     clip, _ = create(local_spec(spec.encoder))
     encoder = FrozenEncoder(clip, spec.encoder_output)
-    projector = Projector(encoder.dim, lm.config.hidden_size, spec.projector_hidden, spec.visual_tokens)
+    projector = Projector(encoder.dim, lm.config.hidden_size, spec.projector_hidden, spec.visual_tokens,
+                          pooled=spec.encoder_output == "pooled")
     vlm = CaptionVLM(projector, lm, tok, encoder if with_encoder else None)
     return vlm.to(device), tok
 
@@ -127,3 +128,113 @@ def evaluate(vlm, train_data, test_data, device: str = "cpu", num_beams: int = 1
         "captions": [{"id": k, "reference": refs[k][0], "generated": hyps[k]} for k in refs],
         "test_pairs": len(refs),
     }
+
+
+@dataclass
+class TrainJob:
+    """One `python -m lib train` run, in one process or as one rank of a torchrun job."""
+    out: str
+    profile: str = "default"
+    params_dir: str | None = None
+    strategy: str = "single"  # single | ddp | fsdp
+    resume: str | None = None
+    max_steps: int | None = None
+    batch_size: int | None = None
+    grad_accum: int | None = None
+    lr: float | None = None
+    seed: int | None = None
+    amp: str | None = None
+    source: str = "features"  # features | pixels
+    device: str = "auto"
+    threads: int | None = None
+    cpu_offload: bool = False
+    no_eval: bool = False
+    run: str | None = None
+
+
+def train_job(job: TrainJob) -> dict | None:
+    """Build what is missing (rank 0 first, the others then find it cached), train with the strategy,
+    gather every rank's numbers to rank 0, caption the test split there and write the results.
+    Returns the record on rank 0 (None on other ranks)."""
+    from lib.config import load_profile
+    from lib.parallel import dist
+    from lib.parallel.apply import full_trained_state, parallelizer
+    from lib.results import write_json_atomic, write_jsonl_atomic, write_results
+    from lib.training.data import CaptionData
+    from lib.training.loop import TrainConfig, train
+
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    d = dist.init(job.device)
+    try:
+        profile = load_profile(job.profile, job.params_dir)
+        profile.apply_env()  # HF_HUB_OFFLINE=1 on the default: a hub call fails at once instead of retrying
+        params = profile.notebook_params("train")
+        overrides = {k: getattr(job, k) for k in ("batch_size", "lr", "seed", "grad_accum", "amp")
+                     if getattr(job, k) is not None}
+        if job.max_steps is not None:
+            overrides["steps"] = job.max_steps
+        cfg = TrainConfig(**{**params.get("train", {}), **overrides})
+        wrap = parallelizer(job.strategy, d, cpu_offload=job.cpu_offload) if job.strategy == "fsdp" else \
+            parallelizer(job.strategy, d)
+        for turn in ((0,), range(1, d.world)):  # rank 0 builds artefacts; the rest then read them
+            if d.rank in turn:
+                art, spec = prepare(profile, params, progress=d.main, pretrain_cfg=params.get("pretrain"))
+            dist.barrier(d)
+        torch.manual_seed(cfg.seed)  # projector and LoRA init: same seed, same starting weights on every rank
+        vlm, tok = build(spec, with_encoder=job.source == "pixels", device=str(d.device))
+        root = art.features if job.source == "features" else art.preprocessed
+        data = CaptionData(root, "train", tok, source=job.source)
+        out = resolve(job.out)
+        out.mkdir(parents=True, exist_ok=True)
+        summary = train(vlm, data, cfg, out, resume=job.resume, device=d.device, rank=d.rank, world=d.world,
+                        progress=d.main, parallelize=wrap)
+        trained = full_trained_state(vlm)  # collective under FSDP; on rank 0 only
+        ranks = dist.gather({"rank": d.rank, "peak_memory_bytes": summary["peak_memory_bytes"],
+                             "model_state_bytes": summary["model_state_bytes"], "step_s": summary["step_s"],
+                             "final_loss": summary["losses"][-1] if summary["losses"] else None}, d)
+        record = None
+        if d.main:
+            print(f"{summary['status']} at step {summary['steps']}: {summary['samples_per_s'] or 0:.1f} samples/s "
+                  f"({d.world} rank{'s' if d.world > 1 else ''}, {job.strategy})")
+            record = {"strategy": job.strategy, "world_size": d.world, "threads_per_rank": torch.get_num_threads(),
+                      "source": job.source, **{k: v for k, v in summary.items() if k != "losses"},
+                      "final_loss": summary["losses"][-1] if summary["losses"] else None,
+                      "losses": summary["losses"], "ranks": ranks}
+            if summary["status"] == "finished" and not job.no_eval:
+                record["eval"] = _evaluate_trained(spec, trained, job, data, root, tok, d.device)
+                captions = record["eval"].pop("captions")  # all of them beside the run; a sample in the results
+                write_jsonl_atomic(out / "captions.jsonl", captions)
+                record["eval"]["examples"] = captions[:8]
+            write_json_atomic(out / "train.json", record)
+            config = {"profile": job.profile, "train": asdict(cfg), "model": asdict(spec), "device": str(d.device),
+                      "strategy": job.strategy, "world_size": d.world, "threads_per_rank": torch.get_num_threads(),
+                      "workload": f"projector+LoRA on {'cached features' if job.source == 'features' else 'pixels'}"}
+            name = job.run or (f"{job.profile}-{job.strategy}" + (f"-{d.world}" if d.world > 1 else ""))
+            path = write_results(resolve(params["results_dir"]), "training", name, record, config, cfg.seed)
+            print(f"wrote {path}")
+        dist.barrier(d)
+        return record
+    finally:
+        dist.close()
+
+
+def _evaluate_trained(spec, trained: dict, job: TrainJob, data, root, tok, device) -> dict:
+    """Caption the test split with a fresh single-process model holding the trained weights (the
+    trained model may be sharded or wrapped; generation runs unwrapped on one device)."""
+    from lib.training.data import CaptionData
+
+    vlm, _ = build(spec, with_encoder=job.source == "pixels", device=str(device))
+    own = dict(vlm.named_parameters())
+    missing = sorted(set(trained) ^ {n for n in own if n.startswith("projector.") or "lora_" in n})
+    if missing:
+        raise ValueError(f"trained weights do not match the model: {missing[:3]}")
+    with torch.no_grad():
+        for name, t in trained.items():
+            own[name].copy_(t)
+    result = evaluate(vlm, data, CaptionData(root, "test", tok, source=job.source), str(device))
+    m, base = result["model"], result["most_frequent"]
+    print(f"test BLEU-4 {m['bleu4']:.3f} (most frequent caption {base['bleu4']:.3f}), CIDEr {m['cider']:.3f} "
+          f"({base['cider']:.3f}), identical captions {m['identical_share']:.1%} "
+          f"(references {result['references']['identical_share']:.1%}), commonest caption {m['top_share']:.1%}")
+    return result

@@ -94,44 +94,11 @@ def _encode(a):
 
 
 def _train(a):
-    from dataclasses import asdict
+    from dataclasses import fields
 
-    from lib import captioner
-    from lib.config import resolve
-    from lib.results import write_json_atomic, write_jsonl_atomic, write_results
-    from lib.training.data import CaptionData
-    from lib.training.loop import TrainConfig, train
+    from lib.captioner import TrainJob, train_job
 
-    profile, params = _profile_params(a.profile, "train", a.params_dir)
-    overrides = {k: v for k, v in (("steps", a.max_steps), ("batch_size", a.batch_size), ("lr", a.lr),
-                                   ("seed", a.seed), ("grad_accum", a.grad_accum), ("amp", a.amp)) if v is not None}
-    cfg = TrainConfig(**{**params.get("train", {}), **overrides})
-    art, spec = captioner.prepare(profile, params, pretrain_cfg=params.get("pretrain"))
-    torch_seed(cfg.seed)
-    vlm, tok = captioner.build(spec, with_encoder=a.source == "pixels", device=a.device)
-    root = art.features if a.source == "features" else art.preprocessed
-    data = CaptionData(root, "train", tok, source=a.source)
-    out = resolve(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    summary = train(vlm, data, cfg, out, resume=a.resume, device=a.device)
-    print(f"{summary['status']} at step {summary['steps']}: {summary['samples_per_s'] or 0:.1f} samples/s")
-    record = {"strategy": a.strategy, "source": a.source, **{k: v for k, v in summary.items() if k != "losses"},
-              "final_loss": summary["losses"][-1] if summary["losses"] else None}
-    if summary["status"] == "finished" and not a.no_eval:
-        record["eval"] = captioner.evaluate(vlm, data, CaptionData(root, "test", tok, source=a.source), a.device)
-        captions = record["eval"].pop("captions")  # all of them beside the run; a sample in the results
-        write_jsonl_atomic(out / "captions.jsonl", captions)
-        record["eval"]["examples"] = captions[:8]
-        m, base = record["eval"]["model"], record["eval"]["most_frequent"]
-        print(f"test BLEU-4 {m['bleu4']:.3f} (most frequent caption {base['bleu4']:.3f}), CIDEr {m['cider']:.3f} "
-              f"({base['cider']:.3f}), identical captions {m['identical_share']:.1%} "
-              f"(references {record['eval']['references']['identical_share']:.1%}), commonest caption {m['top_share']:.1%}")
-    write_json_atomic(out / "train.json", record)
-    config = {"profile": a.profile, "train": asdict(cfg), "model": asdict(spec), "device": a.device,
-              "workload": f"projector+LoRA on {'cached features' if a.source == 'features' else 'pixels'}"}
-    path = write_results(resolve(params["results_dir"]), "training", a.run or f"{a.profile}-{a.strategy}", record,
-                         config, cfg.seed)
-    print(f"wrote {path}")
+    train_job(TrainJob(**{f.name: getattr(a, f.name) for f in fields(TrainJob)}))
 
 
 def _bench_cache(a):
@@ -148,12 +115,6 @@ def _bench_cache(a):
                          {**config, "profile": a.profile}, params.get("seed"))
     print(f"cached features {metrics['features']['samples_per_s']:.1f} samples/s, pixels "
           f"{metrics['pixels']['samples_per_s']:.1f} samples/s ({metrics['speedup']:.1f}x); wrote {path}")
-
-
-def torch_seed(seed: int) -> None:
-    import torch
-
-    torch.manual_seed(seed)  # projector init and LoRA init: same seed, same starting weights
 
 
 def _run(a):
@@ -230,7 +191,7 @@ def parser() -> argparse.ArgumentParser:
     bp.add_argument("--scratch", default="outputs/bench",
                     help="folder for the runs' temporary shards, on the file system real output would use")
     bp.add_argument("--results", default="results", help="writes <this>/preprocess/<run>.json")
-    bp.add_argument("--run", default="default", help="results file name")
+    bp.add_argument("--name", dest="run", default="default", help="results file name")
     bp.add_argument("--figures", help="also draw the scaling and cost figures into this folder")
     bp.set_defaults(fn=_bench_preprocess)
     bc = b.add_parser("cache", help="training steps on cached features vs re-encoding pixels every step")
@@ -238,7 +199,7 @@ def parser() -> argparse.ArgumentParser:
     bc.add_argument("--params-dir", help="folder of profiles (default: papermill_params/)")
     bc.add_argument("--steps", type=int, default=20)
     bc.add_argument("--device", default="cpu")
-    bc.add_argument("--run", help="results file name (default: the profile)")
+    bc.add_argument("--name", dest="run", help="results file name (default: the profile)")
     bc.set_defaults(fn=_bench_cache)
 
     pe = sub.add_parser("pretrain-encoder", help="contrastively pre-train the default's tiny CLIP (cached)")
@@ -271,7 +232,8 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train the captioner (builds missing artefacts), then caption the test split")
     t.add_argument("--profile", default="default")
     t.add_argument("--params-dir", help="folder of profiles (default: papermill_params/)")
-    t.add_argument("--strategy", choices=("single",), default="single")
+    t.add_argument("--strategy", choices=("single", "ddp", "fsdp"), default="single",
+                   help="ddp / fsdp under torchrun: torchrun --nproc_per_node=N -m lib train --strategy ddp ...")
     t.add_argument("--out", required=True)
     t.add_argument("--resume", help="a run folder (its latest checkpoint) or a checkpoint folder")
     t.add_argument("--max-steps", type=int)
@@ -282,9 +244,11 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"))
     t.add_argument("--source", choices=("features", "pixels"), default="features",
                    help="cached features, or pixels through the frozen encoder every step")
-    t.add_argument("--device", default="cpu")
+    t.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK when there is a GPU, else cpu), cpu, cuda")
+    t.add_argument("--threads", type=int, help="torch threads per process (torchrun sets 1 per rank)")
+    t.add_argument("--cpu-offload", action="store_true", help="fsdp: keep parameters and optimizer state on CPU")
     t.add_argument("--no-eval", action="store_true", help="skip captioning the test split")
-    t.add_argument("--run", help="results file name (default: <profile>-<strategy>)")
+    t.add_argument("--name", dest="run", help="results file name (default: <profile>-<strategy>)")
     t.set_defaults(fn=_train)
 
     r = sub.add_parser("run", help="execute numbered notebooks with papermill")

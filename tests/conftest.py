@@ -9,6 +9,16 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _tiny_lm():
+    from lib.models.language import TinyLM
+
+    return TinyLM(vocab_size=400, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+
+
+TINY_LM = _tiny_lm()  # the test-size Mistral every model test uses
+
+
 @pytest.fixture(scope="session")
 def small_data(tmp_path_factory) -> Path:
     """A small embedded dataset shared by the read-only tests."""

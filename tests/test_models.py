@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -21,10 +22,7 @@ from lib.training import checkpoint
 from lib.training.data import CaptionData, Order
 from lib.training.loop import TrainConfig, train
 
-from conftest import ROOT, cli, tiny_profile
-
-TINY_LM = language.TinyLM(vocab_size=400, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+from conftest import ROOT, TINY_LM, cli, tiny_profile
 
 
 @pytest.fixture(scope="session")
@@ -99,12 +97,19 @@ def test_cached_features_equal_encoding_on_the_fly(world):
     torch.testing.assert_close(vlm(cached), vlm(fresh), rtol=1e-3, atol=1e-3)
 
 
-def test_order_is_a_pure_function_of_the_micro_batch_and_ranks_split_it():
+def test_order_is_a_pure_function_of_the_step_and_splits_one_global_batch():
     a, b = Order(100, 8, seed=3), Order(100, 8, seed=3)
     assert [a.indices(m) for m in (0, 13, 2)] == [b.indices(m) for m in (0, 13, 2)]
     assert a.indices(0) != a.indices(12)  # epoch 1 is a new permutation (12 full batches per epoch)
-    r0, r1 = Order(100, 8, 3, rank=0, world=2), Order(100, 8, 3, rank=1, world=2)
-    assert r0.indices(5) + r1.indices(5) == a.indices(5)
+    seen = [i for k in range(12) for i in a.indices(k)]
+    assert len(set(seen)) == 96  # an epoch visits 96 distinct rows; the ragged 4 are dropped
+    ranks, accum = Order(100, 8, 3, world=2), Order(100, 8, 3, accum=2)
+    for k in (0, 5, 13):
+        split = [ranks.indices(k, rank=r) for r in (0, 1)]
+        assert split == [accum.indices(k, micro=m) for m in (0, 1)]  # same rows, same groups
+        assert sorted(split[0] + split[1]) == sorted(a.indices(k))
+    with pytest.raises(ValueError, match="divide evenly"):
+        Order(100, 6, 3, world=2, accum=2)
 
 
 def test_sigterm_checkpoints_and_resume_is_bitwise_identical(world, tmp_path):
@@ -138,8 +143,12 @@ def test_checkpoints_load_without_unpickling(world, tmp_path):
     train(vlm, CaptionData(world / "features", "train", tok), TrainConfig(steps=1, batch_size=4, warmup=1),
           tmp_path, progress=False)
     ckpt = checkpoint.latest(tmp_path)
-    assert sorted(p.name for p in ckpt.iterdir()) == ["state.pt", "trainable.safetensors"]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["dcp", "state.pt", "trainable.safetensors"]
     torch.load(ckpt / "state.pt", weights_only=True)  # raises if anything needs unpickling
+    # DCP's pickled index is read with an allow-list: a crafted one cannot run code
+    (ckpt / "dcp" / ".metadata").write_bytes(pickle.dumps(os.getcwd))
+    with pytest.raises(BaseException, match=r"refers to posix\.getcwd"):  # wrapped in DCP's CheckpointException
+        checkpoint.resume(vlm, torch.optim.AdamW(vlm.projector.parameters()), None, ckpt)
 
 
 def test_generation_is_deterministic_for_greedy_and_beam(world):
@@ -201,7 +210,7 @@ def test_train_command_end_to_end_then_resume(tmp_path):
         "train": {"steps": 3, "align_steps": 1, "batch_size": 4, "warmup": 1, "ckpt_every": 2},
     }))
     out = tmp_path / "run"
-    common = ("--profile", "default", "--params-dir", str(params), "--out", str(out), "--run", "t")
+    common = ("--profile", "default", "--params-dir", str(params), "--out", str(out), "--name", "t")
     proc = cli("train", *common)
     assert "finished at step 3" in proc.stdout and "test BLEU-4" in proc.stdout
     record = json.loads((tmp_path / "results" / "training" / "t.json").read_text())

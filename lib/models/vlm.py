@@ -19,16 +19,19 @@ class Projector(nn.Module):
     down to n_tokens first. Two layers with GELU, as LLaVA-1.5's mlp2x_gelu.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, hidden: int = 512, n_tokens: int = 4):
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 512, n_tokens: int = 4, pooled: bool = True):
         super().__init__()
         self.n_tokens, self.out_dim = n_tokens, out_dim
         self.fc1 = nn.Linear(in_dim, hidden)
         self.fc2 = nn.Linear(hidden, out_dim)
-        self.expand = nn.Linear(hidden, n_tokens * hidden)  # used for pooled (T=1) input only
+        # pooled input only: every parameter must get a gradient (DDP's reducer waits for all of them)
+        self.expand = nn.Linear(hidden, n_tokens * hidden) if pooled else None
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         x = F.gelu(self.fc1(feats.to(self.fc1.weight.dtype)))
         if x.shape[1] == 1:
+            if self.expand is None:
+                raise ValueError("this projector was built for patch tokens, not a pooled embedding")
             x = F.gelu(self.expand(x[:, 0])).view(len(x), self.n_tokens, -1)
         elif x.shape[1] != self.n_tokens:
             x = F.adaptive_avg_pool1d(x.transpose(1, 2), self.n_tokens).transpose(1, 2)

@@ -1,10 +1,22 @@
-"""Checkpoints hold what is trained (projector + LoRA, safetensors) and the state to continue exactly:
-optimizer, scheduler, RNG, step. Nothing is unpickled on load (safetensors + ``weights_only=True``)."""
+"""Checkpoints hold what is trained (projector + LoRA) and the state to continue exactly: optimizer,
+scheduler, RNG, step. Nothing is unpickled on load (safetensors, DCP, ``torch.load(weights_only=True)``).
+
+``step-N/`` holds:
+- ``dcp/``: trained parameters and optimizer state by parameter name, written with
+  torch.distributed.checkpoint by every rank (FSDP: each its shards; DDP: replicas written once).
+  Any later run reshards them on load: another world size, another strategy, or one process.
+- ``state.pt``: step, scheduler, RNG, loss scale (rank 0).
+- ``trainable.safetensors``: the trained weights in one file for whoever only wants the model
+  (evaluation, sharing); written when the model is not sharded.
+"""
 
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -21,32 +33,80 @@ def _is_trained(name: str) -> bool:
 
 
 def save(folder: str | os.PathLike, model, optimizer, scheduler, step: int, extra: dict | None = None,
-         scaler=None) -> Path:
-    """Write ``folder/step-NNNNNN`` via a temp folder + rename, then point ``latest`` at it."""
+         scaler=None, rank: int = 0) -> Path:
+    """Write ``folder/step-NNNNNN`` via a temp folder + rename, then point ``latest`` at it.
+    Every rank calls it (DCP is collective under a process group)."""
+    import torch.distributed.checkpoint as dcp
+
     folder = Path(folder)
     final = folder / f"step-{step:06d}"
     tmp = folder / f".tmp-step-{step:06d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(trainable_state(model), tmp / "trainable.safetensors")
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    _barrier()  # the temp folder exists before any rank writes into it
+    with _one_process_is_fine():
+        dcp.save(_dcp_state(model, optimizer), checkpoint_id=tmp / "dcp", no_dist=not _distributed())
+    if rank == 0:
+        if not _sharded(model):
+            save_file(trainable_state(model), tmp / "trainable.safetensors")
+        torch.save({"step": step, "scheduler": scheduler.state_dict(), "rng": _rng(), "extra": extra or {},
+                    "scaler": scaler.state_dict() if scaler else None}, tmp / "state.pt")
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        (folder / ".latest.tmp").write_text(final.name)
+        os.replace(folder / ".latest.tmp", folder / "latest")
+    _barrier()  # no rank runs ahead of a checkpoint that is not complete
+    return final
+
+
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+@contextmanager
+def _one_process_is_fine():
+    """DCP warns on every call without a process group; a one-process run is meant to be one."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+        yield
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if _distributed():
+        dist.barrier()
+
+
+def _rng() -> dict:
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": rng, "extra": extra or {}, "scaler": scaler.state_dict() if scaler else None},
-               tmp / "state.pt")
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    latest = folder / "latest"
-    (folder / ".latest.tmp").write_text(final.name)
-    os.replace(folder / ".latest.tmp", latest)
-    return final
+    return rng
+
+
+def _sharded(model) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def _dcp_state(model, optimizer) -> dict:
+    """Trained parameters and optimizer state keyed by parameter name (frozen weights come from the
+    base model, never from checkpoints); the same keys for sharded and plain models."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    msd, osd = get_state_dict(model, optimizer, options=StateDictOptions(ignore_frozen_params=True))
+    return {"model": msd, "optim": osd}
 
 
 def latest(folder: str | os.PathLike) -> Path | None:
     """The newest complete checkpoint under ``folder`` (a run's out/ckpt), or ``folder`` itself if it is one."""
     folder = Path(folder)
-    if (folder / "trainable.safetensors").exists():
+    if (folder / "state.pt").exists():
         return folder
     for ckpts in (folder / "ckpt", folder):
         if (ckpts / "latest").exists():
@@ -55,6 +115,7 @@ def latest(folder: str | os.PathLike) -> Path | None:
 
 
 def load_trainable(model, ckpt: str | os.PathLike, strict: bool = True) -> None:
+    """The trained weights of a checkpoint into a plain (unsharded) model, e.g. to evaluate it."""
     state = load_file(Path(ckpt) / "trainable.safetensors")
     own = dict(model.named_parameters())
     missing = [n for n in own if _is_trained(n) and n not in state]
@@ -67,11 +128,59 @@ def load_trainable(model, ckpt: str | os.PathLike, strict: bool = True) -> None:
                 own[n].copy_(t)
 
 
+class _MetadataUnpickler(pickle.Unpickler):
+    """DCP pickles its index (``.metadata``); load it allowing only the types such an index holds."""
+
+    ALLOWED = {("torch", "Size"), ("torch.serialization", "_get_layout"),
+               ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+               ("pathlib", "PosixPath"), ("pathlib", "WindowsPath"), ("pathlib", "PurePosixPath")}
+
+    def find_class(self, module: str, name: str):
+        obj = super().find_class(module, name) if (
+            (module, name) in self.ALLOWED or module == "torch.distributed.checkpoint.metadata"
+            or (module == "torch" and isinstance(getattr(torch, name, None), torch.dtype))) else None
+        if obj is None:
+            raise pickle.UnpicklingError(f"checkpoint index refers to {module}.{name}, which a DCP index never holds")
+        return obj
+
+
+def _safe_reader(path: Path):
+    """A DCP reader whose index is read with ``_MetadataUnpickler``; tensors and other values are
+    already read with ``torch.load(weights_only=True)`` by DCP itself."""
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import StorageMeta
+
+    class Reader(FileSystemReader):
+        def read_metadata(self, *args, **kwargs):
+            with self.fs.create_stream(self._get_metadata_path(kwargs.get("rank")), "rb") as f:
+                metadata = _MetadataUnpickler(f).load()
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    return Reader(path)
+
+
 def resume(model, optimizer, scheduler, ckpt: str | os.PathLike, scaler=None) -> int:
-    """Restore everything a run needs to continue bit for bit; returns the step to start from."""
-    load_trainable(model, ckpt)
-    state = torch.load(Path(ckpt) / "state.pt", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
+    """Restore everything a run needs to continue bit for bit; returns the step to start from.
+    Every rank calls it; the checkpoint may come from any world size and strategy."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    ckpt = Path(ckpt)
+    if not (ckpt / "dcp").is_dir() or not (ckpt / "state.pt").exists():
+        raise FileNotFoundError(f"{ckpt} is not a complete checkpoint (dcp/ and state.pt)")
+    target = _dcp_state(model, optimizer)
+    with _one_process_is_fine():
+        dcp.load(target, storage_reader=_safe_reader(ckpt / "dcp"), no_dist=not _distributed())
+    # not strict: the frozen weights are not in checkpoints by design; anything else missing is an error
+    keys = set_state_dict(model, optimizer, model_state_dict=target["model"], optim_state_dict=target["optim"],
+                          options=StateDictOptions(ignore_frozen_params=True, strict=False))
+    wrong = [k for k in keys.missing_keys if _is_trained(k)] + list(keys.unexpected_keys)
+    if wrong:
+        raise ValueError(f"{ckpt}: checkpoint does not match the model ({wrong[:3]})")
+    state = torch.load(ckpt / "state.pt", weights_only=True)
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler"):  # fp16: the loss scale reached so far
         scaler.load_state_dict(state["scaler"])

@@ -56,21 +56,40 @@ class CaptionData:
 
 
 class Order:
-    """Which rows micro-batch m holds: epoch e = m // per_epoch is a seeded permutation of all rows."""
+    """Which rows each rank's micro-batch holds, as a pure function of (step, rank, micro-batch).
 
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
-        if batch_size % world:
-            raise ValueError(f"batch size {batch_size} must divide evenly over {world} ranks")
-        self.n, self.bs, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+    Each epoch is dealt by DistributedSampler (permutation seeded with seed + epoch, ragged tail
+    dropped) to ``world * accum`` slots; rank r's micro-batch a is slot ``a * world + r`` and step k
+    takes the k-th chunk of every slot. Together the chunks are the global batch ``perm[k*B:(k+1)*B]``
+    whatever world and accum are, so one process accumulating 2 micro-batches and 2 ranks with 1 each
+    see the same rows in the same groups, and a run resumed at step k sees what an uninterrupted one
+    would (indexing by step is what a sampler iterator cannot do mid-epoch).
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, world: int = 1, accum: int = 1):
+        slots = world * accum
+        if batch_size % slots:
+            raise ValueError(f"batch size {batch_size} must divide evenly over {world} ranks x {accum} micro-batches")
+        self.n, self.bs, self.seed, self.world, self.slots = n, batch_size, seed, world, slots
         self.per_epoch = n // batch_size  # drop the ragged tail: every step sees a full batch
         if self.per_epoch == 0:
             raise ValueError(f"batch size {batch_size} exceeds the {n} training pairs")
-        self._perm: tuple[int, torch.Tensor] | None = None
+        self._epoch: tuple[int, list[list[int]]] | None = None
 
-    def indices(self, m: int) -> list[int]:
-        epoch, k = divmod(m, self.per_epoch)
-        if self._perm is None or self._perm[0] != epoch:
-            self._perm = (epoch, torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch)))
-        batch = self._perm[1][k * self.bs:(k + 1) * self.bs]
-        share = self.bs // self.world
-        return batch[self.rank * share:(self.rank + 1) * share].tolist()
+    def _slots(self, epoch: int) -> list[list[int]]:
+        from torch.utils.data import DistributedSampler
+
+        if self._epoch is None or self._epoch[0] != epoch:
+            dealt = []
+            for s in range(self.slots):
+                sampler = DistributedSampler(range(self.n), num_replicas=self.slots, rank=s, shuffle=True,
+                                             seed=self.seed, drop_last=True)
+                sampler.set_epoch(epoch)
+                dealt.append(list(sampler))
+            self._epoch = (epoch, dealt)
+        return self._epoch[1]
+
+    def indices(self, step: int, rank: int = 0, micro: int = 0) -> list[int]:
+        epoch, k = divmod(step, self.per_epoch)
+        share = self.bs // self.slots
+        return self._slots(epoch)[micro * self.world + rank][k * share:(k + 1) * share]

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from lib.training import checkpoint
 from lib.training.data import CaptionData, Order
-from lib.training.metrics import StepMeter
+from lib.training.metrics import StepMeter, model_state_bytes
 
 
 @dataclass
@@ -75,24 +75,28 @@ class _Stop:
             signal.signal(s, h)
 
 
-def set_stage(model, stage: int) -> None:
-    for name, p in model.named_parameters():
-        if "lora_" in name:
-            p.requires_grad_(stage == 2)
-        elif name.startswith("projector."):
-            p.requires_grad_(True)
+def trained_parameters(model) -> tuple[list, list]:
+    """(all trained parameters, the LoRA ones). Both stages' parameters require gradients throughout,
+    so a parallel wrapper is built once over a fixed set; stage 1 discards the LoRA gradients."""
+    named = [(n, p) for n, p in model.named_parameters() if n.startswith("projector.") or "lora_" in n]
+    for _, p in named:
+        p.requires_grad_(True)
+    return [p for _, p in named], [p for n, p in named if "lora_" in n]
 
 
 def train(model, data: CaptionData, cfg: TrainConfig, out: str | Path, resume: str | Path | None = None,
           device: str | torch.device = "cpu", rank: int = 0, world: int = 1, progress: bool = True,
-          on_step=None) -> dict:
-    """Train ``model`` (a CaptionVLM, possibly wrapped) and checkpoint under ``out/ckpt``.
-    Returns a summary: status (finished | preempted), steps, losses and throughput."""
+          on_step=None, parallelize=None) -> dict:
+    """Train ``model`` (a CaptionVLM) and checkpoint under ``out/ckpt``. ``parallelize`` wraps it
+    (``lib.parallel``: DDP, FSDP) after the trained parameters are marked and before the optimizer
+    sees them (FSDP replaces them with shards). Returns a summary: status (finished | preempted),
+    steps, losses, throughput and memory."""
     out, device = Path(out), torch.device(device)
     out.mkdir(parents=True, exist_ok=True)
     core = getattr(model, "module", model)
-    set_stage(core, 2)  # the optimizer owns every trained parameter; stage 1 just leaves LoRA without grads
-    params = [p for p in core.parameters() if p.requires_grad]
+    trained_parameters(core)
+    model = parallelize(core) if parallelize else core
+    params, lora = trained_parameters(core)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     dtype = amp_dtype(cfg.amp, device)
@@ -107,31 +111,33 @@ def train(model, data: CaptionData, cfg: TrainConfig, out: str | Path, resume: s
         core.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.batch_size % cfg.grad_accum:
         raise ValueError(f"batch size {cfg.batch_size} must be a multiple of grad_accum {cfg.grad_accum}")
-    order = Order(len(data), cfg.batch_size // cfg.grad_accum, cfg.seed, rank, world)  # global micro-batches
-    meter = StepMeter(core, device)
+    order = Order(len(data), cfg.batch_size, cfg.seed, world, cfg.grad_accum)
+    meter = StepMeter(core, device, world)
     log = (out / "metrics.jsonl").open("a") if rank == 0 else None
     losses, status, step = [], "finished", start
     model.train()
     bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not progress or rank != 0)
-    sync = getattr(model, "no_sync", None)  # DDP: all-reduce only on the last micro-batch
     with _Stop() as stop:
         for step in range(start, cfg.steps):
-            set_stage(core, 1 if step < cfg.align_steps else 2)
             meter.start()
             total, tokens, samples = 0.0, 0, 0
             for a in range(cfg.grad_accum):
-                batch = _to(data.batch(order.indices(step * cfg.grad_accum + a)), device)
+                batch = _to(data.batch(order.indices(step, rank, a)), device)
                 tokens += int(batch["attention_mask"].sum())
                 samples += len(batch["input_ids"])
                 last = a == cfg.grad_accum - 1
-                with nullcontext() if last or sync is None else sync():
+                with _grad_sync(model, last):
                     with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
                         loss = model(batch) / cfg.grad_accum
                     (scaler.scale(loss) if scaler else loss).backward()
                 total += loss.item()
+            if step < cfg.align_steps:  # stage 1: the LM, adapters included, stays as it is
+                for p in lora:
+                    p.grad = None
             if scaler:
                 scaler.unscale_(opt)
             grad_norm = torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], cfg.clip)
+            grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP
             if scaler:
                 scaler.step(opt)
                 scaler.update()
@@ -139,8 +145,10 @@ def train(model, data: CaptionData, cfg: TrainConfig, out: str | Path, resume: s
                 opt.step()
             opt.zero_grad(set_to_none=True)
             sched.step()
+            if world > 1:  # log the job's loss (mean over ranks), not rank 0's share of it
+                total = _mean_over_ranks(total, device)
             losses.append(total)
-            m = meter.stop(samples=samples * world, tokens=tokens * world)
+            m = meter.stop(samples, tokens)
             record = {"step": step + 1, "stage": 1 if step < cfg.align_steps else 2, "loss": total,
                       "lr": sched.get_last_lr()[0], "grad_norm": float(grad_norm), **m}
             if on_step:
@@ -152,9 +160,8 @@ def train(model, data: CaptionData, cfg: TrainConfig, out: str | Path, resume: s
             bar.update()
             done = step + 1
             if stop.signal or done % cfg.ckpt_every == 0 or done == cfg.steps:
-                if rank == 0:
-                    checkpoint.save(out / "ckpt", core, opt, sched, done, extra={"config": asdict(cfg)},
-                                    scaler=scaler)
+                checkpoint.save(out / "ckpt", core, opt, sched, done, extra={"config": asdict(cfg)},
+                                scaler=scaler, rank=rank)
                 if stop.signal:
                     status = f"preempted ({stop.signal})"
                     break
@@ -162,7 +169,24 @@ def train(model, data: CaptionData, cfg: TrainConfig, out: str | Path, resume: s
     if log:
         log.close()
     return {"status": status, "start_step": start, "steps": step + 1 if cfg.steps > start else start,
-            "losses": losses, **meter.summary()}
+            "losses": losses, **meter.summary(), "model_state_bytes": model_state_bytes(core, opt)}
+
+
+def _mean_over_ranks(x: float, device: torch.device) -> float:
+    import torch.distributed as dist
+
+    t = torch.tensor([x], dtype=torch.float64, device=device)
+    dist.all_reduce(t)  # SUM: gloo has no AVG
+    return t.item() / dist.get_world_size()
+
+
+def _grad_sync(model, last: bool):
+    """Reduce gradients across ranks only on the last micro-batch of a step (accumulate locally before)."""
+    if hasattr(model, "set_requires_gradient_sync"):  # FSDP2
+        model.set_requires_gradient_sync(last)
+    elif hasattr(model, "no_sync") and not last:  # DDP
+        return model.no_sync()
+    return nullcontext()
 
 
 def _to(batch: dict, device: torch.device) -> dict:

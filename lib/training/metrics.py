@@ -48,9 +48,28 @@ def reset_peak_memory(device: torch.device) -> None:
         pass  # no /proc (not Linux): peak_memory_bytes has no VmHWM to read either
 
 
+def _local_bytes(t: torch.Tensor) -> int:
+    t = getattr(t, "_local_tensor", t)  # a DTensor shard: only what this rank holds
+    return t.numel() * t.element_size()
+
+
+def model_state_bytes(model, optimizer) -> dict[str, int]:
+    """What this rank holds of the model state: parameters (frozen + trained), gradients of the
+    trained ones (allocated every step) and optimizer state. FSDP shards all three; DDP replicates."""
+    params = sum(_local_bytes(p) for p in model.parameters())
+    grads = sum(_local_bytes(p) for p in model.parameters() if p.requires_grad)
+    optim = sum(_local_bytes(v) for s in optimizer.state.values() for v in s.values()
+                if torch.is_tensor(v) and v.ndim > 0)
+    return {"params": params, "grads": grads, "optimizer": optim, "total": params + grads + optim}
+
+
 class StepMeter:
-    def __init__(self, model, device: torch.device):
+    """Step timing and throughput; samples and tokens are this rank's, rates are for the whole job
+    (ranks step in lockstep, so the job processes ``world`` times this rank's share per step)."""
+
+    def __init__(self, model, device: torch.device, world: int = 1):
         self.device, self.fpt, self.peak = device, flops_per_token(model), peak_tflops(device)
+        self.world = world
         reset_peak_memory(device)
         self.steps, self.seconds, self.samples, self.tokens = 0, 0.0, 0, 0
 
@@ -66,16 +85,17 @@ class StepMeter:
         if self.steps > 0:  # the first step pays one-off costs (allocations, lazy init)
             self.seconds, self.samples, self.tokens = self.seconds + dt, self.samples + samples, self.tokens + tokens
         self.steps += 1
-        tps = tokens / dt
-        return {"seconds": dt, "samples_per_s": samples / dt, "tokens_per_s": tps,
-                "mfu": tps * self.fpt / (self.peak * 1e12) if self.peak else None,
-                "peak_memory_bytes": peak_memory_bytes(self.device)}
+        return {"seconds": dt, **self._rates(samples, tokens, dt), "peak_memory_bytes": peak_memory_bytes(self.device)}
+
+    def _rates(self, samples: int, tokens: int, seconds: float) -> dict:
+        tps = self.world * tokens / seconds
+        return {"samples_per_s": self.world * samples / seconds, "tokens_per_s": tps,
+                # MFU per device: the job's FLOPs over the job's peak
+                "mfu": tps * self.fpt / (self.world * self.peak * 1e12) if self.peak else None}
 
     def summary(self) -> dict:
-        if not self.seconds:
-            return {"samples_per_s": None, "tokens_per_s": None, "mfu": None,
-                    "peak_memory_bytes": peak_memory_bytes(self.device)}
-        tps = self.tokens / self.seconds
-        return {"samples_per_s": self.samples / self.seconds, "tokens_per_s": tps,
-                "mfu": tps * self.fpt / (self.peak * 1e12) if self.peak else None,
-                "flops_per_token": self.fpt, "peak_memory_bytes": peak_memory_bytes(self.device)}
+        rates = (self._rates(self.samples, self.tokens, self.seconds) if self.seconds else
+                 {"samples_per_s": None, "tokens_per_s": None, "mfu": None})
+        return {**rates, "flops_per_token": self.fpt, "timed_steps": max(0, self.steps - 1),
+                "step_s": self.seconds / (self.steps - 1) if self.steps > 1 else None,
+                "peak_memory_bytes": peak_memory_bytes(self.device)}

@@ -1,0 +1,123 @@
+"""Two-rank torchrun jobs on CPU (gloo) with tiny models: DDP and FSDP2 follow the one-process loss,
+FSDP halves the model state per rank, sharded checkpoints resume at another world size, and a rank
+that dies ends the job quickly."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, TINY_LM, cli, tiny_profile
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    """A tiny profile whose artefacts are built once (by the one-process reference run)."""
+    tmp = tmp_path_factory.mktemp("parallel")
+    params = tiny_profile(tmp, n=60)
+    (params / "default" / "train.yaml").write_text(yaml.safe_dump({
+        "pretrain": {"encoder": {"epochs": 1, "batch_size": 16},
+                     "lm": {"epochs": 1, "batch_size": 16, "model": dataclasses.asdict(TINY_LM)}},
+        "visual_tokens": 4, "projector_hidden": 32,
+        # no dropout: ranks draw different masks than one process does, the rest is the same arithmetic
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "targets": ["q_proj", "v_proj"]},
+        "train": {"steps": 4, "align_steps": 1, "batch_size": 8, "warmup": 1, "ckpt_every": 2, "lr": 0.01},
+    }))
+    # the reference: one process accumulating 2 micro-batches = the global batch of 2 ranks x 1
+    cli("train", "--params-dir", str(params), "--out", str(tmp / "single"), "--grad-accum", "2", "--no-eval",
+        "--threads", "1")
+    return tmp, params
+
+
+def torchrun(*args, check=True, **kw):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "lib", *args]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"torchrun exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def _run(tmp, name):
+    return json.loads((tmp / name / "train.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def two_ranks(job):
+    tmp, params = job
+    for strategy in ("ddp", "fsdp"):
+        torchrun("train", "--params-dir", str(params), "--out", str(tmp / strategy), "--strategy", strategy,
+                 "--no-eval")
+    return {s: _run(tmp, s) for s in ("single", "ddp", "fsdp")}
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_ranks_follow_the_one_process_loss(job, two_ranks, strategy):
+    one, two = two_ranks["single"], two_ranks[strategy]
+    assert two["world_size"] == 2 and len(two["ranks"]) == 2 and two["steps"] == one["steps"] == 4
+    assert two["losses"] == pytest.approx(one["losses"], rel=1e-5)
+    assert two["samples_per_s"] > 0 and two["tokens_per_s"] > 0
+    for r in two["ranks"]:
+        assert r["peak_memory_bytes"] > 0 and r["model_state_bytes"]["total"] > 0
+    results = json.loads((job[0] / "results" / "training" / f"default-{strategy}-2.json").read_text())
+    assert results["config"]["world_size"] == 2 and results["provenance"]["git"]["commit"]
+
+
+def test_fsdp_holds_about_half_the_model_state_per_rank(two_ranks):
+    ddp, fsdp = (two_ranks[n]["ranks"][0]["model_state_bytes"] for n in ("ddp", "fsdp"))
+    assert fsdp["total"] <= 0.55 * ddp["total"]
+    assert fsdp["optimizer"] <= 0.55 * ddp["optimizer"] and ddp["optimizer"] > 0
+
+
+def test_fsdp_checkpoint_from_two_ranks_resumes_in_one_process(job):
+    tmp, params = job
+    torchrun("train", "--params-dir", str(params), "--out", str(tmp / "fsdp-ckpt"), "--strategy", "fsdp",
+             "--no-eval")
+    ckpt = tmp / "fsdp-ckpt" / "ckpt" / "step-000002"
+    assert sorted(p.name for p in (ckpt / "dcp").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+    cli("train", "--params-dir", str(params), "--out", str(tmp / "resumed"), "--grad-accum", "2", "--no-eval",
+        "--resume", str(ckpt), "--threads", "1")
+    resumed, whole = _run(tmp, "resumed"), _run(tmp, "fsdp-ckpt")
+    assert resumed["start_step"] == 2 and resumed["losses"] == pytest.approx(whole["losses"][2:], rel=1e-5)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def test_a_rank_that_dies_ends_the_job_quickly_with_a_clear_error(job):
+    tmp, params = job
+    out = tmp / "killed"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lib",
+           "train", "--params-dir", str(params), "--out", str(out), "--strategy", "ddp", "--no-eval",
+           "--max-steps", "100000"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text():
+            assert proc.poll() is None and time.time() < deadline, "the job did not start training"
+            time.sleep(0.5)
+        ranks = {}
+        for pid in _children(proc.pid):
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            rank = next((e.split(b"=", 1)[1] for e in env if e.startswith(b"RANK=")), None)
+            if rank is not None:
+                ranks[int(rank)] = pid
+        os.kill(ranks[1], signal.SIGKILL)  # as the OOM killer would
+        killed = time.time()
+        _, stderr = proc.communicate(timeout=120)
+        assert time.time() - killed < 60  # torchrun stops the surviving rank: no hang until a time limit
+        assert proc.returncode != 0 and "ChildFailedError" in stderr and "Signal 9 (SIGKILL)" in stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
