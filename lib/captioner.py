@@ -144,12 +144,15 @@ class TrainJob:
     lr: float | None = None
     seed: int | None = None
     amp: str | None = None
+    align_steps: int | None = None
+    ckpt_every: int | None = None
     source: str = "features"  # features | pixels
     device: str = "auto"
     threads: int | None = None
     cpu_offload: bool = False
     no_eval: bool = False
     run: str | None = None
+    results_dir: str | None = None  # default: the profile's
 
 
 def train_job(job: TrainJob) -> dict | None:
@@ -170,8 +173,8 @@ def train_job(job: TrainJob) -> dict | None:
         profile = load_profile(job.profile, job.params_dir)
         profile.apply_env()  # HF_HUB_OFFLINE=1 on the default: a hub call fails at once instead of retrying
         params = profile.notebook_params("train")
-        overrides = {k: getattr(job, k) for k in ("batch_size", "lr", "seed", "grad_accum", "amp")
-                     if getattr(job, k) is not None}
+        overrides = {k: getattr(job, k) for k in ("batch_size", "lr", "seed", "grad_accum", "amp", "align_steps",
+                                                  "ckpt_every") if getattr(job, k) is not None}
         if job.max_steps is not None:
             overrides["steps"] = job.max_steps
         cfg = TrainConfig(**{**params.get("train", {}), **overrides})
@@ -211,7 +214,8 @@ def train_job(job: TrainJob) -> dict | None:
                       "strategy": job.strategy, "world_size": d.world, "threads_per_rank": torch.get_num_threads(),
                       "workload": f"projector+LoRA on {'cached features' if job.source == 'features' else 'pixels'}"}
             name = job.run or (f"{job.profile}-{job.strategy}" + (f"-{d.world}" if d.world > 1 else ""))
-            path = write_results(resolve(params["results_dir"]), "training", name, record, config, cfg.seed)
+            path = write_results(resolve(job.results_dir or params["results_dir"]), "training", name, record, config,
+                                 cfg.seed)
             print(f"wrote {path}")
         dist.barrier(d)
         return record

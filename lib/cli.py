@@ -117,6 +117,30 @@ def _bench_cache(a):
           f"{metrics['pixels']['samples_per_s']:.1f} samples/s ({metrics['speedup']:.1f}x); wrote {path}")
 
 
+def _bench_scaling(a):
+    import tempfile
+
+    from lib.bench import scaling
+    from lib.config import resolve
+    from lib.results import write_results
+
+    profile, params = _profile_params(a.profile, "train", a.params_dir)
+    ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
+    configs = scaling.grid(a.strategies.split(","), ints(a.worlds), ints(a.batches), a.threads, a.amp,
+                           a.compare_threads or None)
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = scaling.run(configs, a.scratch or tmp, a.profile, a.params_dir, a.steps)
+    config = {"profile": a.profile, "configs": [c.name for c in configs], "steps": a.steps,
+              "workload": "projector+LoRA steps on cached features, stage 2, no evaluation"}
+    path = write_results(resolve(params["results_dir"]), "scaling", a.run or a.profile, metrics, config,
+                         params.get("seed"))
+    for row in scaling.table(metrics):
+        print(row)
+    if a.figures:
+        scaling.figures(metrics, a.figures)
+    print(f"wrote {path}")
+
+
 def _run(a):
     from lib.study import run
 
@@ -202,6 +226,21 @@ def parser() -> argparse.ArgumentParser:
     bc.add_argument("--name", dest="run", help="results file name (default: the profile)")
     bc.set_defaults(fn=_bench_cache)
 
+    bs = b.add_parser("scaling", help="the training job at 1..N ranks through torchrun: speed-up, memory, R")
+    bs.add_argument("--profile", default="default")
+    bs.add_argument("--params-dir", help="folder of profiles (default: papermill_params/)")
+    bs.add_argument("--strategies", default="ddp,fsdp")
+    bs.add_argument("--worlds", default="2", help="rank counts, e.g. 2,4")
+    bs.add_argument("--batches", default="16", help="per-rank batch sizes, e.g. 8,16,32")
+    bs.add_argument("--threads", type=int, default=1, help="torch threads per rank")
+    bs.add_argument("--compare-threads", type=int, default=2, help="also one process with this many threads (0: no)")
+    bs.add_argument("--amp", default="off", choices=("off", "bf16", "fp16", "auto"))
+    bs.add_argument("--steps", type=int, default=30)
+    bs.add_argument("--scratch", help="where the jobs write (default: a temporary folder)")
+    bs.add_argument("--figures", help="folder for the figure (default: none)")
+    bs.add_argument("--name", dest="run", help="results file name (default: the profile)")
+    bs.set_defaults(fn=_bench_scaling)
+
     pe = sub.add_parser("pretrain-encoder", help="contrastively pre-train the default's tiny CLIP (cached)")
     pe.add_argument("--shards", required=True, help="a preprocess output folder")
     pe.add_argument("--out", required=True)
@@ -242,13 +281,16 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float)
     t.add_argument("--seed", type=int)
     t.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"))
+    t.add_argument("--align-steps", type=int, help="stage-1 steps (projector only); 0 skips stage 1")
+    t.add_argument("--ckpt-every", type=int)
     t.add_argument("--source", choices=("features", "pixels"), default="features",
                    help="cached features, or pixels through the frozen encoder every step")
     t.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK when there is a GPU, else cpu), cpu, cuda")
     t.add_argument("--threads", type=int, help="torch threads per process (torchrun sets 1 per rank)")
     t.add_argument("--cpu-offload", action="store_true", help="fsdp: keep parameters and optimizer state on CPU")
     t.add_argument("--no-eval", action="store_true", help="skip captioning the test split")
-    t.add_argument("--name", dest="run", help="results file name (default: <profile>-<strategy>)")
+    t.add_argument("--name", dest="run", help="results file name (default: <profile>-<strategy>[-<ranks>])")
+    t.add_argument("--results-dir", help="where results/training/<name>.json goes (default: the profile's)")
     t.set_defaults(fn=_train)
 
     r = sub.add_parser("run", help="execute numbered notebooks with papermill")

@@ -1,0 +1,153 @@
+"""What data and model parallelism buy: the same training job at 1..N ranks, through torchrun.
+
+Each configuration is one real `python -m lib train` job (torchrun for more than one rank) writing its
+``train.json``; this module only launches them, reads the files and derives:
+  speed-up and efficiency  against one rank with the same threads and the same per-rank batch
+  overhead                 T_N - T_1 per step: communication plus whatever the ranks contend for
+  R = T_1 / overhead       compute over communication; the seeds' transformer study ran at R <= 1
+  predicted speed-up       Amdahl-style at larger N, with ring all-reduce cost growing as (N-1)/N
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from lib import plots
+from lib.config import repo_root
+
+COLOURS = {"single": "#4C72B0", "ddp": "#55A868", "fsdp": "#C44E52"}
+
+
+@dataclass(frozen=True)
+class Config:
+    strategy: str  # single | ddp | fsdp
+    world: int = 1
+    threads: int = 1  # torch threads per rank
+    batch: int = 16  # per rank, per step
+    amp: str = "off"
+
+    @property
+    def name(self) -> str:
+        return f"{self.strategy}-w{self.world}-t{self.threads}-b{self.batch}-{self.amp}"
+
+
+def grid(strategies=("ddp", "fsdp"), worlds=(2,), batches=(16,), threads: int = 1, amp: str = "off",
+         compare_threads: int | None = 2) -> list[Config]:
+    """One-rank references, every strategy at every world size and batch, and (when compare_threads)
+    one process using that many threads: on a small CPU box the real alternative to more ranks."""
+    configs = [Config("single", 1, threads, b, amp) for b in batches]
+    configs += [Config(s, w, threads, b, amp) for s in strategies for w in worlds for b in batches]
+    if compare_threads:
+        configs += [Config("single", 1, compare_threads, b, amp) for b in batches]
+    return list(dict.fromkeys(configs))
+
+
+def launch(cfg: Config, out: Path, profile: str, params_dir: str | None, steps: int) -> dict:
+    """One training job; its train.json, or a clear error with the job's last output."""
+    args = ["train", "--profile", profile, "--out", str(out), "--strategy", cfg.strategy, "--no-eval",
+            "--max-steps", str(steps), "--align-steps", "0", "--batch-size", str(cfg.batch * cfg.world),
+            "--amp", cfg.amp, "--threads", str(cfg.threads), "--ckpt-every", str(10 ** 9),
+            "--results-dir", str(out / "results")]
+    if params_dir:
+        args += ["--params-dir", str(params_dir)]
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.world}"]
+                if cfg.world > 1 else [sys.executable])
+    env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads)}
+    proc = subprocess.run([*launcher, "-m", "lib", *args], cwd=repo_root(), env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cfg.name} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads((out / "train.json").read_text())
+
+
+def run(configs: list[Config], scratch: str | os.PathLike, profile: str = "default",
+        params_dir: str | None = None, steps: int = 30, progress: bool = True) -> dict:
+    runs = []
+    for cfg in tqdm(configs, desc="scaling", unit="job", disable=not progress):
+        rec = launch(cfg, Path(scratch) / cfg.name, profile, params_dir, steps)
+        runs.append({**asdict(cfg), "samples_per_s": rec["samples_per_s"], "tokens_per_s": rec["tokens_per_s"],
+                     "step_s": rec["step_s"], "timed_steps": rec["timed_steps"], "final_loss": rec["final_loss"],
+                     "peak_memory_bytes": max(r["peak_memory_bytes"] for r in rec["ranks"]),
+                     "model_state_bytes": max(r["model_state_bytes"]["total"] for r in rec["ranks"]),
+                     "model_state": rec["ranks"][0]["model_state_bytes"], "mfu": rec["mfu"]})
+    return {"runs": derive(runs), "steps": steps}
+
+
+def derive(runs: list[dict]) -> list[dict]:
+    """Speed-up against the one-rank run with the fewest threads at the same per-rank batch and
+    precision; efficiency is per core used (ranks x threads). Overhead, R and predictions for
+    multi-rank runs."""
+    ref = {}
+    for r in sorted(runs, key=lambda r: -r["threads"]):
+        if r["strategy"] == "single" and r["world"] == 1:
+            ref[(r["batch"], r["amp"])] = r
+    for r in runs:
+        base = ref.get((r["batch"], r["amp"]))
+        r.update(speedup=None, efficiency=None, overhead_s=None, r_compute_comm=None, predicted={})
+        if base is None:
+            continue
+        r["speedup"] = r["samples_per_s"] / base["samples_per_s"]
+        r["efficiency"] = r["speedup"] / (r["world"] * r["threads"] / base["threads"])
+        if r["world"] == 1:
+            continue
+        over = max(r["step_s"] - base["step_s"], 1e-9)
+        r["overhead_s"] = r["step_s"] - base["step_s"]
+        r["r_compute_comm"] = base["step_s"] / over
+        ring = (r["world"] - 1) / r["world"]
+        r["predicted"] = {str(n): n * base["step_s"] / (base["step_s"] + over * ((n - 1) / n) / ring)
+                          for n in (2, 4, 8, 16, 32)}
+    return runs
+
+
+def table(metrics: dict) -> list[dict]:
+    mib = 2 ** 20
+    return [{
+        "strategy": r["strategy"], "ranks": r["world"], "threads/rank": r["threads"], "batch/rank": r["batch"],
+        "amp": r["amp"], "samples/s": round(r["samples_per_s"], 1), "step ms": round(1e3 * r["step_s"], 1),
+        "speed-up": None if r["speedup"] is None else round(r["speedup"], 2),
+        "efficiency": None if r["efficiency"] is None else round(r["efficiency"], 2),
+        "R = T_compute/T_comm": None if r["r_compute_comm"] is None else round(r["r_compute_comm"], 2),
+        "peak RSS/rank MiB": round(r["peak_memory_bytes"] / mib),
+        "model state/rank MiB": round(r["model_state_bytes"] / mib, 2),
+    } for r in metrics["runs"]]
+
+
+def figures(metrics: dict, out_dir: str | os.PathLike, prefix: str = "04_scaling") -> list[Path]:
+    runs, out_dir = metrics["runs"], Path(out_dir)
+    fig, ax = plots.figure(ncols=2, width=4.6)
+    sp, mem = ax[0, 0], ax[0, 1]
+    top = max(r["world"] for r in runs)
+    sp.plot([1, top], [1, top], color="k", ls="--", lw=1, label="ideal")
+    batch = max((r["batch"] for r in runs), key=[r["batch"] for r in runs].count)  # the common batch
+    for s in ("ddp", "fsdp"):
+        mine = sorted((r for r in runs if r["strategy"] == s and r["batch"] == batch and r["speedup"]),
+                      key=lambda r: r["world"])
+        if mine:
+            sp.plot([1] + [r["world"] for r in mine], [1] + [r["speedup"] for r in mine], marker="o",
+                    color=COLOURS[s], label=s)
+    for r in runs:
+        if r["strategy"] == "single" and r["threads"] > 1 and r["batch"] == batch and r["speedup"]:
+            sp.scatter([r["threads"]], [r["speedup"]], marker="s", color="grey", zorder=3,
+                       label=f"1 process, {r['threads']} threads")
+    sp.set(xlabel="ranks (1 thread each)", ylabel="speed-up vs 1 rank", xticks=range(1, top + 1),
+           title=f"batch {batch} per rank")
+    sp.legend(fontsize=8)
+    labels, parts = [], {"params": [], "grads": [], "optimizer": []}
+    for r in runs:
+        if r["batch"] == batch and r["threads"] == 1:
+            labels.append(f"{r['strategy']} x{r['world']}")
+            for k in parts:
+                parts[k].append(r["model_state"][k] / 2 ** 20)
+    left = [0.0] * len(labels)
+    for (k, v), colour in zip(parts.items(), ("#4C72B0", "#DD8452", "#55A868"), strict=True):
+        mem.barh(labels, v, left=left, color=colour, label=k)
+        left = [a + b for a, b in zip(left, v, strict=True)]
+    mem.set(xlabel="model state per rank (MiB)")
+    mem.legend(fontsize=8)
+    return [plots.save(fig, out_dir / f"{prefix}.png")]
