@@ -126,7 +126,7 @@ def _bench_scaling(a):
 
     profile, params = _profile_params(a.profile, "train", a.params_dir)
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
-    configs = scaling.grid(a.strategies.split(","), ints(a.worlds), ints(a.batches), a.threads, a.amp,
+    configs = scaling.grid(a.strategies.split(","), ints(a.worlds), ints(a.batches), a.threads, a.amps.split(","),
                            a.compare_threads or None)
     with tempfile.TemporaryDirectory() as tmp:
         metrics = scaling.run(configs, a.scratch or tmp, a.profile, a.params_dir, a.steps)
@@ -234,7 +234,7 @@ def parser() -> argparse.ArgumentParser:
     bs.add_argument("--batches", default="16", help="per-rank batch sizes, e.g. 8,16,32")
     bs.add_argument("--threads", type=int, default=1, help="torch threads per rank")
     bs.add_argument("--compare-threads", type=int, default=2, help="also one process with this many threads (0: no)")
-    bs.add_argument("--amp", default="off", choices=("off", "bf16", "fp16", "auto"))
+    bs.add_argument("--amps", default="off", help="precisions, e.g. off,bf16")
     bs.add_argument("--steps", type=int, default=30)
     bs.add_argument("--scratch", help="where the jobs write (default: a temporary folder)")
     bs.add_argument("--figures", help="folder for the figure (default: none)")

@@ -45,6 +45,9 @@ def tiny_profile(tmp_path: Path, n: int) -> Path:
     spec["generate"] = {"out": str(tmp_path / "data"), "n": n, "seed": 1}
     spec["params"].update(data_dir=str(tmp_path / "data"), work_dir=str(tmp_path / "work"),
                           results_dir=str(tmp_path / "results"), figures_dir=str(tmp_path / "figures"),
-                          run_name="test", workers=1)
+                          run_name="test", workers=1, encoder=f"local-dir:{tmp_path / 'work' / 'encoder'}",
+                          lm=str(tmp_path / "work" / "lm"))
+    for key in ("data_dir", "work_dir", "results_dir", "figures_dir", "encoder", "lm"):  # never the repo's
+        assert str(tmp_path) in spec["params"][key], key
     (params / "default" / "profile.yaml").write_text(yaml.safe_dump(spec))
     return params

@@ -224,3 +224,20 @@ def test_train_command_end_to_end_then_resume(tmp_path):
     proc = cli("train", *common, "--resume", str(out), "--max-steps", "5", "--no-eval")
     resumed = json.loads((out / "train.json").read_text())
     assert resumed["start_step"] == 3 and resumed["steps"] == 5 and "eval" not in resumed
+
+
+def test_feature_cache_is_rebuilt_when_the_encoder_weights_change(world, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    enc_dir = tmp_path / "encoder"
+    shutil.copytree(world / "encoder", enc_dir)
+    spec = f"local-dir:{enc_dir}"
+    first = encode(world / "pre", tmp_path / "features", spec, progress=False)
+    assert encode(world / "pre", tmp_path / "features", spec, progress=False)["resumed_shards"] == first["shards"]
+    weights = load_file(enc_dir / "open_clip_model.safetensors")
+    save_file({k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()},
+              enc_dir / "open_clip_model.safetensors")
+    again = encode(world / "pre", tmp_path / "features", spec, progress=False)
+    assert again["resumed_shards"] == 0 and again["weights"] != first["weights"]

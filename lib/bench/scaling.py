@@ -38,14 +38,15 @@ class Config:
         return f"{self.strategy}-w{self.world}-t{self.threads}-b{self.batch}-{self.amp}"
 
 
-def grid(strategies=("ddp", "fsdp"), worlds=(2,), batches=(16,), threads: int = 1, amp: str = "off",
+def grid(strategies=("ddp", "fsdp"), worlds=(2,), batches=(16,), threads: int = 1, amps=("off",),
          compare_threads: int | None = 2) -> list[Config]:
-    """One-rank references, every strategy at every world size and batch, and (when compare_threads)
-    one process using that many threads: on a small CPU box the real alternative to more ranks."""
-    configs = [Config("single", 1, threads, b, amp) for b in batches]
-    configs += [Config(s, w, threads, b, amp) for s in strategies for w in worlds for b in batches]
+    """One-rank references, every strategy at every world size, batch and precision, and (when
+    compare_threads) one process using that many threads: on a small CPU box the real alternative
+    to more ranks."""
+    configs = [Config("single", 1, threads, b, a) for b in batches for a in amps]
+    configs += [Config(s, w, threads, b, a) for s in strategies for w in worlds for b in batches for a in amps]
     if compare_threads:
-        configs += [Config("single", 1, compare_threads, b, amp) for b in batches]
+        configs += [Config("single", 1, compare_threads, b, a) for b in batches for a in amps]
     return list(dict.fromkeys(configs))
 
 
@@ -68,9 +69,14 @@ def launch(cfg: Config, out: Path, profile: str, params_dir: str | None, steps: 
 
 def run(configs: list[Config], scratch: str | os.PathLike, profile: str = "default",
         params_dir: str | None = None, steps: int = 30, progress: bool = True) -> dict:
+    """Launch every configuration (a job already finished in ``scratch`` with as many steps is reused,
+    so an interrupted sweep resumes) and derive the comparisons."""
     runs = []
     for cfg in tqdm(configs, desc="scaling", unit="job", disable=not progress):
-        rec = launch(cfg, Path(scratch) / cfg.name, profile, params_dir, steps)
+        done = Path(scratch) / cfg.name / "train.json"
+        rec = json.loads(done.read_text()) if done.exists() else None
+        if not rec or rec.get("steps") != steps or rec.get("status") != "finished":
+            rec = launch(cfg, Path(scratch) / cfg.name, profile, params_dir, steps)
         runs.append({**asdict(cfg), "samples_per_s": rec["samples_per_s"], "tokens_per_s": rec["tokens_per_s"],
                      "step_s": rec["step_s"], "timed_steps": rec["timed_steps"], "final_loss": rec["final_loss"],
                      "peak_memory_bytes": max(r["peak_memory_bytes"] for r in rec["ranks"]),

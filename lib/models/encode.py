@@ -8,6 +8,7 @@ run resumes; training reads these files, never pixels.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -23,6 +24,20 @@ from lib.models.encoder import load_encoder
 from lib.results import write_json_atomic
 
 
+def weights_digest(encoder: str) -> str | None:
+    """sha256 over a local encoder's files: features from other weights (a rebuilt encoder in the
+    same folder) are never reused. Hub ids are pinned by name."""
+    folder = Path(encoder.removeprefix("local-dir:"))
+    if not encoder.startswith("local-dir:") and not folder.is_dir():
+        return None
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.iterdir() if p.is_file() and p.name.startswith("open_clip_")):
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 24), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
 def shards(preprocessed: Path) -> list[str]:
     return sorted(p.name for p in (preprocessed / "shards").glob("shard-*.npy"))
 
@@ -31,7 +46,7 @@ def encode(preprocessed: str | os.PathLike, out: str | os.PathLike, encoder: str
            batch_size: int = 64, device: str = "cpu", progress: bool = True) -> dict:
     preprocessed, out = Path(preprocessed), Path(out)
     model = load_encoder(encoder, output).to(device)
-    key = {"encoder": encoder, "output": output, "dim": model.dim}
+    key = {"encoder": encoder, "weights": weights_digest(encoder), "output": output, "dim": model.dim}
     (out / "features").mkdir(parents=True, exist_ok=True)
     names, done = shards(preprocessed), 0
     for name in tqdm(names, desc="encode", unit="shard", disable=not progress):
