@@ -67,6 +67,9 @@ def _read_yaml(path: Path) -> dict:
 
 
 def load_profile(name: str, params_dir: str | os.PathLike | None = None) -> Profile:
+    """papermill_params/<name>/, or <params_dir>/<name>/; $PMCOA_PARAMS_DIR carries a params_dir into
+    the notebooks and torchrun jobs a study run starts."""
+    params_dir = params_dir or os.environ.get("PMCOA_PARAMS_DIR")
     folder = Path(params_dir) if params_dir else repo_root() / "papermill_params"
     folder = folder / name
     spec = folder / "profile.yaml"

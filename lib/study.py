@@ -65,6 +65,8 @@ def run(
 
     prof = load_profile(profile, params_dir)
     prof.apply_env()
+    if params_dir:  # notebooks, and the jobs they launch, read the same profiles
+        os.environ["PMCOA_PARAMS_DIR"] = str(Path(params_dir).resolve())
     if prof.generate:
         from lib.data.generate import generate
 

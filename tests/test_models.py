@@ -128,12 +128,14 @@ def test_sigterm_checkpoints_and_resume_is_bitwise_identical(world, tmp_path):
             os.kill(os.getpid(), signal.SIGTERM)  # what SLURM sends before the time limit
 
     _, stopped = run(tmp_path / "cut", on_step=preempt)
-    assert stopped["status"] == "preempted (SIGTERM)" and checkpoint.latest(tmp_path / "cut").name == "step-000003"
+    # the flag is read once per step, before the ranks agree on it: a signal arriving after step 3's
+    # check stops the run after step 4
+    assert stopped["status"] == "preempted (SIGTERM)" and checkpoint.latest(tmp_path / "cut").name == "step-000004"
     resumed, rest = run(tmp_path / "cut", resume=tmp_path / "cut")
-    assert rest["start_step"] == 3 and rest["steps"] == 6
+    assert rest["start_step"] == 4 and rest["steps"] == 6
     a, b = checkpoint.trainable_state(whole), checkpoint.trainable_state(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert summary["losses"][3:] == rest["losses"]
+    assert summary["losses"][4:] == rest["losses"]
     # stage 1 left LoRA at its initial value (B = 0); stage 2 moved it
     assert any("lora_B" in k and a[k].abs().sum() > 0 for k in a)
 

@@ -1,13 +1,15 @@
+import dataclasses
 import json
 
 import jupytext
 import nbformat
 import pytest
+import yaml
 
 from lib import eda
 from lib.study import NotebookFailed, parameter_names, run
 
-from conftest import ROOT, cli, tiny_profile
+from conftest import ROOT, TINY_LM, cli, tiny_profile
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
 
@@ -64,3 +66,29 @@ def test_unknown_notebook_or_parameter_is_a_clear_error(tmp_path):
     assert proc.returncode == 2 and "no notebook '99_nothing'" in proc.stderr
     proc = cli("run", "01", "--params-dir", str(params), "-p", "colour=blue", check=False)
     assert proc.returncode == 2 and "no parameter colour" in proc.stderr
+
+
+def test_ddp_and_fsdp_notebooks_launch_torchrun_and_report(tmp_path):
+    """Notebooks 04 and 05 on a tiny profile: real torchrun jobs, results files, figures; 05 reuses
+    the jobs 04 already ran (shared scratch)."""
+    params = tiny_profile(tmp_path, n=40)
+    train = yaml.safe_load((params / "default" / "train.yaml").read_text())
+    train["pretrain"] = {"encoder": {"epochs": 1, "batch_size": 16},
+                         "lm": {"epochs": 1, "batch_size": 16, "model": dataclasses.asdict(TINY_LM)}}
+    train.update(visual_tokens=4, projector_hidden=32)
+    (params / "default" / "train.yaml").write_text(yaml.safe_dump(train))
+    small = {"batches": [4], "steps": 3, "scratch": str(tmp_path / "scratch")}
+    (params / "default" / "04_ddp.yaml").write_text(yaml.safe_dump({**small, "worlds": [2], "amps": ["off"],
+                                                                   "amp_compare": ["off"], "compare_threads": 2}))
+    (params / "default" / "05_fsdp.yaml").write_text(yaml.safe_dump({**small, "worlds": [2], "amps": ["off"]}))
+    cli("run", "04", "05", "--profile", "default", "--params-dir", str(params), "--output-dir", str(tmp_path / "out"))
+    ddp = json.loads((tmp_path / "results" / "scaling" / "test-ddp.json").read_text())["metrics"]["runs"]
+    fsdp = json.loads((tmp_path / "results" / "scaling" / "test-fsdp.json").read_text())["metrics"]["runs"]
+    assert {(r["strategy"], r["world"], r["threads"]) for r in ddp} == {("single", 1, 1), ("ddp", 2, 1), ("single", 1, 2)}
+    assert {r["strategy"] for r in fsdp} == {"single", "ddp", "fsdp"}
+    same = [r for r in fsdp if r["strategy"] == "ddp"][0]
+    assert same["step_s"] == [r for r in ddp if r["strategy"] == "ddp"][0]["step_s"]  # reused, not rerun
+    assert sorted(p.name for p in (tmp_path / "scratch").iterdir()) == [
+        "ddp-w2-t1-b4-off", "fsdp-w2-t1-b4-off", "single-w1-t1-b4-off", "single-w1-t2-b4-off"]
+    for name in ("04_ddp", "05_fsdp"):
+        assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000

@@ -88,6 +88,13 @@ def test_fsdp_checkpoint_from_two_ranks_resumes_in_one_process(job):
     assert resumed["start_step"] == 2 and resumed["losses"] == pytest.approx(whole["losses"][2:], rel=1e-5)
 
 
+def _wait_for_training(proc, out: Path, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text():
+        assert proc.poll() is None and time.time() < deadline, "the job did not start training"
+        time.sleep(0.5)
+
+
 def _children(pid: int) -> list[int]:
     out = []
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -103,10 +110,7 @@ def test_a_rank_that_dies_ends_the_job_quickly_with_a_clear_error(job):
            "--max-steps", "100000"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 180
-        while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text():
-            assert proc.poll() is None and time.time() < deadline, "the job did not start training"
-            time.sleep(0.5)
+        _wait_for_training(proc, out)
         ranks = {}
         for pid in _children(proc.pid):
             env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
@@ -121,3 +125,31 @@ def test_a_rank_that_dies_ends_the_job_quickly_with_a_clear_error(job):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_sigusr1_to_torchrun_checkpoints_every_rank_at_the_same_step_and_resumes(job):
+    """What SLURM's --signal=USR1@T does before a time limit: torchrun forwards it, the ranks agree
+    on the step, write one checkpoint together, and a resumed job carries on from it."""
+    tmp, params = job
+    out = tmp / "usr1"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1", "-m", "lib", "train", "--params-dir",
+         str(params), "--out", str(out), "--strategy", "ddp", "--no-eval", "--max-steps", "100000",
+         "--ckpt-every", "100000"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_training(proc, out)
+        proc.send_signal(signal.SIGUSR1)
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    record = _run(tmp, "usr1")
+    assert record["status"] == "preempted (SIGUSR1)"
+    step = record["steps"]
+    ckpts = sorted(p.name for p in (out / "ckpt").glob("step-*"))
+    assert ckpts == [f"step-{step:06d}"]  # only the preemption checkpoint: ckpt-every is far away
+    torchrun("train", "--params-dir", str(params), "--out", str(out), "--strategy", "ddp", "--no-eval",
+             "--resume", str(out), "--max-steps", str(step + 2))
+    resumed = _run(tmp, "usr1")
+    assert resumed["status"] == "finished" and resumed["start_step"] == step and resumed["steps"] == step + 2

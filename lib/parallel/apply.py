@@ -19,8 +19,9 @@ def apply_ddp(model: nn.Module, d: Dist) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     core = getattr(model, "module", model)
+    # buffers (rotary tables, CLIP's) are the same on every rank: no broadcast before each forward
     return DistributedDataParallel(core, device_ids=[d.device.index] if d.device.type == "cuda" else None,
-                                   broadcast_buffers=False)
+                                   forward_sync_buffers=False)
 
 
 def lm_blocks(model: nn.Module) -> list[nn.Module]:

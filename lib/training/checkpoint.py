@@ -33,9 +33,9 @@ def _is_trained(name: str) -> bool:
 
 
 def save(folder: str | os.PathLike, model, optimizer, scheduler, step: int, extra: dict | None = None,
-         scaler=None, rank: int = 0) -> Path:
-    """Write ``folder/step-NNNNNN`` via a temp folder + rename, then point ``latest`` at it.
-    Every rank calls it (DCP is collective under a process group)."""
+         scaler=None, rank: int = 0, keep: int = 3) -> Path:
+    """Write ``folder/step-NNNNNN`` via a temp folder + rename, point ``latest`` at it, and delete all
+    but the ``keep`` newest. Every rank calls it (DCP is collective under a process group)."""
     import torch.distributed.checkpoint as dcp
 
     folder = Path(folder)
@@ -56,6 +56,8 @@ def save(folder: str | os.PathLike, model, optimizer, scheduler, step: int, extr
         os.replace(tmp, final)
         (folder / ".latest.tmp").write_text(final.name)
         os.replace(folder / ".latest.tmp", folder / "latest")
+        for old in sorted(folder.glob("step-*"))[:-keep]:
+            shutil.rmtree(old)
     _barrier()  # no rank runs ahead of a checkpoint that is not complete
     return final
 

@@ -37,6 +37,7 @@ class TrainConfig:
     grad_ckpt: bool = False
     seed: int = 0
     ckpt_every: int = 100
+    keep_ckpts: int = 3  # newest checkpoints kept on disk
     log_every: int = 10
 
 
@@ -145,8 +146,10 @@ def train(model, data: CaptionData, cfg: TrainConfig, out: str | Path, resume: s
                 opt.step()
             opt.zero_grad(set_to_none=True)
             sched.step()
-            if world > 1:  # log the job's loss (mean over ranks), not rank 0's share of it
-                total = _mean_over_ranks(total, device)
+            stopping = stop.signal
+            if world > 1:  # one all-reduce: the job's mean loss, and whether any rank was told to stop
+                total, stopped = _agree(total, stopping is not None, device)
+                stopping = stopping or ("signal on another rank" if stopped else None)
             losses.append(total)
             m = meter.stop(samples, tokens)
             record = {"step": step + 1, "stage": 1 if step < cfg.align_steps else 2, "loss": total,
@@ -159,11 +162,11 @@ def train(model, data: CaptionData, cfg: TrainConfig, out: str | Path, resume: s
             bar.set_postfix(loss=f"{total:.3f}", stage=record["stage"])
             bar.update()
             done = step + 1
-            if stop.signal or done % cfg.ckpt_every == 0 or done == cfg.steps:
+            if stopping or done % cfg.ckpt_every == 0 or done == cfg.steps:
                 checkpoint.save(out / "ckpt", core, opt, sched, done, extra={"config": asdict(cfg)},
-                                scaler=scaler, rank=rank)
-                if stop.signal:
-                    status = f"preempted ({stop.signal})"
+                                scaler=scaler, rank=rank, keep=cfg.keep_ckpts)
+                if stopping:  # every rank stops after the same step, so the checkpoint is collective
+                    status = f"preempted ({stopping})"
                     break
     bar.close()
     if log:
@@ -172,12 +175,14 @@ def train(model, data: CaptionData, cfg: TrainConfig, out: str | Path, resume: s
             "losses": losses, **meter.summary(), "model_state_bytes": model_state_bytes(core, opt)}
 
 
-def _mean_over_ranks(x: float, device: torch.device) -> float:
+def _agree(loss: float, stop: bool, device: torch.device) -> tuple[float, bool]:
+    """(mean loss over ranks, whether any rank got SIGTERM/SIGUSR1): signals reach ranks at
+    different moments, and a rank that stopped alone would leave the others waiting in a collective."""
     import torch.distributed as dist
 
-    t = torch.tensor([x], dtype=torch.float64, device=device)
+    t = torch.tensor([loss, float(stop)], dtype=torch.float64, device=device)
     dist.all_reduce(t)  # SUM: gloo has no AVG
-    return t.item() / dist.get_world_size()
+    return t[0].item() / dist.get_world_size(), bool(t[1].item() > 0)
 
 
 def _grad_sync(model, last: bool):

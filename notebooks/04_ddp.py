@@ -1,0 +1,111 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Data parallelism with DDP
+#
+# Every rank holds the whole captioner and trains on its own slice of each global batch; after
+# the backward pass the gradients of what is trained (projector + LoRA, not the frozen 7B base)
+# are all-reduced, so all ranks take the same step. The training job is the one every part
+# uses, `python -m lib train --strategy ddp`, launched here with `torchrun` as a subprocess, as
+# `slurm/` launches it with `srun` + `torchrun`.
+#
+# What to look for: the speed-up over one rank with the same per-rank batch, how much of each
+# step goes to communication (R = T_compute / T_comm), what that predicts at more ranks, and
+# on a small CPU box, whether more ranks beat one process with more threads.
+
+# %% tags=["parameters"]
+profile = "default"
+results_dir = "results"
+figures_dir = "figures"
+run_name = "default"
+seed = 0
+worlds = [2]  # rank counts to compare with 1
+batches = [8, 16, 32]  # per-rank batch sizes (the batch-size sweep)
+amps = ["off"]  # precisions: off (fp32), bf16, fp16
+amp_compare = ["off", "bf16"]  # AMP vs FP32 at the middle batch
+threads = 1  # torch threads per rank
+compare_threads = 2  # also one process with this many threads (0: no)
+steps = 30
+scratch = "outputs/default/work/bench/scaling"  # finished jobs here are reused: the sweep resumes
+
+# %%
+import pandas as pd
+from IPython.display import Image, display
+
+from lib.bench import scaling
+from lib.config import resolve
+from lib.results import write_results
+
+# %% [markdown]
+# ## One DDP run, as a user would start it
+# `torchrun --standalone --nproc_per_node=2 -m lib train --strategy ddp ...`: rank 0 prints and
+# gathers every rank's numbers into one `train.json`.
+
+# %%
+configs = scaling.grid(["ddp"], worlds, batches, threads, amps, compare_threads or None)
+mid = batches[len(batches) // 2]
+configs += [c for c in scaling.grid(["ddp"], worlds, [mid], threads, amp_compare, None) if c not in configs]
+metrics = scaling.run(configs, resolve(scratch), profile, steps=steps)
+first_ddp = next(r for r in metrics["runs"] if r["strategy"] == "ddp")
+display(pd.DataFrame([first_ddp["model_state"]], index=["model state bytes, rank 0"]))
+
+# %% [markdown]
+# ## Throughput, speed-up and efficiency
+# Speed-up is against one rank with the same threads, per-rank batch and precision; efficiency
+# divides by the cores used (ranks x threads).
+
+# %%
+config = {"profile": profile, "configs": [c.name for c in configs], "steps": steps,
+          "workload": "projector+LoRA steps on cached features, stage 2, no evaluation"}
+out = write_results(resolve(results_dir), "scaling", f"{run_name}-ddp", metrics, config, seed)
+print(f"wrote {out}")
+table = pd.DataFrame(scaling.table(metrics))
+display(table)
+
+# %%
+for path in scaling.figures(metrics, resolve(figures_dir), prefix="04_ddp"):
+    display(Image(filename=str(path)))
+
+# %% [markdown]
+# ## Compute vs communication, and what it predicts
+# Overhead per step = T(N ranks) - T(1 rank): the all-reduce plus whatever the ranks compete for
+# (on a 2-core box, memory bandwidth and the cores themselves). With R = T_compute / T_comm the
+# speed-up at N ranks is about N / (1 + (N-1)/N / ((N0-1)/N0) / R), ring all-reduce cost growing as
+# (N-1)/N. The seeds' transformer study ran at R <= 1, which is why 4 GPUs were slower than one.
+
+# %%
+rows = [{"strategy": r["strategy"], "ranks": r["world"], "batch/rank": r["batch"], "amp": r["amp"],
+         "T_1 ms": round(1e3 * (r["step_s"] - r["overhead_s"]), 1), "overhead ms": round(1e3 * r["overhead_s"], 1),
+         "R": round(r["r_compute_comm"], 2), **{f"predicted x{n}": round(v, 2) for n, v in r["predicted"].items()}}
+        for r in metrics["runs"] if r["world"] > 1]
+display(pd.DataFrame(rows))
+
+# %% [markdown]
+# ## More ranks or more threads?
+# On one small CPU the alternative to a second rank is a second thread in one process. Which
+# wins is a measurement, not a rule: the table says it for this machine.
+
+# %%
+vs = []
+for b in batches:
+    pick = {(r["strategy"], r["world"], r["threads"]): r for r in metrics["runs"] if r["batch"] == b and r["amp"] == amps[0]}
+    two_ranks = next((r for (s, w, _), r in pick.items() if s == "ddp" and w == 2), None)
+    two_threads = pick.get(("single", 1, compare_threads)) if compare_threads else None
+    if two_ranks and two_threads:
+        vs.append({"batch/rank": b, "DDP 2 ranks x 1 thread, samples/s": round(two_ranks["samples_per_s"], 1),
+                   f"1 process x {compare_threads} threads, samples/s (batch {b})": round(two_threads["samples_per_s"], 1),
+                   "winner": "DDP" if two_ranks["samples_per_s"] > two_threads["samples_per_s"] else "threads"})
+display(pd.DataFrame(vs))

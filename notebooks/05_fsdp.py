@@ -1,0 +1,91 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Sharding with FSDP2
+#
+# DDP keeps a full copy of the model, its gradients and its optimizer state on every rank. FSDP2
+# (`torch.distributed.fsdp.fully_shard`, one unit per LM block, the rest as the root unit) keeps
+# 1/N of each on each rank and all-gathers a block's weights just before it runs. The frozen base
+# weights and the LoRA adapters are sharded together; FSDP2 keeps each parameter's
+# `requires_grad`, so only the adapters and the projector get gradients and optimizer state.
+#
+# What to look for: model state per rank against DDP (the seeds saw -57% memory), and what the
+# extra all-gathers cost per step. Checkpoints are sharded (torch.distributed.checkpoint) and load
+# at any world size, one process included.
+
+# %% tags=["parameters"]
+profile = "default"
+results_dir = "results"
+figures_dir = "figures"
+run_name = "default"
+seed = 0
+worlds = [2]
+batches = [16]  # per-rank batch
+amps = ["off"]
+threads = 1
+steps = 30
+scratch = "outputs/default/work/bench/scaling"  # shared with notebook 04: finished jobs are reused
+
+# %%
+import pandas as pd
+from IPython.display import Image, display
+
+from lib.bench import scaling
+from lib.config import resolve
+from lib.results import write_results
+
+# %% [markdown]
+# ## DDP and FSDP at the same per-rank batch
+# Each configuration is a `torchrun ... -m lib train --strategy ddp|fsdp` job; its `train.json`
+# holds every rank's model-state bytes (parameters + gradients + optimizer state that rank holds)
+# and peak memory.
+
+# %%
+configs = scaling.grid(["ddp", "fsdp"], worlds, batches, threads, amps, compare_threads=None)
+metrics = scaling.run(configs, resolve(scratch), profile, steps=steps)
+config = {"profile": profile, "configs": [c.name for c in configs], "steps": steps,
+          "workload": "projector+LoRA steps on cached features, stage 2, no evaluation"}
+out = write_results(resolve(results_dir), "scaling", f"{run_name}-fsdp", metrics, config, seed)
+print(f"wrote {out}")
+display(pd.DataFrame(scaling.table(metrics)))
+
+# %% [markdown]
+# ## Memory per rank
+# Model state splits into parameters (mostly the frozen LM), gradients and AdamW state (two fp32
+# moments per trained parameter). Peak RSS on CPU also counts the Python process, libraries and
+# activations, which FSDP does not shard.
+
+# %%
+mib = 2 ** 20
+rows = []
+for r in metrics["runs"]:
+    rows.append({"strategy": r["strategy"], "ranks": r["world"], "batch/rank": r["batch"],
+                 **{f"{k} MiB": round(v / mib, 3) for k, v in r["model_state"].items()},
+                 "peak RSS MiB": round(r["peak_memory_bytes"] / mib)})
+memory = pd.DataFrame(rows)
+display(memory)
+for w in worlds:
+    for b in batches:
+        pick = {r["strategy"]: r for r in metrics["runs"] if r["world"] == w and r["batch"] == b}
+        if {"ddp", "fsdp"} <= set(pick):
+            ratio = pick["fsdp"]["model_state_bytes"] / pick["ddp"]["model_state_bytes"]
+            slower = pick["ddp"]["samples_per_s"] / pick["fsdp"]["samples_per_s"]
+            print(f"{w} ranks, batch {b}: FSDP holds {ratio:.2f}x DDP's model state per rank "
+                  f"({1 - ratio:.0%} less) and runs {slower:.2f}x slower per step")
+
+# %%
+for path in scaling.figures(metrics, resolve(figures_dir), prefix="05_fsdp"):
+    display(Image(filename=str(path)))
