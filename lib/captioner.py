@@ -178,8 +178,7 @@ def train_job(job: TrainJob) -> dict | None:
         if job.max_steps is not None:
             overrides["steps"] = job.max_steps
         cfg = TrainConfig(**{**params.get("train", {}), **overrides})
-        wrap = parallelizer(job.strategy, d, cpu_offload=job.cpu_offload) if job.strategy == "fsdp" else \
-            parallelizer(job.strategy, d)
+        wrap = parallelizer(job.strategy, d, cpu_offload=job.cpu_offload)
         for turn in ((0,), range(1, d.world)):  # rank 0 builds artefacts; the rest then read them
             if d.rank in turn:
                 art, spec = prepare(profile, params, progress=d.main, pretrain_cfg=params.get("pretrain"))

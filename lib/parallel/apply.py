@@ -1,8 +1,8 @@
 """Wrappers applied to a CaptionVLM from outside, as torchtitan's ``parallelize_*``.
 
-Stage changes (projector only -> projector + LoRA) change which parameters train, so the loop calls
-the wrapper again at each stage: DDP then builds a reducer over exactly the trained parameters (its
-buckets skip frozen ones), FSDP2 is applied once and keeps its shards.
+The loop marks every parameter either stage trains (projector + LoRA) as requiring gradients and
+wraps the model once, before building the optimizer (FSDP2 replaces parameters with their shards);
+stage 1 then discards the LoRA gradients instead of changing what the wrapper sees.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ def is_sharded(model: nn.Module) -> bool:
     return any(isinstance(p, DTensor) for p in model.parameters())
 
 
-def parallelizer(strategy: str, d: Dist, **fsdp_options):
-    """The function the loop calls (at start and at each stage change) to wrap the model."""
+def parallelizer(strategy: str, d: Dist, cpu_offload: bool = False):
+    """The function the loop calls once to wrap the model for ``strategy``."""
     if strategy == "single":
         if d.world > 1:
             raise ValueError("strategy 'single' runs in one process; use ddp or fsdp under torchrun")
@@ -66,7 +66,7 @@ def parallelizer(strategy: str, d: Dist, **fsdp_options):
     if strategy == "ddp":
         return lambda m: apply_ddp(m, d)
     if strategy == "fsdp":
-        return lambda m: apply_fsdp(m, d, **fsdp_options)
+        return lambda m: apply_fsdp(m, d, cpu_offload=cpu_offload)
     raise ValueError(f"unknown strategy {strategy!r} (single, ddp, fsdp)")
 
 
