@@ -130,7 +130,10 @@ def figures(metrics: dict, out_dir: str | os.PathLike, prefix: str = "04_scaling
     sp, mem = ax[0, 0], ax[0, 1]
     top = max(r["world"] for r in runs)
     sp.plot([1, top], [1, top], color="k", ls="--", lw=1, label="ideal")
-    batch = max((r["batch"] for r in runs), key=[r["batch"] for r in runs].count)  # the common batch
+    # one slice of the sweep: the commonest batch and precision (the others are in the table)
+    batch = max((r["batch"] for r in runs), key=[r["batch"] for r in runs].count)
+    amp = max((r["amp"] for r in runs), key=[r["amp"] for r in runs].count)
+    runs = [r for r in runs if r["amp"] == amp]
     for s in ("ddp", "fsdp"):
         mine = sorted((r for r in runs if r["strategy"] == s and r["batch"] == batch and r["speedup"]),
                       key=lambda r: r["world"])
@@ -142,7 +145,7 @@ def figures(metrics: dict, out_dir: str | os.PathLike, prefix: str = "04_scaling
             sp.scatter([r["threads"]], [r["speedup"]], marker="s", color="grey", zorder=3,
                        label=f"1 process, {r['threads']} threads")
     sp.set(xlabel="ranks (1 thread each)", ylabel="speed-up vs 1 rank", xticks=range(1, top + 1),
-           title=f"batch {batch} per rank")
+           title=f"batch {batch} per rank, amp {amp}")
     sp.legend(fontsize=8)
     labels, parts = [], {"params": [], "grads": [], "optimizer": []}
     for r in runs:
