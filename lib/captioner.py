@@ -225,16 +225,11 @@ def train_job(job: TrainJob) -> dict | None:
 def _evaluate_trained(spec, trained: dict, job: TrainJob, data, root, tok, device) -> dict:
     """Caption the test split with a fresh single-process model holding the trained weights (the
     trained model may be sharded or wrapped; generation runs unwrapped on one device)."""
+    from lib.training.checkpoint import load_trained_state
     from lib.training.data import CaptionData
 
     vlm, _ = build(spec, with_encoder=job.source == "pixels", device=str(device))
-    own = dict(vlm.named_parameters())
-    missing = sorted(set(trained) ^ {n for n in own if n.startswith("projector.") or "lora_" in n})
-    if missing:
-        raise ValueError(f"trained weights do not match the model: {missing[:3]}")
-    with torch.no_grad():
-        for name, t in trained.items():
-            own[name].copy_(t)
+    load_trained_state(vlm, trained, source="trained weights")
     result = evaluate(vlm, data, CaptionData(root, "test", tok, source=job.source), str(device))
     m, base = result["model"], result["most_frequent"]
     print(f"test BLEU-4 {m['bleu4']:.3f} (most frequent caption {base['bleu4']:.3f}), CIDEr {m['cider']:.3f} "

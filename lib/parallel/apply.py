@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from lib.parallel.dist import Dist
+from lib.training.checkpoint import is_sharded
 
 
 def apply_ddp(model: nn.Module, d: Dist) -> nn.Module:
@@ -49,12 +50,6 @@ def apply_fsdp(model: nn.Module, d: Dist, mixed_precision: bool | None = None, c
         fully_shard(block, **kwargs)
     fully_shard(model, **kwargs)
     return model
-
-
-def is_sharded(model: nn.Module) -> bool:
-    from torch.distributed.tensor import DTensor
-
-    return any(isinstance(p, DTensor) for p in model.parameters())
 
 
 def parallelizer(strategy: str, d: Dist, cpu_offload: bool = False):

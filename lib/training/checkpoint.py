@@ -48,7 +48,7 @@ def save(folder: str | os.PathLike, model, optimizer, scheduler, step: int, extr
     with _one_process_is_fine():
         dcp.save(_dcp_state(model, optimizer), checkpoint_id=tmp / "dcp", no_dist=not _distributed())
     if rank == 0:
-        if not _sharded(model):
+        if not is_sharded(model):
             save_file(trainable_state(model), tmp / "trainable.safetensors")
         torch.save({"step": step, "scheduler": scheduler.state_dict(), "rng": _rng(), "extra": extra or {},
                     "scaler": scaler.state_dict() if scaler else None}, tmp / "state.pt")
@@ -90,7 +90,7 @@ def _rng() -> dict:
     return rng
 
 
-def _sharded(model) -> bool:
+def is_sharded(model) -> bool:
     from torch.distributed.tensor import DTensor
 
     return any(isinstance(p, DTensor) for p in model.parameters())
@@ -118,12 +118,16 @@ def latest(folder: str | os.PathLike) -> Path | None:
 
 def load_trainable(model, ckpt: str | os.PathLike, strict: bool = True) -> None:
     """The trained weights of a checkpoint into a plain (unsharded) model, e.g. to evaluate it."""
-    state = load_file(Path(ckpt) / "trainable.safetensors")
+    load_trained_state(model, load_file(Path(ckpt) / "trainable.safetensors"), strict, source=str(ckpt))
+
+
+def load_trained_state(model, state: dict[str, torch.Tensor], strict: bool = True, source: str = "state") -> None:
+    """Copy trained weights by name into a plain model; strict: exactly its trained parameters."""
     own = dict(model.named_parameters())
     missing = [n for n in own if _is_trained(n) and n not in state]
     unknown = [n for n in state if n not in own]
     if strict and (missing or unknown):
-        raise ValueError(f"{ckpt}: checkpoint does not match the model (missing {missing[:3]}, unknown {unknown[:3]})")
+        raise ValueError(f"{source}: weights do not match the model (missing {missing[:3]}, unknown {unknown[:3]})")
     with torch.no_grad():
         for n, t in state.items():
             if n in own:
