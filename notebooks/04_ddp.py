@@ -87,11 +87,7 @@ for path in scaling.figures(metrics, resolve(figures_dir), prefix="04_ddp"):
 # (N-1)/N. The seeds' transformer study ran at R <= 1, which is why 4 GPUs were slower than one.
 
 # %%
-rows = [{"strategy": r["strategy"], "ranks": r["world"], "batch/rank": r["batch"], "amp": r["amp"],
-         "T_1 ms": round(1e3 * (r["step_s"] - r["overhead_s"]), 1), "overhead ms": round(1e3 * r["overhead_s"], 1),
-         "R": round(r["r_compute_comm"], 2), **{f"predicted x{n}": round(v, 2) for n, v in r["predicted"].items()}}
-        for r in metrics["runs"] if r["world"] > 1]
-display(pd.DataFrame(rows))
+display(pd.DataFrame(scaling.comm_table(metrics)))
 
 # %% [markdown]
 # ## More ranks or more threads?
@@ -99,13 +95,4 @@ display(pd.DataFrame(rows))
 # wins is a measurement, not a rule: the table says it for this machine.
 
 # %%
-vs = []
-for b in batches:
-    pick = {(r["strategy"], r["world"], r["threads"]): r for r in metrics["runs"] if r["batch"] == b and r["amp"] == amps[0]}
-    two_ranks = next((r for (s, w, _), r in pick.items() if s == "ddp" and w == 2), None)
-    two_threads = pick.get(("single", 1, compare_threads)) if compare_threads else None
-    if two_ranks and two_threads:
-        vs.append({"batch/rank": b, "DDP 2 ranks x 1 thread, samples/s": round(two_ranks["samples_per_s"], 1),
-                   f"1 process x {compare_threads} threads, samples/s (batch {b})": round(two_threads["samples_per_s"], 1),
-                   "winner": "DDP" if two_ranks["samples_per_s"] > two_threads["samples_per_s"] else "threads"})
-display(pd.DataFrame(vs))
+display(pd.DataFrame(scaling.ranks_vs_threads(metrics)))

@@ -69,22 +69,8 @@ display(pd.DataFrame(scaling.table(metrics)))
 # activations, which FSDP does not shard.
 
 # %%
-mib = 2 ** 20
-rows = []
-for r in metrics["runs"]:
-    rows.append({"strategy": r["strategy"], "ranks": r["world"], "batch/rank": r["batch"],
-                 **{f"{k} MiB": round(v / mib, 3) for k, v in r["model_state"].items()},
-                 "peak RSS MiB": round(r["peak_memory_bytes"] / mib)})
-memory = pd.DataFrame(rows)
-display(memory)
-for w in worlds:
-    for b in batches:
-        pick = {r["strategy"]: r for r in metrics["runs"] if r["world"] == w and r["batch"] == b}
-        if {"ddp", "fsdp"} <= set(pick):
-            ratio = pick["fsdp"]["model_state_bytes"] / pick["ddp"]["model_state_bytes"]
-            slower = pick["ddp"]["samples_per_s"] / pick["fsdp"]["samples_per_s"]
-            print(f"{w} ranks, batch {b}: FSDP holds {ratio:.2f}x DDP's model state per rank "
-                  f"({1 - ratio:.0%} less) and runs {slower:.2f}x slower per step")
+display(pd.DataFrame(scaling.memory_table(metrics)))
+display(pd.DataFrame(scaling.fsdp_vs_ddp(metrics)))
 
 # %%
 for path in scaling.figures(metrics, resolve(figures_dir), prefix="05_fsdp"):

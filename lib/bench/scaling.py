@@ -124,6 +124,51 @@ def table(metrics: dict) -> list[dict]:
     } for r in metrics["runs"]]
 
 
+def comm_table(metrics: dict) -> list[dict]:
+    """Multi-rank runs: one-rank step time, overhead, R and the predicted speed-up at more ranks."""
+    return [{"strategy": r["strategy"], "ranks": r["world"], "batch/rank": r["batch"], "amp": r["amp"],
+             "T_1 ms": round(1e3 * (r["step_s"] - r["overhead_s"]), 1), "overhead ms": round(1e3 * r["overhead_s"], 1),
+             "R": round(r["r_compute_comm"], 2), **{f"predicted x{n}": round(v, 2) for n, v in r["predicted"].items()}}
+            for r in metrics["runs"] if r["world"] > 1 and r["overhead_s"] is not None]
+
+
+def ranks_vs_threads(metrics: dict) -> list[dict]:
+    """Per batch and precision: 2 ranks x 1 thread (DDP) against 1 process with more threads."""
+    rows = []
+    for r in metrics["runs"]:
+        if r["strategy"] != "single" or r["threads"] == 1:
+            continue
+        ddp = next((x for x in metrics["runs"] if x["strategy"] == "ddp" and x["world"] == r["threads"]
+                    and x["threads"] == 1 and x["batch"] == r["batch"] and x["amp"] == r["amp"]), None)
+        if ddp:
+            rows.append({"batch/rank": r["batch"], "amp": r["amp"],
+                         f"DDP {ddp['world']} ranks x 1 thread, samples/s": round(ddp["samples_per_s"], 1),
+                         f"1 process x {r['threads']} threads, samples/s": round(r["samples_per_s"], 1),
+                         "winner": "DDP" if ddp["samples_per_s"] > r["samples_per_s"] else "threads"})
+    return rows
+
+
+def memory_table(metrics: dict) -> list[dict]:
+    """Model state per rank by part (parameters, gradients, optimizer) and peak memory, in MiB."""
+    mib = 2 ** 20
+    return [{"strategy": r["strategy"], "ranks": r["world"], "batch/rank": r["batch"], "amp": r["amp"],
+             **{f"{k} MiB": round(v / mib, 3) for k, v in r["model_state"].items()},
+             "peak memory MiB": round(r["peak_memory_bytes"] / mib)} for r in metrics["runs"]]
+
+
+def fsdp_vs_ddp(metrics: dict) -> list[dict]:
+    """Where both ran with the same ranks, batch and precision: FSDP's model state and step time over DDP's."""
+    rows = []
+    for f in (r for r in metrics["runs"] if r["strategy"] == "fsdp"):
+        d = next((r for r in metrics["runs"] if r["strategy"] == "ddp" and
+                  (r["world"], r["batch"], r["amp"], r["threads"]) == (f["world"], f["batch"], f["amp"], f["threads"])), None)
+        if d:
+            rows.append({"ranks": f["world"], "batch/rank": f["batch"], "amp": f["amp"],
+                         "model state FSDP / DDP": round(f["model_state_bytes"] / d["model_state_bytes"], 2),
+                         "step time FSDP / DDP": round(f["step_s"] / d["step_s"], 2)})
+    return rows
+
+
 def figures(metrics: dict, out_dir: str | os.PathLike, prefix: str = "04_scaling") -> list[Path]:
     runs, out_dir = metrics["runs"], Path(out_dir)
     fig, ax = plots.figure(ncols=2, width=4.6)
