@@ -136,7 +136,11 @@ class TrainJob:
     out: str
     profile: str = "default"
     params_dir: str | None = None
-    strategy: str = "single"  # single | ddp | fsdp
+    strategy: str = "single"  # single | ddp | fsdp | pipeline | layers
+    schedule: str = "1f1b"  # pipeline: gpipe | 1f1b
+    microbatches: int = 4  # pipeline: micro-batches per step
+    devices: str | None = None  # layers: "cuda:0,cuda:1"
+    profile_comm: int | None = None  # steps to time communication in with the profiler
     resume: str | None = None
     max_steps: int | None = None
     batch_size: int | None = None
@@ -161,7 +165,7 @@ def train_job(job: TrainJob) -> dict | None:
     Returns the record on rank 0 (None on other ranks)."""
     from lib.config import load_profile
     from lib.parallel import dist
-    from lib.parallel.apply import full_trained_state, parallelizer
+    from lib.parallel.apply import full_trained_state, parallelizer, split_devices
     from lib.results import write_json_atomic, write_jsonl_atomic, write_results
     from lib.training.data import CaptionData
     from lib.training.loop import TrainConfig, train
@@ -177,8 +181,16 @@ def train_job(job: TrainJob) -> dict | None:
                                                   "ckpt_every") if getattr(job, k) is not None}
         if job.max_steps is not None:
             overrides["steps"] = job.max_steps
+        if job.profile_comm is not None:
+            overrides["profile_comm"] = job.profile_comm
+        if job.strategy == "pipeline":  # the schedule's micro-batches are the gradient accumulation
+            if job.grad_accum not in (None, job.microbatches):
+                raise ValueError("a pipeline accumulates over its micro-batches: set --microbatches, not --grad-accum")
+            overrides["grad_accum"] = job.microbatches
         cfg = TrainConfig(**{**params.get("train", {}), **overrides})
-        wrap = parallelizer(job.strategy, d, cpu_offload=job.cpu_offload)
+        devices = split_devices(job.devices, d.device) if job.strategy == "layers" else None
+        wrap = parallelizer(job.strategy, d, cpu_offload=job.cpu_offload, schedule=job.schedule,
+                            microbatches=job.microbatches, devices=devices)
         for turn in ((0,), range(1, d.world)):  # rank 0 builds artefacts; the rest then read them
             if d.rank in turn:
                 art, spec = prepare(profile, params, progress=d.main, pretrain_cfg=params.get("pretrain"))
@@ -191,18 +203,24 @@ def train_job(job: TrainJob) -> dict | None:
         out.mkdir(parents=True, exist_ok=True)
         summary = train(vlm, data, cfg, out, resume=job.resume, device=d.device, rank=d.rank, world=d.world,
                         progress=d.main, parallelize=wrap)
-        trained = full_trained_state(vlm)  # collective under FSDP; on rank 0 only
+        trained = full_trained_state(vlm)  # collective under FSDP and pipeline; on rank 0 only
+        strategy = job.strategy + (f"-{job.schedule}" if job.strategy == "pipeline" else "")
         ranks = dist.gather({"rank": d.rank, "peak_memory_bytes": summary["peak_memory_bytes"],
                              "model_state_bytes": summary["model_state_bytes"], "step_s": summary["step_s"],
+                             "comm_s": summary["comm_s"], "comm_ops": summary["comm_ops"],
                              "final_loss": summary["losses"][-1] if summary["losses"] else None}, d)
         record = None
         if d.main:
             print(f"{summary['status']} at step {summary['steps']}: {summary['samples_per_s'] or 0:.1f} samples/s "
-                  f"({d.world} rank{'s' if d.world > 1 else ''}, {job.strategy})")
-            record = {"strategy": job.strategy, "world_size": d.world, "threads_per_rank": torch.get_num_threads(),
+                  f"({d.world} rank{'s' if d.world > 1 else ''}, {strategy})")
+            settings = ({"schedule": job.schedule, "microbatches": job.microbatches} if job.strategy == "pipeline" else
+                        {"devices": devices} if devices else {})
+            record = {"strategy": job.strategy, **settings, "world_size": d.world, "threads_per_rank": torch.get_num_threads(),
                       "source": job.source, **{k: v for k, v in summary.items() if k != "losses"},
                       "final_loss": summary["losses"][-1] if summary["losses"] else None,
                       "losses": summary["losses"], "ranks": ranks}
+            if devices and d.device.type == "cuda":  # the layer split: what each GPU of the one process held
+                record["device_peak_memory_bytes"] = {x: torch.cuda.max_memory_allocated(x) for x in set(devices)}
             if summary["status"] == "finished" and not job.no_eval:
                 record["eval"] = _evaluate_trained(spec, trained, job, data, root, tok, d.device)
                 captions = record["eval"].pop("captions")  # all of them beside the run; a sample in the results
@@ -210,9 +228,10 @@ def train_job(job: TrainJob) -> dict | None:
                 record["eval"]["examples"] = captions[:8]
             write_json_atomic(out / "train.json", record)
             config = {"profile": job.profile, "train": asdict(cfg), "model": asdict(spec), "device": str(d.device),
-                      "strategy": job.strategy, "world_size": d.world, "threads_per_rank": torch.get_num_threads(),
+                      "strategy": job.strategy, **settings, "world_size": d.world,
+                      "threads_per_rank": torch.get_num_threads(),
                       "workload": f"projector+LoRA on {'cached features' if job.source == 'features' else 'pixels'}"}
-            name = job.run or (f"{job.profile}-{job.strategy}" + (f"-{d.world}" if d.world > 1 else ""))
+            name = job.run or (f"{job.profile}-{strategy}" + (f"-{d.world}" if d.world > 1 else ""))
             path = write_results(resolve(job.results_dir or params["results_dir"]), "training", name, record, config,
                                  cfg.seed)
             print(f"wrote {path}")

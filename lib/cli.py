@@ -126,19 +126,39 @@ def _bench_scaling(a):
 
     profile, params = _profile_params(a.profile, "train", a.params_dir)
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
-    configs = scaling.grid(a.strategies.split(","), ints(a.worlds), ints(a.batches), a.threads, a.amps.split(","),
-                           a.compare_threads or None)
+    if a.bench == "pipeline":
+        configs = scaling.pipeline_grid(ints(a.worlds), ints(a.batches), a.schedules.split(","), ints(a.microbatches),
+                                        a.threads, a.amps.split(","), layers=not a.no_layers, ddp=not a.no_ddp)
+    else:
+        configs = scaling.grid(a.strategies.split(","), ints(a.worlds), ints(a.batches), a.threads,
+                               a.amps.split(","), a.compare_threads or None)
     with tempfile.TemporaryDirectory() as tmp:
-        metrics = scaling.run(configs, a.scratch or tmp, a.profile, a.params_dir, a.steps)
+        metrics = scaling.run(configs, a.scratch or tmp, a.profile, a.params_dir, a.steps,
+                              profile_comm=a.profile_comm)
     config = {"profile": a.profile, "configs": [c.name for c in configs], "steps": a.steps,
               "workload": "projector+LoRA steps on cached features, stage 2, no evaluation"}
-    path = write_results(resolve(params["results_dir"]), "scaling", a.run or a.profile, metrics, config,
-                         params.get("seed"))
-    for row in scaling.table(metrics):
+    name = a.run or (a.profile + ("-model-parallel" if a.bench == "pipeline" else ""))
+    path = write_results(resolve(params["results_dir"]), "scaling", name, metrics, config, params.get("seed"))
+    for row in (scaling.pipeline_table if a.bench == "pipeline" else scaling.table)(metrics):
         print(row)
     if a.figures:
-        scaling.figures(metrics, a.figures)
+        (scaling.pipeline_figure if a.bench == "pipeline" else scaling.figures)(metrics, a.figures)
     print(f"wrote {path}")
+
+
+def _bench_lm(a):
+    from lib.bench import lm
+    from lib.config import resolve
+    from lib.results import write_results
+
+    cfg = lm.LMBench(size=a.size, batch=a.batch_size, caption_tokens=a.caption_tokens, visual_tokens=a.visual_tokens,
+                     steps=a.steps, amp=a.amp, grad_ckpt=a.grad_ckpt)
+    metrics, config = lm.run(cfg, a.device)
+    path = write_results(resolve(a.results), "lm_throughput", a.run or f"{a.size}-{a.device.split(':')[0]}", metrics,
+                         config, cfg.seed)
+    mfu = f", MFU {metrics['mfu']:.1%}" if metrics["mfu"] is not None else ""
+    print(f"{metrics['tokens_per_s']:.0f} tokens/s, {metrics['samples_per_s']:.1f} samples/s{mfu}; the seed's "
+          f"47.5K x 3-epoch run: {metrics['seed_run_projected_hours']:.2f} h\nwrote {path}")
 
 
 def _run(a):
@@ -239,7 +259,41 @@ def parser() -> argparse.ArgumentParser:
     bs.add_argument("--scratch", help="where the jobs write (default: a temporary folder)")
     bs.add_argument("--figures", help="folder for the figure (default: none)")
     bs.add_argument("--name", dest="run", help="results file name (default: the profile)")
+    bs.add_argument("--profile-comm", type=int, default=5, help="steps of each job timed by the profiler")
     bs.set_defaults(fn=_bench_scaling)
+
+    bl = b.add_parser("lm", help="one-device training throughput of the full-size architecture, random weights: "
+                                 "tokens/s, MFU, projected hours for the seed's run")
+    bl.add_argument("--size", choices=("biomistral-7b", "tiny"), default="biomistral-7b")
+    bl.add_argument("--device", default="cuda")
+    bl.add_argument("--batch-size", type=int, default=16)
+    bl.add_argument("--caption-tokens", type=int, default=64)
+    bl.add_argument("--visual-tokens", type=int, default=4)
+    bl.add_argument("--steps", type=int, default=20)
+    bl.add_argument("--amp", choices=("off", "bf16", "fp16"), default="bf16")
+    bl.add_argument("--grad-ckpt", action="store_true")
+    bl.add_argument("--results", default="results", help="writes <this>/lm_throughput/<name>.json")
+    bl.add_argument("--name", dest="run", help="results file name (default: <size>-<device type>)")
+    bl.set_defaults(fn=_bench_lm)
+
+    bm = b.add_parser("pipeline", help="model parallelism at one batch: pipeline schedules x micro-batches, "
+                                       "layer split, DDP, against one process")
+    bm.add_argument("--profile", default="default")
+    bm.add_argument("--params-dir", help="folder of profiles (default: papermill_params/)")
+    bm.add_argument("--worlds", default="2", help="pipeline stages (ranks), e.g. 2,4")
+    bm.add_argument("--batches", default="32", help="whole batch per step, e.g. 32,64")
+    bm.add_argument("--schedules", default="gpipe,1f1b")
+    bm.add_argument("--microbatches", default="1,2,4,8")
+    bm.add_argument("--threads", type=int, default=1, help="torch threads per rank")
+    bm.add_argument("--amps", default="off", help="precisions, e.g. off,bf16")
+    bm.add_argument("--no-layers", action="store_true", help="leave out the one-process layer split")
+    bm.add_argument("--no-ddp", action="store_true", help="leave out DDP at the same global batch")
+    bm.add_argument("--steps", type=int, default=30)
+    bm.add_argument("--scratch", help="where the jobs write (default: a temporary folder)")
+    bm.add_argument("--figures", help="folder for the figure (default: none)")
+    bm.add_argument("--name", dest="run", help="results file name (default: <profile>-model-parallel)")
+    bm.add_argument("--profile-comm", type=int, default=5, help="steps of each job timed by the profiler")
+    bm.set_defaults(fn=_bench_scaling)
 
     pe = sub.add_parser("pretrain-encoder", help="contrastively pre-train the default's tiny CLIP (cached)")
     pe.add_argument("--shards", required=True, help="a preprocess output folder")
@@ -271,8 +325,13 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train the captioner (builds missing artefacts), then caption the test split")
     t.add_argument("--profile", default="default")
     t.add_argument("--params-dir", help="folder of profiles (default: papermill_params/)")
-    t.add_argument("--strategy", choices=("single", "ddp", "fsdp"), default="single",
-                   help="ddp / fsdp under torchrun: torchrun --nproc_per_node=N -m lib train --strategy ddp ...")
+    t.add_argument("--strategy", choices=("single", "ddp", "fsdp", "pipeline", "layers"), default="single",
+                   help="ddp / fsdp / pipeline under torchrun: torchrun --nproc_per_node=N -m lib train --strategy ddp ...; "
+                        "layers: one process, LM blocks split over --devices")
+    t.add_argument("--devices", help="layers: e.g. cuda:0,cuda:1 (default: every visible GPU; cpu,cpu without one)")
+    t.add_argument("--schedule", choices=("gpipe", "1f1b"), default="1f1b", help="pipeline: the micro-batch schedule")
+    t.add_argument("--microbatches", type=int, default=4,
+                   help="pipeline: micro-batches per step (they are its gradient accumulation)")
     t.add_argument("--out", required=True)
     t.add_argument("--resume", help="a run folder (its latest checkpoint) or a checkpoint folder")
     t.add_argument("--max-steps", type=int)
@@ -287,6 +346,8 @@ def parser() -> argparse.ArgumentParser:
                    help="cached features, or pixels through the frozen encoder every step")
     t.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK when there is a GPU, else cpu), cpu, cuda")
     t.add_argument("--threads", type=int, help="torch threads per process (torchrun sets 1 per rank)")
+    t.add_argument("--profile-comm", type=int, metavar="STEPS",
+                   help="time communication per rank with the PyTorch profiler over this many steps (left out of throughput)")
     t.add_argument("--cpu-offload", action="store_true", help="fsdp: keep parameters and optimizer state on CPU")
     t.add_argument("--no-eval", action="store_true", help="skip captioning the test split")
     t.add_argument("--name", dest="run", help="results file name (default: <profile>-<strategy>[-<ranks>])")

@@ -85,6 +85,9 @@ for path in scaling.figures(metrics, resolve(figures_dir), prefix="04_ddp"):
 # (on a 2-core box, memory bandwidth and the cores themselves). With R = T_compute / T_comm the
 # speed-up at N ranks is about N / (1 + (N-1)/N / ((N0-1)/N0) / R), ring all-reduce cost growing as
 # (N-1)/N. The seeds' transformer study ran at R <= 1, which is why 4 GPUs were slower than one.
+# "comm in flight" is measured, not derived: the PyTorch profiler times each all-reduce from launch
+# to completion over a few steps (the slowest rank's sum). DDP launches them during backward, so
+# much of that time overlaps compute; the overhead is the part that does not.
 
 # %%
 display(pd.DataFrame(scaling.comm_table(metrics)))

@@ -97,6 +97,56 @@ def test_cached_features_equal_encoding_on_the_fly(world):
     torch.testing.assert_close(vlm(cached), vlm(fresh), rtol=1e-3, atol=1e-3)
 
 
+def test_pipeline_stages_chained_give_the_whole_models_loss_and_keep_parameter_names(world):
+    """Cut in two and run stage after stage in one process (what two pipeline ranks do, without the
+    sends): the same loss as the whole captioner, padded to one width; every trained parameter lands
+    in exactly one stage under its own name."""
+    import copy
+
+    from lib.parallel.pipeline import caption_loss, prune_to_stage, stage_layers
+
+    assert [list(stage_layers(5, 2, s)) for s in (0, 1)] == [[0, 1, 2], [3, 4]]
+    with pytest.raises(ValueError, match="cannot cut"):
+        stage_layers(2, 3, 0)
+    vlm, tok = _vlm(world)
+    vlm.eval()
+    data = CaptionData(world / "features", "train", tok)
+    batch = data.batch(range(6), width=data.max_tokens)
+    whole = vlm(batch)  # padding-masked attention, the LM's own loss
+    names = {n for n, _ in vlm.named_parameters() if checkpoint._is_trained(n)}
+    first, last = (prune_to_stage(copy.deepcopy(vlm), s, 2) for s in (0, 1))
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    labels = torch.cat([ids.new_full((6, 4), -100), ids.masked_fill(mask == 0, -100)], dim=1)
+    with torch.no_grad():
+        loss = caption_loss(last(first(batch["features"], ids)), labels)
+    torch.testing.assert_close(loss, whole, rtol=1e-5, atol=1e-5)
+    parts = [{n for n, _ in s.named_parameters() if checkpoint._is_trained(n)} for s in (first, last)]
+    assert parts[0] | parts[1] == names and not parts[0] & parts[1]
+    assert any(n.startswith("projector.") for n in parts[0]) and "layers.1." in " ".join(parts[1])
+
+
+def test_layer_split_puts_runs_of_blocks_on_each_device_and_changes_no_number(world):
+    from lib.parallel.apply import apply_layer_split, layer_split_map
+
+    vlm, tok = _vlm(world)
+    dmap = layer_split_map(vlm, ["cuda:0", "cuda:1"])
+    lm = "lm.base_model.model"
+    assert dmap["projector"] == dmap[f"{lm}.model.embed_tokens"] == dmap[f"{lm}.model.layers.0"] == "cuda:0"
+    assert dmap[f"{lm}.model.layers.1"] == dmap[f"{lm}.lm_head"] == dmap[f"{lm}.model.norm"] == "cuda:1"
+    batch = CaptionData(world / "features", "train", tok).batch(range(6))
+    vlm.eval()
+    whole = vlm(batch)
+    whole.backward()
+    grads = {n: p.grad.clone() for n, p in vlm.named_parameters() if p.grad is not None}
+    vlm.zero_grad()
+    split = apply_layer_split(vlm, ["cpu", "cpu"])
+    assert hasattr(split.lm.base_model.model.model.layers[1], "_hf_hook")  # accelerate moves activations here
+    loss = split(batch)
+    loss.backward()
+    assert loss.item() == whole.item()
+    assert all(torch.equal(p.grad, grads[n]) for n, p in split.named_parameters() if p.grad is not None)
+
+
 def test_order_is_a_pure_function_of_the_step_and_splits_one_global_batch():
     a, b = Order(100, 8, seed=3), Order(100, 8, seed=3)
     assert [a.indices(m) for m in (0, 13, 2)] == [b.indices(m) for m in (0, 13, 2)]

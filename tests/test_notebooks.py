@@ -68,9 +68,9 @@ def test_unknown_notebook_or_parameter_is_a_clear_error(tmp_path):
     assert proc.returncode == 2 and "no parameter colour" in proc.stderr
 
 
-def test_ddp_and_fsdp_notebooks_launch_torchrun_and_report(tmp_path):
-    """Notebooks 04 and 05 on a tiny profile: real torchrun jobs, results files, figures; 05 reuses
-    the jobs 04 already ran (shared scratch)."""
+def test_parallel_notebooks_launch_torchrun_and_report(tmp_path):
+    """Notebooks 04, 05 and 06 on a tiny profile: real torchrun jobs, results files, figures; 05 and
+    06 reuse the jobs an earlier notebook already ran (shared scratch)."""
     params = tiny_profile(tmp_path, n=40)
     train = yaml.safe_load((params / "default" / "train.yaml").read_text())
     train["pretrain"] = {"encoder": {"epochs": 1, "batch_size": 16},
@@ -81,14 +81,23 @@ def test_ddp_and_fsdp_notebooks_launch_torchrun_and_report(tmp_path):
     (params / "default" / "04_ddp.yaml").write_text(yaml.safe_dump({**small, "worlds": [2], "amps": ["off"],
                                                                    "amp_compare": ["off"], "compare_threads": 2}))
     (params / "default" / "05_fsdp.yaml").write_text(yaml.safe_dump({**small, "worlds": [2], "amps": ["off"]}))
-    cli("run", "04", "05", "--profile", "default", "--params-dir", str(params), "--output-dir", str(tmp_path / "out"))
+    (params / "default" / "06_model_parallel.yaml").write_text(yaml.safe_dump(
+        {**small, "worlds": [2], "schedules": ["1f1b"], "microbatches": [2], "layer_split": True, "ddp": True}))
+    cli("run", "04", "05", "06", "--profile", "default", "--params-dir", str(params), "--output-dir",
+        str(tmp_path / "out"))
     ddp = json.loads((tmp_path / "results" / "scaling" / "test-ddp.json").read_text())["metrics"]["runs"]
     fsdp = json.loads((tmp_path / "results" / "scaling" / "test-fsdp.json").read_text())["metrics"]["runs"]
     assert {(r["strategy"], r["world"], r["threads"]) for r in ddp} == {("single", 1, 1), ("ddp", 2, 1), ("single", 1, 2)}
     assert {r["strategy"] for r in fsdp} == {"single", "ddp", "fsdp"}
     same = [r for r in fsdp if r["strategy"] == "ddp"][0]
     assert same["step_s"] == [r for r in ddp if r["strategy"] == "ddp"][0]["step_s"]  # reused, not rerun
+    mp = json.loads((tmp_path / "results" / "scaling" / "test-model-parallel.json").read_text())["metrics"]["runs"]
+    pipe = next(r for r in mp if r["strategy"] == "pipeline")
+    assert (pipe["schedule"], pipe["microbatches"], pipe["world"], pipe["global_batch"]) == ("1f1b", 2, 2, 4)
+    assert pipe["ideal_speedup"] == pytest.approx(4 / 3) and pipe["speedup_same_batch"] > 0
+    assert any(k.endswith("send") for ops in pipe["comm_ops"] for k in ops)  # the profiler saw the sends
     assert sorted(p.name for p in (tmp_path / "scratch").iterdir()) == [
-        "ddp-w2-t1-b4-off", "fsdp-w2-t1-b4-off", "single-w1-t1-b4-off", "single-w1-t2-b4-off"]
-    for name in ("04_ddp", "05_fsdp"):
+        "ddp-w2-t1-b2-off", "ddp-w2-t1-b4-off", "fsdp-w2-t1-b4-off", "layers-w1-t1-b4-off",
+        "pipeline-1f1b-m2-w2-t1-b4-off", "single-w1-t1-b4-off", "single-w1-t2-b4-off"]
+    for name in ("04_ddp", "05_fsdp", "06_model_parallel"):
         assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000

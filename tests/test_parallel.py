@@ -1,6 +1,6 @@
-"""Two-rank torchrun jobs on CPU (gloo) with tiny models: DDP and FSDP2 follow the one-process loss,
-FSDP halves the model state per rank, sharded checkpoints resume at another world size, and a rank
-that dies ends the job quickly."""
+"""Two-rank torchrun jobs on CPU (gloo) with tiny models: DDP, FSDP2 and a two-stage pipeline (GPipe,
+1F1B) follow the one-process loss, FSDP halves the model state per rank, sharded and per-stage
+checkpoints resume in one process, and a rank that dies ends the job quickly."""
 
 import dataclasses
 import json
@@ -49,16 +49,21 @@ def _run(tmp, name):
     return json.loads((tmp / name / "train.json").read_text())
 
 
+RUNS = {"ddp": ("--strategy", "ddp", "--no-eval"), "fsdp": ("--strategy", "fsdp", "--no-eval"),
+        # 2 micro-batches of 4: the groups the reference accumulates over
+        "pipeline-gpipe": ("--strategy", "pipeline", "--schedule", "gpipe", "--microbatches", "2", "--no-eval"),
+        "pipeline-1f1b": ("--strategy", "pipeline", "--schedule", "1f1b", "--microbatches", "2")}  # and captions
+
+
 @pytest.fixture(scope="module")
 def two_ranks(job):
     tmp, params = job
-    for strategy in ("ddp", "fsdp"):
-        torchrun("train", "--params-dir", str(params), "--out", str(tmp / strategy), "--strategy", strategy,
-                 "--no-eval")
-    return {s: _run(tmp, s) for s in ("single", "ddp", "fsdp")}
+    for name, args in RUNS.items():
+        torchrun("train", "--params-dir", str(params), "--out", str(tmp / name), *args)
+    return {s: _run(tmp, s) for s in ("single", *RUNS)}
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+@pytest.mark.parametrize("strategy", list(RUNS))
 def test_two_ranks_follow_the_one_process_loss(job, two_ranks, strategy):
     one, two = two_ranks["single"], two_ranks[strategy]
     assert two["world_size"] == 2 and len(two["ranks"]) == 2 and two["steps"] == one["steps"] == 4
@@ -68,6 +73,28 @@ def test_two_ranks_follow_the_one_process_loss(job, two_ranks, strategy):
         assert r["peak_memory_bytes"] > 0 and r["model_state_bytes"]["total"] > 0
     results = json.loads((job[0] / "results" / "training" / f"default-{strategy}-2.json").read_text())
     assert results["config"]["world_size"] == 2 and results["provenance"]["git"]["commit"]
+
+
+def test_pipeline_stages_split_the_model_and_caption_with_the_gathered_weights(job, two_ranks):
+    """Each stage holds its own blocks (the first also the projector and embeddings, the last the
+    head), and rank 0 captions the test split with every stage's trained weights put together."""
+    one, pipe = two_ranks["single"], two_ranks["pipeline-1f1b"]
+    whole = one["ranks"][0]["model_state_bytes"]["params"]
+    stages = [r["model_state_bytes"]["params"] for r in pipe["ranks"]]
+    assert max(stages) < whole and sum(stages) == pytest.approx(whole, rel=1e-6)
+    assert pipe["schedule"] == "1f1b" and pipe["microbatches"] == 2
+    assert pipe["eval"]["test_pairs"] > 0 and (job[0] / "pipeline-1f1b" / "captions.jsonl").exists()
+    ckpt = job[0] / "pipeline-1f1b" / "ckpt" / "step-000004"
+    assert not (ckpt / "trainable.safetensors").exists()  # no rank holds the whole model
+
+
+def test_pipeline_checkpoint_resumes_in_one_process(job):
+    tmp, params = job
+    ckpt = tmp / "pipeline-gpipe" / "ckpt" / "step-000002"
+    cli("train", "--params-dir", str(params), "--out", str(tmp / "pipe-resumed"), "--grad-accum", "2",
+        "--no-eval", "--resume", str(ckpt), "--threads", "1")
+    resumed, whole = _run(tmp, "pipe-resumed"), _run(tmp, "pipeline-gpipe")
+    assert resumed["start_step"] == 2 and resumed["losses"] == pytest.approx(whole["losses"][2:], rel=1e-5)
 
 
 def test_fsdp_holds_about_half_the_model_state_per_rank(two_ranks):

@@ -1,10 +1,21 @@
-from lib.bench.scaling import comm_table, derive, fsdp_vs_ddp, ranks_vs_threads
+import pytest
+
+from lib.bench.scaling import (
+    Config,
+    comm_table,
+    derive,
+    fsdp_vs_ddp,
+    pipeline_grid,
+    pipeline_table,
+    ranks_vs_threads,
+)
 
 
-def _run(strategy, world, threads, samples_per_s, step_s, state):
-    return {"strategy": strategy, "world": world, "threads": threads, "batch": 16, "amp": "off",
-            "samples_per_s": samples_per_s, "step_s": step_s, "model_state_bytes": state,
-            "model_state": {"params": state}, "peak_memory_bytes": 1}
+def _run(strategy, world, threads, samples_per_s, step_s, state, batch=16, **extra):
+    glob = batch * (world if strategy in ("ddp", "fsdp") else 1)
+    return {"strategy": strategy, "world": world, "threads": threads, "batch": batch, "global_batch": glob,
+            "amp": "off", "samples_per_s": samples_per_s, "tokens_per_s": 10 * samples_per_s, "step_s": step_s,
+            "model_state_bytes": state, "model_state": {"params": state}, "peak_memory_bytes": 1, **extra}
 
 
 def test_derived_speedups_overheads_and_comparisons():
@@ -21,3 +32,23 @@ def test_derived_speedups_overheads_and_comparisons():
     assert vs["winner"] == "threads"
     (mem,) = fsdp_vs_ddp({"runs": runs})
     assert mem["model state FSDP / DDP"] == 0.5 and mem["step time FSDP / DDP"] == 1.6
+
+
+def test_pipeline_sweep_compares_at_one_global_batch_with_the_bubble_bound():
+    configs = pipeline_grid(worlds=(2,), batches=(32,), microbatches=(1, 2, 4))
+    names = [c.name for c in configs]
+    assert "pipeline-1f1b-m1-w2-t1-b32-off" not in names  # 1F1B needs a micro-batch per stage
+    assert "pipeline-gpipe-m1-w2-t1-b32-off" in names and "layers-w1-t1-b32-off" in names
+    ddp = next(c for c in configs if c.strategy == "ddp")
+    assert ddp.batch == 16 and ddp.global_batch == 32 == Config("pipeline", 2, batch=32).global_batch
+    runs = derive([_run("single", 1, 1, 100.0, 0.32, 1000, batch=32),
+                   _run("pipeline", 2, 1, 120.0, 0.27, 600, batch=32, schedule="1f1b", microbatches=4,
+                        comm_ops=[{"gloo:send": 0.01, "gloo:recv": 0.02, "gloo:all_reduce": 0.5}, {"gloo:recv": 0.04}]),
+                   _run("ddp", 2, 1, 150.0, 0.21, 1000, batch=16)])
+    one, pipe, ddp_run = runs
+    assert pipe["ideal_speedup"] == pytest.approx(2 * 4 / 5) and pipe["speedup_same_batch"] == pytest.approx(1.2)
+    assert pipe["r_compute_comm"] is None and pipe["predicted"] == {}  # ring all-reduce model: data parallel only
+    assert ddp_run["speedup_same_batch"] == pytest.approx(1.5) and ddp_run["speedup"] is None  # no 1-rank b16 run
+    rows = {r["strategy"]: r for r in pipeline_table({"runs": runs})}
+    assert rows["pipeline"]["send/recv ms"] == 40.0  # the slower rank's sends + receives, no all-reduce
+    assert rows["ddp"]["batch"] == 32 and rows["single"]["vs 1 process"] == 1.0

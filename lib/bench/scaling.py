@@ -2,10 +2,13 @@
 
 Each configuration is one real `python -m lib train` job (torchrun for more than one rank) writing its
 ``train.json``; this module only launches them, reads the files and derives:
-  speed-up and efficiency  against one rank with the same threads and the same per-rank batch
+  speed-up and efficiency  against one rank with the same threads and the same batch per data replica
+                           (per rank for DDP/FSDP; the whole batch for a pipeline or a layer split)
   overhead                 T_N - T_1 per step: communication plus whatever the ranks contend for
   R = T_1 / overhead       compute over communication; the seeds' transformer study ran at R <= 1
+  comm (profiler)          time each rank's collectives and sends were in flight, measured
   predicted speed-up       Amdahl-style at larger N, with ring all-reduce cost growing as (N-1)/N
+  pipeline bubble          the schedule's ideal speed-up S*M/(M+S-1) for S stages and M micro-batches
 """
 
 from __future__ import annotations
@@ -22,20 +25,28 @@ from tqdm import tqdm
 from lib import plots
 from lib.config import repo_root
 
-COLOURS = {"single": "#4C72B0", "ddp": "#55A868", "fsdp": "#C44E52"}
+COLOURS = {"single": "#4C72B0", "ddp": "#55A868", "fsdp": "#C44E52", "pipeline": "#8172B3", "layers": "#937860"}
+DATA_PARALLEL = ("ddp", "fsdp")
 
 
 @dataclass(frozen=True)
 class Config:
-    strategy: str  # single | ddp | fsdp
+    strategy: str  # single | ddp | fsdp | pipeline | layers
     world: int = 1
     threads: int = 1  # torch threads per rank
-    batch: int = 16  # per rank, per step
+    batch: int = 16  # per data replica, per step: per rank for ddp/fsdp, the whole batch otherwise
     amp: str = "off"
+    schedule: str | None = None  # pipeline: gpipe | 1f1b
+    microbatches: int = 1  # pipeline
 
     @property
     def name(self) -> str:
-        return f"{self.strategy}-w{self.world}-t{self.threads}-b{self.batch}-{self.amp}"
+        pipe = f"-{self.schedule}-m{self.microbatches}" if self.strategy == "pipeline" else ""
+        return f"{self.strategy}{pipe}-w{self.world}-t{self.threads}-b{self.batch}-{self.amp}"
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch * (self.world if self.strategy in DATA_PARALLEL else 1)
 
 
 def grid(strategies=("ddp", "fsdp"), worlds=(2,), batches=(16,), threads: int = 1, amps=("off",),
@@ -50,12 +61,30 @@ def grid(strategies=("ddp", "fsdp"), worlds=(2,), batches=(16,), threads: int = 
     return list(dict.fromkeys(configs))
 
 
-def launch(cfg: Config, out: Path, profile: str, params_dir: str | None, steps: int) -> dict:
+def pipeline_grid(worlds=(2,), batches=(32,), schedules=("gpipe", "1f1b"), microbatches=(1, 2, 4, 8),
+                  threads: int = 1, amps=("off",), layers: bool = True, ddp: bool = True) -> list[Config]:
+    """Model parallelism at a fixed batch: one process, the layer split (one process, blocks over
+    devices), each pipeline schedule at each micro-batch count and, for contrast, DDP on the same
+    ranks with the same global batch."""
+    configs = [Config("single", 1, threads, b, a) for b in batches for a in amps]
+    if layers:
+        configs += [Config("layers", 1, threads, b, a) for b in batches for a in amps]
+    # 1F1B needs at least one micro-batch per stage to alternate forward and backward
+    configs += [Config("pipeline", w, threads, b, a, s, m) for w in worlds for b in batches for a in amps
+                for s in schedules for m in microbatches if b % m == 0 and not (s == "1f1b" and m < w)]
+    if ddp:
+        configs += [Config("ddp", w, threads, b // w, a) for w in worlds for b in batches for a in amps if b % w == 0]
+    return list(dict.fromkeys(configs))
+
+
+def launch(cfg: Config, out: Path, profile: str, params_dir: str | None, steps: int, profile_comm: int = 0) -> dict:
     """One training job; its train.json, or a clear error with the job's last output."""
     args = ["train", "--profile", profile, "--out", str(out), "--strategy", cfg.strategy, "--no-eval",
-            "--max-steps", str(steps), "--align-steps", "0", "--batch-size", str(cfg.batch * cfg.world),
+            "--max-steps", str(steps), "--align-steps", "0", "--batch-size", str(cfg.global_batch),
             "--amp", cfg.amp, "--threads", str(cfg.threads), "--ckpt-every", str(10 ** 9),
-            "--results-dir", str(out / "results")]
+            "--results-dir", str(out / "results"), "--profile-comm", str(profile_comm)]
+    if cfg.strategy == "pipeline":
+        args += ["--schedule", cfg.schedule, "--microbatches", str(cfg.microbatches)]
     if params_dir:
         args += ["--params-dir", str(params_dir)]
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.world}"]
@@ -68,21 +97,30 @@ def launch(cfg: Config, out: Path, profile: str, params_dir: str | None, steps: 
 
 
 def run(configs: list[Config], scratch: str | os.PathLike, profile: str = "default",
-        params_dir: str | None = None, steps: int = 30, progress: bool = True) -> dict:
-    """Launch every configuration (a job already finished in ``scratch`` with as many steps is reused,
-    so an interrupted sweep resumes) and derive the comparisons."""
+        params_dir: str | None = None, steps: int = 30, progress: bool = True, profile_comm: int = 5) -> dict:
+    """Launch every configuration (a job already finished in ``scratch`` with as many steps and
+    profiled steps is reused, so an interrupted sweep resumes) and derive the comparisons.
+    ``profile_comm`` steps of each job (at most half of those after the first) run under the profiler
+    to time its communication; the others give the throughput."""
+    profile_comm = min(profile_comm, (steps - 1) // 2)
     runs = []
     for cfg in tqdm(configs, desc="scaling", unit="job", disable=not progress):
         done = Path(scratch) / cfg.name / "train.json"
         rec = json.loads(done.read_text()) if done.exists() else None
-        if not rec or rec.get("steps") != steps or rec.get("status") != "finished":
-            rec = launch(cfg, Path(scratch) / cfg.name, profile, params_dir, steps)
-        runs.append({**asdict(cfg), "samples_per_s": rec["samples_per_s"], "tokens_per_s": rec["tokens_per_s"],
-                     "step_s": rec["step_s"], "timed_steps": rec["timed_steps"], "final_loss": rec["final_loss"],
+        if (not rec or rec.get("steps") != steps or rec.get("status") != "finished"
+                or rec["timed_steps"] != steps - 1 - profile_comm):
+            rec = launch(cfg, Path(scratch) / cfg.name, profile, params_dir, steps, profile_comm)
+        comm = [r.get("comm_s") for r in rec["ranks"]]
+        runs.append({**asdict(cfg), "global_batch": cfg.global_batch, "samples_per_s": rec["samples_per_s"],
+                     "tokens_per_s": rec["tokens_per_s"], "step_s": rec["step_s"], "timed_steps": rec["timed_steps"],
+                     "final_loss": rec["final_loss"],
                      "peak_memory_bytes": max(r["peak_memory_bytes"] for r in rec["ranks"]),
                      "model_state_bytes": max(r["model_state_bytes"]["total"] for r in rec["ranks"]),
-                     "model_state": rec["ranks"][0]["model_state_bytes"], "mfu": rec["mfu"]})
-    return {"runs": derive(runs), "steps": steps}
+                     "model_state": rec["ranks"][0]["model_state_bytes"], "mfu": rec["mfu"],
+                     # the slowest rank's time in communication sets the pace of the step
+                     "comm_s": max(comm) if None not in comm else None,
+                     "comm_ops": [r.get("comm_ops", {}) for r in rec["ranks"]]})
+    return {"runs": derive(runs), "steps": steps, "profiled_steps": profile_comm}
 
 
 def derive(runs: list[dict]) -> list[dict]:
@@ -95,12 +133,17 @@ def derive(runs: list[dict]) -> list[dict]:
             ref[(r["batch"], r["amp"])] = r
     for r in runs:
         base = ref.get((r["batch"], r["amp"]))
-        r.update(speedup=None, efficiency=None, overhead_s=None, r_compute_comm=None, predicted={})
+        same = ref.get((r["global_batch"], r["amp"]))  # one process doing the whole job's batch
+        r.update(speedup=None, efficiency=None, overhead_s=None, r_compute_comm=None, predicted={},
+                 ideal_speedup=None, speedup_same_batch=same and r["samples_per_s"] / same["samples_per_s"])
+        if r["strategy"] == "pipeline":  # the bubble: S stages idle for S-1 of the M+S-1 micro-batch slots
+            s, m = r["world"], r["microbatches"]
+            r["ideal_speedup"] = s * m / (m + s - 1)
         if base is None:
             continue
         r["speedup"] = r["samples_per_s"] / base["samples_per_s"]
         r["efficiency"] = r["speedup"] / (r["world"] * r["threads"] / base["threads"])
-        if r["world"] == 1:
+        if r["world"] == 1 or r["strategy"] not in DATA_PARALLEL:
             continue
         over = max(r["step_s"] - base["step_s"], 1e-9)
         r["overhead_s"] = r["step_s"] - base["step_s"]
@@ -111,11 +154,16 @@ def derive(runs: list[dict]) -> list[dict]:
     return runs
 
 
+def _round(x, nd=2):
+    return None if x is None else round(x, nd)
+
+
 def table(metrics: dict) -> list[dict]:
     mib = 2 ** 20
     return [{
         "strategy": r["strategy"], "ranks": r["world"], "threads/rank": r["threads"], "batch/rank": r["batch"],
         "amp": r["amp"], "samples/s": round(r["samples_per_s"], 1), "step ms": round(1e3 * r["step_s"], 1),
+        "comm ms (profiler)": _round(r.get("comm_s") and 1e3 * r["comm_s"], 1),
         "speed-up": None if r["speedup"] is None else round(r["speedup"], 2),
         "efficiency": None if r["efficiency"] is None else round(r["efficiency"], 2),
         "R = T_compute/T_comm": None if r["r_compute_comm"] is None else round(r["r_compute_comm"], 2),
@@ -125,11 +173,35 @@ def table(metrics: dict) -> list[dict]:
 
 
 def comm_table(metrics: dict) -> list[dict]:
-    """Multi-rank runs: one-rank step time, overhead, R and the predicted speed-up at more ranks."""
+    """Data-parallel runs: one-rank step time, the overhead of N ranks over it, R, what the profiler
+    saw in flight (collectives overlap backward, so it can exceed the overhead), and the predicted
+    speed-up at more ranks."""
     return [{"strategy": r["strategy"], "ranks": r["world"], "batch/rank": r["batch"], "amp": r["amp"],
              "T_1 ms": round(1e3 * (r["step_s"] - r["overhead_s"]), 1), "overhead ms": round(1e3 * r["overhead_s"], 1),
-             "R": round(r["r_compute_comm"], 2), **{f"predicted x{n}": round(v, 2) for n, v in r["predicted"].items()}}
+             "R": round(r["r_compute_comm"], 2), "comm in flight ms": _round(r.get("comm_s") and 1e3 * r["comm_s"], 1),
+             **{f"predicted x{n}": round(v, 2) for n, v in r["predicted"].items()}}
             for r in metrics["runs"] if r["world"] > 1 and r["overhead_s"] is not None]
+
+
+def pipeline_table(metrics: dict) -> list[dict]:
+    """Model parallelism at one global batch: each strategy's throughput against one process, the
+    pipeline schedule's ideal (bubble-limited) speed-up, time in sends/receives and memory per rank."""
+    mib = 2 ** 20
+    rows = []
+    for r in metrics["runs"]:
+        if r["strategy"] == "single" and r["threads"] != 1:
+            continue
+        sends = max((sum(v for k, v in ops.items() if k.endswith(("send", "recv"))) for ops in r.get("comm_ops") or [{}]),
+                    default=0.0)
+        rows.append({"strategy": r["strategy"], "schedule": r.get("schedule") or "", "micro-batches": r.get("microbatches", 1),
+                     "ranks": r["world"], "batch": r["global_batch"], "amp": r["amp"],
+                     "samples/s": round(r["samples_per_s"], 1), "tokens/s": round(r["tokens_per_s"]),
+                     "vs 1 process": _round(r.get("speedup_same_batch")),
+                     "ideal (bubble)": _round(r.get("ideal_speedup")),
+                     "send/recv ms": round(1e3 * sends, 1) if r["strategy"] == "pipeline" else None,
+                     "model state/rank MiB": round(r["model_state_bytes"] / mib, 2),
+                     "peak RSS/rank MiB": round(r["peak_memory_bytes"] / mib)})
+    return rows
 
 
 def ranks_vs_threads(metrics: dict) -> list[dict]:
@@ -205,3 +277,40 @@ def figures(metrics: dict, out_dir: str | os.PathLike, prefix: str = "04_scaling
     mem.set(xlabel="model state per rank (MiB)")
     mem.legend(fontsize=8)
     return [plots.save(fig, out_dir / f"{prefix}.png")]
+
+
+def pipeline_figure(metrics: dict, out_dir: str | os.PathLike, prefix: str = "06_model_parallel") -> list[Path]:
+    """Throughput against micro-batches per pipeline schedule, beside one process, the layer split,
+    DDP and the bubble-limited ideal; and the largest model state any rank holds, per strategy."""
+    runs = [r for r in metrics["runs"] if not (r["strategy"] == "single" and r["threads"] != 1)]
+    batch = max((r["global_batch"] for r in runs), key=[r["global_batch"] for r in runs].count)
+    runs = [r for r in runs if r["global_batch"] == batch and r["amp"] == runs[0]["amp"]]
+    fig, ax = plots.figure(ncols=2, width=4.6)
+    tp, mem = ax[0, 0], ax[0, 1]
+    one = next((r for r in runs if r["strategy"] == "single"), None)
+    pipes = [r for r in runs if r["strategy"] == "pipeline"]
+    ms = sorted({r["microbatches"] for r in pipes})
+    for schedule, marker in (("gpipe", "o"), ("1f1b", "s")):
+        mine = sorted((r for r in pipes if r["schedule"] == schedule), key=lambda r: r["microbatches"])
+        if mine:
+            tp.plot([r["microbatches"] for r in mine], [r["samples_per_s"] for r in mine], marker=marker,
+                    label=f"pipeline {schedule}, {mine[0]['world']} ranks")
+    if one and pipes:
+        s = pipes[0]["world"]
+        tp.plot(ms, [one["samples_per_s"] * s * m / (m + s - 1) for m in ms], color="k", ls="--", lw=1,
+                label="ideal: 1 process x S*M/(M+S-1)")
+    for r, ls in ((one, "-"), (next((r for r in runs if r["strategy"] == "layers"), None), ":"),
+                  (next((r for r in runs if r["strategy"] == "ddp"), None), "-.")):
+        if r:
+            label = {"single": "1 process", "layers": "layer split (1 process)"}.get(r["strategy"], f"DDP, {r['world']} ranks")
+            tp.axhline(r["samples_per_s"], color=COLOURS[r["strategy"]], ls=ls, lw=1.2, label=label)
+    tp.set(xscale="log", xlabel="micro-batches per step", ylabel="samples/s", title=f"global batch {batch}")
+    tp.minorticks_off()
+    tp.set_xticks(ms, [str(m) for m in ms])
+    tp.legend(fontsize=7)
+    labels = [f"{r['strategy']}" + (f" {r['schedule']} m{r['microbatches']}" if r["strategy"] == "pipeline" else "")
+              + f" x{r['world']}" for r in runs]
+    mem.barh(labels, [r["model_state_bytes"] / 2 ** 20 for r in runs],
+             color=[COLOURS.get(r["strategy"], "grey") for r in runs])
+    mem.set(xlabel="largest model state on one rank (MiB)")
+    return [plots.save(fig, Path(out_dir) / f"{prefix}.png")]

@@ -186,6 +186,11 @@ def load_lm(spec: str, lora: LoraSpec | None, quant: str | None = None,
         model = AutoModelForCausalLM.from_pretrained(spec, **kwargs)
     except OSError as e:
         raise _hub_error(spec, e) from e
+    return add_lora(model, lora)
+
+
+def add_lora(model, lora: LoraSpec | None):
+    """Freeze the base weights and add trainable LoRA adapters (peft) to the target projections."""
     model.requires_grad_(False)
     if lora is None:
         return model
@@ -194,3 +199,13 @@ def load_lm(spec: str, lora: LoraSpec | None, quant: str | None = None,
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=list(lora.targets), task_type="CAUSAL_LM")
     return get_peft_model(model, config)
+
+
+def random_lm(config, lora: LoraSpec | None, dtype: torch.dtype, device: str | torch.device):
+    """A causal LM of this architecture with random weights, built on ``device`` directly (a 7B model
+    is never materialised on the host): what throughput and memory measurements need, no download."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return add_lora(model, lora)

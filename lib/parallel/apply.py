@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from lib.parallel.dist import Dist
-from lib.training.checkpoint import is_sharded
+from lib.training.checkpoint import is_sharded, trainable_state
 
 
 def apply_ddp(model: nn.Module, d: Dist) -> nn.Module:
@@ -52,27 +52,90 @@ def apply_fsdp(model: nn.Module, d: Dist, mixed_precision: bool | None = None, c
     return model
 
 
-def parallelizer(strategy: str, d: Dist, cpu_offload: bool = False):
-    """The function the loop calls once to wrap the model for ``strategy``."""
+def layer_split_map(model: nn.Module, devices: list[str]) -> dict[str, str]:
+    """A device map (module name -> device) that cuts the LM blocks into contiguous runs, one per
+    device, as ``from_pretrained(device_map=...)`` does: the first device also holds the encoder,
+    projector, embeddings and rotary tables, the last the final norm and LM head."""
+    from lib.parallel.pipeline import base_lm, stage_layers
+
+    lm = base_lm(model)
+    prefix = next(n for n, m in model.named_modules() if m is lm)
+    first, last = devices[0], devices[-1]
+    dmap = {name: first for name in ("projector", "encoder") if getattr(model, name, None) is not None}
+    dmap |= {f"{prefix}.model.embed_tokens": first, f"{prefix}.model.rotary_emb": first,
+             f"{prefix}.model.norm": last, f"{prefix}.lm_head": last}
+    n = len(lm.model.layers)
+    for s, dev in enumerate(devices):
+        dmap |= {f"{prefix}.model.layers.{i}": dev for i in stage_layers(n, len(devices), s)}
+    return dmap
+
+
+def apply_layer_split(model: nn.Module, devices: list[str]) -> nn.Module:
+    """Naive model parallelism in one process (the seed's set-up): each device holds a run of LM blocks
+    and accelerate's hooks move activations from one device to the next, so one device computes at a
+    time. The pipeline strategy keeps them all busy with micro-batches instead."""
+    import logging
+
+    from accelerate import dispatch_model
+
+    core = getattr(model, "module", model)
+    log = logging.getLogger("accelerate.big_modeling")
+    level = log.level
+    if set(devices) == {"cpu"}:  # it warns of CPU offload whenever a map says "cpu"; with a CPU main device nothing is offloaded
+        log.setLevel(logging.ERROR)
+    try:
+        # force_hooks: the hooks are placed even when every block lands on one device (CPU here), so
+        # the same code path runs on a laptop and on a multi-GPU node
+        return dispatch_model(core, layer_split_map(core, devices), main_device=devices[0], force_hooks=True)
+    finally:
+        log.setLevel(level)
+
+
+def split_devices(spec: str | None, device: torch.device) -> list[str]:
+    """``--devices cuda:0,cuda:1``; default: every visible GPU, or two CPU parts where there is none."""
+    if spec:
+        return [s.strip() for s in spec.split(",") if s.strip()]
+    if device.type == "cuda":
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return ["cpu", "cpu"]
+
+
+STRATEGIES = ("single", "ddp", "fsdp", "pipeline", "layers")
+
+
+def parallelizer(strategy: str, d: Dist, cpu_offload: bool = False, schedule: str = "1f1b", microbatches: int = 4,
+                 devices: list[str] | None = None):
+    """The function the loop calls once to wrap the model for ``strategy`` (a pipeline returns the
+    ``Pipeline`` the loop drives instead of a module)."""
+    from lib.parallel.pipeline import apply_pipeline
+
+    if strategy in ("single", "layers") and d.world > 1:
+        raise ValueError(f"strategy {strategy!r} runs in one process; use ddp, fsdp or pipeline under torchrun")
     if strategy == "single":
-        if d.world > 1:
-            raise ValueError("strategy 'single' runs in one process; use ddp or fsdp under torchrun")
         return lambda m: getattr(m, "module", m)
+    if strategy == "layers":
+        return lambda m: apply_layer_split(m, devices or split_devices(None, d.device))
     if strategy == "ddp":
         return lambda m: apply_ddp(m, d)
     if strategy == "fsdp":
         return lambda m: apply_fsdp(m, d, cpu_offload=cpu_offload)
-    raise ValueError(f"unknown strategy {strategy!r} (single, ddp, fsdp)")
+    if strategy == "pipeline":
+        return lambda m: apply_pipeline(m, d, schedule, microbatches)
+    raise ValueError(f"unknown strategy {strategy!r} ({', '.join(STRATEGIES)})")
 
 
 def full_trained_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The trained parameters (projector + LoRA) as full CPU tensors by name. Under FSDP every rank must
-    call it (the shards are all-gathered); the result is complete on rank 0."""
+    """The trained parameters (projector + LoRA) as full CPU tensors by name. Under FSDP or a pipeline
+    every rank must call it (shards are all-gathered, stages gathered); the result is complete on rank 0."""
+    import torch.distributed as dist
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     core = getattr(model, "module", model)
+    if getattr(core, "pipeline_stage", None) is not None:  # each stage's parameters keep their full names
+        parts = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+        dist.gather_object(trainable_state(core), parts, dst=0)
+        return {k: v for part in parts or [] for k, v in part.items()}
     if not is_sharded(core):
-        return {n: p.detach().cpu().clone() for n, p in core.named_parameters()
-                if n.startswith("projector.") or "lora_" in n}
+        return trainable_state(core)
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
     return get_model_state_dict(core, options=opts)

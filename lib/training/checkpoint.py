@@ -3,11 +3,12 @@ scheduler, RNG, step. Nothing is unpickled on load (safetensors, DCP, ``torch.lo
 
 ``step-N/`` holds:
 - ``dcp/``: trained parameters and optimizer state by parameter name, written with
-  torch.distributed.checkpoint by every rank (FSDP: each its shards; DDP: replicas written once).
+  torch.distributed.checkpoint by every rank (FSDP: each its shards; pipeline: each its stage's;
+  DDP: replicas written once).
   Any later run reshards them on load: another world size, another strategy, or one process.
 - ``state.pt``: step, scheduler, RNG, loss scale (rank 0).
 - ``trainable.safetensors``: the trained weights in one file for whoever only wants the model
-  (evaluation, sharing); written when the model is not sharded.
+  (evaluation, sharing); written when one rank holds the whole model.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def save(folder: str | os.PathLike, model, optimizer, scheduler, step: int, extr
     with _one_process_is_fine():
         dcp.save(_dcp_state(model, optimizer), checkpoint_id=tmp / "dcp", no_dist=not _distributed())
     if rank == 0:
-        if not is_sharded(model):
+        if not holds_part(model):
             save_file(trainable_state(model), tmp / "trainable.safetensors")
         torch.save({"step": step, "scheduler": scheduler.state_dict(), "rng": _rng(), "extra": extra or {},
                     "scaler": scaler.state_dict() if scaler else None}, tmp / "state.pt")
@@ -94,6 +95,11 @@ def is_sharded(model) -> bool:
     from torch.distributed.tensor import DTensor
 
     return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def holds_part(model) -> bool:
+    """Whether this rank's model is only part of the whole: FSDP shards or one pipeline stage."""
+    return is_sharded(model) or getattr(model, "pipeline_stage", None) is not None
 
 
 def _dcp_state(model, optimizer) -> dict:

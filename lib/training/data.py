@@ -40,11 +40,20 @@ class CaptionData:
         ids = self.tok(caption).input_ids[: self.max_tokens - 1]  # <s> caption
         return ids + [self.tok.eos_token_id]
 
-    def batch(self, indices) -> dict:
+    def longest(self) -> int:
+        """Tokens in the split's longest caption (with <s> and </s>), at most max_tokens: the one width
+        a pipeline pads every batch to."""
+        if not hasattr(self, "_longest"):
+            ids = self.tok([r["caption"] for r in self.rows]).input_ids
+            self._longest = min(self.max_tokens, max(map(len, ids)) + 1)
+        return self._longest
+
+    def batch(self, indices, width: int | None = None) -> dict:
+        """Right-padded to the longest caption, or to ``width`` (a pipeline needs one shape)."""
         rows = [self.rows[i] for i in indices]
         x = np.stack([self._array(r["shard"])[r["offset"]] for r in rows])
         ids = [self.tokens(r["caption"]) for r in rows]
-        width = max(map(len, ids))
+        width = width or max(map(len, ids))
         input_ids = torch.full((len(ids), width), self.tok.pad_token_id)
         mask = torch.zeros((len(ids), width), dtype=torch.long)
         for i, seq in enumerate(ids):

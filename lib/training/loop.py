@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from lib.parallel.pipeline import Pipeline
 from lib.training import checkpoint
 from lib.training.data import CaptionData, Order
-from lib.training.metrics import StepMeter, model_state_bytes
+from lib.training.metrics import CollectiveTimer, StepMeter, model_state_bytes
 
 
 @dataclass
@@ -38,6 +39,7 @@ class TrainConfig:
     seed: int = 0
     ckpt_every: int = 100
     keep_ckpts: int = 3  # newest checkpoints kept on disk
+    profile_comm: int = 0  # steps (after the first) run under the profiler to time communication
     log_every: int = 10
 
 
@@ -96,12 +98,23 @@ def train(model, data: CaptionData, cfg: TrainConfig, out: str | Path, resume: s
     out.mkdir(parents=True, exist_ok=True)
     core = getattr(model, "module", model)
     trained_parameters(core)
+    pipe = None
+    replicas = world  # data-parallel copies; a pipeline's ranks share one batch
+    meter = StepMeter(core, device, world)  # before wrapping: FLOPs per token of the whole model
     model = parallelize(core) if parallelize else core
-    params, lora = trained_parameters(core)
+    if isinstance(model, Pipeline):
+        pipe, replicas = model, 1
+        if cfg.grad_accum != pipe.microbatches:
+            raise ValueError(f"a pipeline's micro-batches ({pipe.microbatches}) are its gradient accumulation: "
+                             f"grad_accum must be the same, got {cfg.grad_accum}")
+        meter.replicas = 1
+    params, lora = trained_parameters(core)  # a pipeline rank: only its stage's
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     dtype = amp_dtype(cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    if pipe and scaler:
+        raise ValueError("fp16 loss scaling is not supported in a pipeline; use --amp bf16")
     start = 0
     if resume is not None:
         ckpt = checkpoint.latest(resume)
@@ -112,8 +125,8 @@ def train(model, data: CaptionData, cfg: TrainConfig, out: str | Path, resume: s
         core.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.batch_size % cfg.grad_accum:
         raise ValueError(f"batch size {cfg.batch_size} must be a multiple of grad_accum {cfg.grad_accum}")
-    order = Order(len(data), cfg.batch_size, cfg.seed, world, cfg.grad_accum)
-    meter = StepMeter(core, device, world)
+    order = Order(len(data), cfg.batch_size, cfg.seed, replicas, cfg.grad_accum)
+    timer = CollectiveTimer(device, start + 1, max(0, min(cfg.profile_comm, cfg.steps - start - 1)))
     log = (out / "metrics.jsonl").open("a") if rank == 0 else None
     losses, status, step = [], "finished", start
     model.train()
@@ -121,24 +134,27 @@ def train(model, data: CaptionData, cfg: TrainConfig, out: str | Path, resume: s
     with _Stop() as stop:
         for step in range(start, cfg.steps):
             meter.start()
-            total, tokens, samples = 0.0, 0, 0
-            for a in range(cfg.grad_accum):
-                batch = _to(data.batch(order.indices(step, rank, a)), device)
-                tokens += int(batch["attention_mask"].sum())
-                samples += len(batch["input_ids"])
-                last = a == cfg.grad_accum - 1
-                with _grad_sync(model, last):
-                    with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
-                        loss = model(batch) / cfg.grad_accum
-                    (scaler.scale(loss) if scaler else loss).backward()
-                total += loss.item()
+            timer.start(step)
+            if pipe:
+                total, tokens, samples = _pipeline_step(pipe, data, order, step, cfg.grad_accum, device, dtype)
+            else:
+                total, tokens, samples = 0.0, 0, 0
+                for a in range(cfg.grad_accum):
+                    batch = _to(data.batch(order.indices(step, rank, a)), device)
+                    tokens += int(batch["attention_mask"].sum())
+                    samples += len(batch["input_ids"])
+                    last = a == cfg.grad_accum - 1
+                    with _grad_sync(model, last):
+                        with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
+                            loss = model(batch) / cfg.grad_accum
+                        (scaler.scale(loss) if scaler else loss).backward()
+                    total += loss.item()
             if step < cfg.align_steps:  # stage 1: the LM, adapters included, stays as it is
                 for p in lora:
                     p.grad = None
             if scaler:
                 scaler.unscale_(opt)
-            grad_norm = torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], cfg.clip)
-            grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP
+            grad_norm = _clip(params, cfg.clip, across_ranks=pipe is not None)
             if scaler:
                 scaler.step(opt)
                 scaler.update()
@@ -147,11 +163,14 @@ def train(model, data: CaptionData, cfg: TrainConfig, out: str | Path, resume: s
             opt.zero_grad(set_to_none=True)
             sched.step()
             stopping = stop.signal
-            if world > 1:  # one all-reduce: the job's mean loss, and whether any rank was told to stop
-                total, stopped = _agree(total, stopping is not None, device)
+            if world > 1:  # one all-reduce: the job's loss, and whether any rank was told to stop
+                # data parallel: the mean of the ranks' losses; pipeline: the last stage's, the others add 0
+                share = (total if pipe.last else 0.0) if pipe else total / world
+                total, stopped = _agree(share, stopping is not None, device)
                 stopping = stopping or ("signal on another rank" if stopped else None)
             losses.append(total)
-            m = meter.stop(samples, tokens)
+            m = meter.stop(samples, tokens, count=not timer.active(step))
+            timer.stop(step)
             record = {"step": step + 1, "stage": 1 if step < cfg.align_steps else 2, "loss": total,
                       "lr": sched.get_last_lr()[0], "grad_norm": float(grad_norm), **m}
             if on_step:
@@ -172,17 +191,46 @@ def train(model, data: CaptionData, cfg: TrainConfig, out: str | Path, resume: s
     if log:
         log.close()
     return {"status": status, "start_step": start, "steps": step + 1 if cfg.steps > start else start,
-            "losses": losses, **meter.summary(), "model_state_bytes": model_state_bytes(core, opt)}
+            "losses": losses, **meter.summary(), **timer.summary(),
+            "model_state_bytes": model_state_bytes(core, opt)}
 
 
-def _agree(loss: float, stop: bool, device: torch.device) -> tuple[float, bool]:
-    """(mean loss over ranks, whether any rank got SIGTERM/SIGUSR1): signals reach ranks at
+def _agree(share: float, stop: bool, device: torch.device) -> tuple[float, bool]:
+    """(sum of the ranks' loss shares, whether any rank got SIGTERM/SIGUSR1): signals reach ranks at
     different moments, and a rank that stopped alone would leave the others waiting in a collective."""
     import torch.distributed as dist
 
-    t = torch.tensor([loss, float(stop)], dtype=torch.float64, device=device)
-    dist.all_reduce(t)  # SUM: gloo has no AVG
-    return t[0].item() / dist.get_world_size(), bool(t[1].item() > 0)
+    t = torch.tensor([share, float(stop)], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t[0].item(), bool(t[1].item() > 0)
+
+
+def _clip(params: list, max_norm: float, across_ranks: bool = False) -> torch.Tensor:
+    """Clip by the global gradient norm. A pipeline rank holds only its stage's gradients, so the
+    squared norms of all stages are summed first (FSDP's DTensor norm is already global)."""
+    import torch.distributed as dist
+
+    grads = [p.grad for p in params if p.grad is not None]
+    if not across_ranks:
+        norm = torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], max_norm)
+        return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+    device = params[0].device if params else torch.device("cpu")
+    local = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=device)
+    sq = local.double().square()
+    dist.all_reduce(sq)
+    norm = sq.sqrt().float()
+    torch.nn.utils.clip_grads_with_norm_([p for p in params if p.grad is not None], max_norm, norm)
+    return norm
+
+
+def _pipeline_step(pipe: Pipeline, data: CaptionData, order: Order, step: int, micro: int,
+                   device: torch.device, dtype) -> tuple[float, int, int]:
+    """Every stage reads the whole batch (its micro-batches in order, so they are the groups
+    gradient accumulation would see), padded to one width: the stages' buffers are sized once."""
+    rows = [i for a in range(micro) for i in order.indices(step, 0, a)]
+    batch = _to(data.batch(rows, width=data.longest()), device)
+    loss = pipe.step(batch, dtype)
+    return loss or 0.0, int(batch["attention_mask"].sum()), len(rows)
 
 
 def _grad_sync(model, last: bool):

@@ -65,11 +65,12 @@ def model_state_bytes(model, optimizer) -> dict[str, int]:
 
 class StepMeter:
     """Step timing and throughput; samples and tokens are this rank's, rates are for the whole job
-    (ranks step in lockstep, so the job processes ``world`` times this rank's share per step)."""
+    (ranks step in lockstep, so the job processes ``replicas`` times this rank's share per step:
+    ``world`` data-parallel ranks, or 1 for a pipeline, whose ranks all see the one batch)."""
 
     def __init__(self, model, device: torch.device, world: int = 1):
         self.device, self.fpt, self.peak = device, flops_per_token(model), peak_tflops(device)
-        self.world = world
+        self.world, self.replicas = world, world
         reset_peak_memory(device)
         self.steps, self.seconds, self.samples, self.tokens = 0, 0.0, 0, 0
 
@@ -78,18 +79,19 @@ class StepMeter:
             torch.cuda.synchronize(self.device)
         self.t0 = time.perf_counter()
 
-    def stop(self, samples: int, tokens: int) -> dict:
+    def stop(self, samples: int, tokens: int, count: bool = True) -> dict:
+        """count=False: report the step but leave it out of the summary (a profiled step runs slower)."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         dt = time.perf_counter() - self.t0
-        if self.steps > 0:  # the first step pays one-off costs (allocations, lazy init)
+        if self.steps > 0 and count:  # the first step pays one-off costs (allocations, lazy init)
             self.seconds, self.samples, self.tokens = self.seconds + dt, self.samples + samples, self.tokens + tokens
-        self.steps += 1
+        self.steps += count
         return {"seconds": dt, **self._rates(samples, tokens, dt), "peak_memory_bytes": peak_memory_bytes(self.device)}
 
     def _rates(self, samples: int, tokens: int, seconds: float) -> dict:
-        tps = self.world * tokens / seconds
-        return {"samples_per_s": self.world * samples / seconds, "tokens_per_s": tps,
+        tps = self.replicas * tokens / seconds
+        return {"samples_per_s": self.replicas * samples / seconds, "tokens_per_s": tps,
                 # MFU per device: the job's FLOPs over the job's peak
                 "mfu": tps * self.fpt / (self.world * self.peak * 1e12) if self.peak else None}
 
@@ -99,3 +101,47 @@ class StepMeter:
         return {**rates, "flops_per_token": self.fpt, "timed_steps": max(0, self.steps - 1),
                 "step_s": self.seconds / (self.steps - 1) if self.steps > 1 else None,
                 "peak_memory_bytes": peak_memory_bytes(self.device)}
+
+
+class CollectiveTimer:
+    """Time each rank spends in communication (all-reduce, all-gather, reduce-scatter, send/recv), read
+    from the PyTorch profiler over a few steps: the process group records every operation as
+    ``gloo:<op>`` (from launch to completion, so time overlapped with compute counts too) and, on GPU,
+    NCCL's kernels (device time). Each profiled step is its own profile, ended before any checkpoint;
+    profiling slows those steps, so they are left out of throughput."""
+
+    def __init__(self, device: torch.device, first: int, steps: int):
+        self.device, self.steps = device, range(first, first + steps)
+        self.prof, self.ops = None, {}
+
+    def active(self, step: int) -> bool:
+        return step in self.steps
+
+    def start(self, step: int) -> None:
+        from torch.profiler import ProfilerActivity, profile
+
+        if self.active(step):
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
+            self.prof = profile(activities=acts)
+            self.prof.__enter__()
+
+    def stop(self, step: int) -> None:
+        if self.prof is None:
+            return
+        self.prof.__exit__(None, None, None)
+        for e in self.prof.key_averages():
+            name = e.key.lower()
+            if name.startswith("gloo:"):
+                us = e.cpu_time_total
+            elif e.device_time_total and "nccl" in name:  # the NCCL kernels themselves
+                us = e.device_time_total
+            else:
+                continue
+            self.ops[e.key] = self.ops.get(e.key, 0.0) + us / 1e6 / len(self.steps)
+        self.prof = None
+
+    def summary(self) -> dict:
+        """Seconds per step in communication, in all and by operation; None when nothing was profiled."""
+        if not self.steps:
+            return {"comm_s": None, "comm_ops": {}}
+        return {"comm_s": sum(self.ops.values()), "comm_ops": self.ops}

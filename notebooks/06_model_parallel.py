@@ -1,0 +1,91 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · Model parallelism: layer split and pipelines
+#
+# When the model does not fit on one device, its layers are cut into runs, one per device.
+#
+# - **Layer split** (what the seed did, with a device map): one process, blocks 0..k on the first
+#   device, the rest on the next; accelerate's hooks move the activations across. Only one device
+#   works at a time, which is why a 47.5K-sample run took the seed 21 days.
+# - **Pipeline** (`torch.distributed.pipelining`, one rank per stage): the batch is cut into M
+#   micro-batches that flow through the S stages, so the stages work at the same time except
+#   while the pipeline fills and drains. That bubble bounds the speed-up at S·M / (M + S − 1).
+#   GPipe runs every forward, then every backward; 1F1B alternates them once the pipeline is full,
+#   so a stage holds at most S micro-batches of activations instead of M.
+#
+# Every stage keeps the parameter names of the whole model, so a pipeline checkpoint resumes under
+# any other strategy. A pipeline needs one activation shape for all steps: its batches are padded to
+# the longest training caption, so it does more work per sample than one process (tokens/s counts
+# real tokens only).
+
+# %% tags=["parameters"]
+profile = "default"
+results_dir = "results"
+figures_dir = "figures"
+run_name = "default"
+seed = 0
+worlds = [2]  # pipeline stages (one rank each)
+batches = [32]  # the whole batch per step
+schedules = ["gpipe", "1f1b"]
+microbatches = [1, 2, 4, 8]
+threads = 1  # torch threads per rank
+layer_split = True  # also one process with the blocks split over devices (every GPU; two CPU parts without one)
+ddp = True  # also DDP on the same ranks with the same global batch
+steps = 30
+scratch = "outputs/default/work/bench/scaling"  # shared with notebooks 04 and 05: finished jobs are reused
+
+# %%
+import pandas as pd
+from IPython.display import Image, display
+
+from lib.bench import scaling
+from lib.config import resolve
+from lib.results import write_results
+
+# %% [markdown]
+# ## One pipeline run, as a user would start it
+# `torchrun --standalone --nproc_per_node=2 -m lib train --strategy pipeline --schedule 1f1b
+# --microbatches 4 ...`; the sweep below launches that job for every schedule and micro-batch count.
+
+# %%
+configs = scaling.pipeline_grid(worlds, batches, schedules, microbatches, threads, layers=layer_split, ddp=ddp)
+metrics = scaling.run(configs, resolve(scratch), profile, steps=steps)
+config = {"profile": profile, "configs": [c.name for c in configs], "steps": steps,
+          "workload": "projector+LoRA steps on cached features, stage 2, no evaluation"}
+out = write_results(resolve(results_dir), "scaling", f"{run_name}-model-parallel", metrics, config, seed)
+print(f"wrote {out}")
+
+# %% [markdown]
+# ## Throughput against one process, and the bubble
+# "vs 1 process" divides by one process (one thread) training the same batch; "ideal (bubble)" is
+# S·M / (M + S − 1). The gap between them is the sends and receives (timed by the profiler, in
+# flight, per step), the padding, and on this 2-core box two ranks competing for memory bandwidth.
+
+# %%
+display(pd.DataFrame(scaling.pipeline_table(metrics)))
+
+# %%
+for path in scaling.pipeline_figure(metrics, resolve(figures_dir), prefix="06_model_parallel"):
+    display(Image(filename=str(path)))
+
+# %% [markdown]
+# ## Memory per rank
+# Each pipeline rank holds only its stage: its blocks, plus the projector and embeddings on the
+# first and the head on the last. DDP holds everything on every rank.
+
+# %%
+display(pd.DataFrame(scaling.memory_table(metrics)))
