@@ -134,8 +134,8 @@ def _bench_scaling(a):
                                a.amps.split(","), a.compare_threads or None)
     with tempfile.TemporaryDirectory() as tmp:
         metrics = scaling.run(configs, a.scratch or tmp, a.profile, a.params_dir, a.steps,
-                              profile_comm=a.profile_comm)
-    config = {"profile": a.profile, "configs": [c.name for c in configs], "steps": a.steps,
+                              profile_comm=a.profile_comm, repeats=a.repeats)
+    config = {"profile": a.profile, "configs": [c.name for c in configs], "steps": a.steps, "repeats": a.repeats,
               "workload": "projector+LoRA steps on cached features, stage 2, no evaluation"}
     name = a.run or (a.profile + ("-model-parallel" if a.bench == "pipeline" else ""))
     path = write_results(resolve(params["results_dir"]), "scaling", name, metrics, config, params.get("seed"))
@@ -260,6 +260,7 @@ def parser() -> argparse.ArgumentParser:
     bs.add_argument("--figures", help="folder for the figure (default: none)")
     bs.add_argument("--name", dest="run", help="results file name (default: the profile)")
     bs.add_argument("--profile-comm", type=int, default=5, help="steps of each job timed by the profiler")
+    bs.add_argument("--repeats", type=int, default=1, help="runs of each job, in turn; the median is reported")
     bs.set_defaults(fn=_bench_scaling)
 
     bl = b.add_parser("lm", help="one-device training throughput of the full-size architecture, random weights: "
@@ -293,6 +294,7 @@ def parser() -> argparse.ArgumentParser:
     bm.add_argument("--figures", help="folder for the figure (default: none)")
     bm.add_argument("--name", dest="run", help="results file name (default: <profile>-model-parallel)")
     bm.add_argument("--profile-comm", type=int, default=5, help="steps of each job timed by the profiler")
+    bm.add_argument("--repeats", type=int, default=1, help="runs of each job, in turn; the median is reported")
     bm.set_defaults(fn=_bench_scaling)
 
     pe = sub.add_parser("pretrain-encoder", help="contrastively pre-train the default's tiny CLIP (cached)")

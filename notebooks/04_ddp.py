@@ -39,6 +39,7 @@ amp_compare = ["off", "bf16"]  # AMP vs FP32 at the middle batch
 threads = 1  # torch threads per rank
 compare_threads = 2  # also one process with this many threads (0: no)
 steps = 30
+repeats = 1  # each job this many times, in turn; the median is reported
 scratch = "outputs/default/work/bench/scaling"  # finished jobs here are reused: the sweep resumes
 
 # %%
@@ -58,17 +59,19 @@ from lib.results import write_results
 configs = scaling.grid(["ddp"], worlds, batches, threads, amps, compare_threads or None)
 mid = batches[len(batches) // 2]
 configs += [c for c in scaling.grid(["ddp"], worlds, [mid], threads, amp_compare, None) if c not in configs]
-metrics = scaling.run(configs, resolve(scratch), profile, steps=steps)
+metrics = scaling.run(configs, resolve(scratch), profile, steps=steps, repeats=repeats)
 first_ddp = next(r for r in metrics["runs"] if r["strategy"] == "ddp")
 display(pd.DataFrame([first_ddp["model_state"]], index=["model state bytes, rank 0"]))
 
 # %% [markdown]
 # ## Throughput, speed-up and efficiency
 # Speed-up is against one rank with the same threads, per-rank batch and precision; efficiency
-# divides by the cores used (ranks x threads).
+# divides by the cores used (ranks x threads). Throughput is taken at each job's median step time
+# and is the median over `repeats` runs of every job, taken in turn: a busy spell on a shared
+# machine then slows one run of every configuration instead of all runs of one.
 
 # %%
-config = {"profile": profile, "configs": [c.name for c in configs], "steps": steps,
+config = {"profile": profile, "configs": [c.name for c in configs], "steps": steps, "repeats": repeats,
           "workload": "projector+LoRA steps on cached features, stage 2, no evaluation"}
 out = write_results(resolve(results_dir), "scaling", f"{run_name}-ddp", metrics, config, seed)
 print(f"wrote {out}")

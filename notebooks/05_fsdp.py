@@ -37,6 +37,7 @@ batches = [16]  # per-rank batch
 amps = ["off"]
 threads = 1
 steps = 30
+repeats = 1  # each job this many times, in turn; the median is reported
 scratch = "outputs/default/work/bench/scaling"  # shared with notebook 04: finished jobs are reused
 
 # %%
@@ -55,8 +56,8 @@ from lib.results import write_results
 
 # %%
 configs = scaling.grid(["ddp", "fsdp"], worlds, batches, threads, amps, compare_threads=None)
-metrics = scaling.run(configs, resolve(scratch), profile, steps=steps)
-config = {"profile": profile, "configs": [c.name for c in configs], "steps": steps,
+metrics = scaling.run(configs, resolve(scratch), profile, steps=steps, repeats=repeats)
+config = {"profile": profile, "configs": [c.name for c in configs], "steps": steps, "repeats": repeats,
           "workload": "projector+LoRA steps on cached features, stage 2, no evaluation"}
 out = write_results(resolve(results_dir), "scaling", f"{run_name}-fsdp", metrics, config, seed)
 print(f"wrote {out}")

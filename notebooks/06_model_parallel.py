@@ -46,6 +46,7 @@ threads = 1  # torch threads per rank
 layer_split = True  # also one process with the blocks split over devices (every GPU; two CPU parts without one)
 ddp = True  # also DDP on the same ranks with the same global batch
 steps = 30
+repeats = 1  # each job this many times, in turn; the median is reported
 scratch = "outputs/default/work/bench/scaling"  # shared with notebooks 04 and 05: finished jobs are reused
 
 # %%
@@ -63,8 +64,8 @@ from lib.results import write_results
 
 # %%
 configs = scaling.pipeline_grid(worlds, batches, schedules, microbatches, threads, layers=layer_split, ddp=ddp)
-metrics = scaling.run(configs, resolve(scratch), profile, steps=steps)
-config = {"profile": profile, "configs": [c.name for c in configs], "steps": steps,
+metrics = scaling.run(configs, resolve(scratch), profile, steps=steps, repeats=repeats)
+config = {"profile": profile, "configs": [c.name for c in configs], "steps": steps, "repeats": repeats,
           "workload": "projector+LoRA steps on cached features, stage 2, no evaluation"}
 out = write_results(resolve(results_dir), "scaling", f"{run_name}-model-parallel", metrics, config, seed)
 print(f"wrote {out}")

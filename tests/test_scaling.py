@@ -2,6 +2,7 @@ import pytest
 
 from lib.bench.scaling import (
     Config,
+    _summarise,
     comm_table,
     derive,
     fsdp_vs_ddp,
@@ -52,3 +53,23 @@ def test_pipeline_sweep_compares_at_one_global_batch_with_the_bubble_bound():
     rows = {r["strategy"]: r for r in pipeline_table({"runs": runs})}
     assert rows["pipeline"]["send/recv ms"] == 40.0  # the slower rank's sends + receives, no all-reduce
     assert rows["ddp"]["batch"] == 32 and rows["single"]["vs 1 process"] == 1.0
+
+
+def test_no_measurable_overhead_gives_no_r_and_a_linear_prediction():
+    one, ddp = derive([_run("single", 1, 1, 100.0, 0.16, 1000), _run("ddp", 2, 1, 205.0, 0.158, 1000)])
+    assert ddp["overhead_s"] < 0 and ddp["r_compute_comm"] is None and ddp["predicted"]["8"] == 8.0
+    (row,) = comm_table({"runs": [one, ddp]})
+    assert row["R"] is None
+
+
+def test_repeats_are_summarised_by_their_median():
+    def rec(sps, step, comm):
+        ranks = [{"peak_memory_bytes": 5, "model_state_bytes": {"total": 7}, "comm_s": comm},
+                 {"peak_memory_bytes": 6, "model_state_bytes": {"total": 3}, "comm_s": comm / 2}]
+        return {"samples_per_s_median": sps, "tokens_per_s_median": 10 * sps, "step_s_median": step,
+                "timed_steps": 24, "final_loss": 1.0, "mfu": None, "ranks": ranks}
+
+    run = _summarise(Config("ddp", 2), [rec(100.0, 0.3, 0.02), rec(80.0, 0.4, 0.05), rec(120.0, 0.25, 0.01)])
+    assert run["samples_per_s"] == 100.0 and run["step_s"] == 0.3 and run["comm_s"] == 0.02
+    assert run["samples_per_s_repeats"] == [100.0, 80.0, 120.0]
+    assert run["peak_memory_bytes"] == 6 and run["model_state_bytes"] == 7 and run["global_batch"] == 32

@@ -2,6 +2,8 @@
 
 Each configuration is one real `python -m lib train` job (torchrun for more than one rank) writing its
 ``train.json``; this module only launches them, reads the files and derives:
+  throughput               at each job's median step time (bursts of other load on the machine do not
+                           move it), the median over repeats taken in turn
   speed-up and efficiency  against one rank with the same threads and the same batch per data replica
                            (per rank for DDP/FSDP; the whole batch for a pipeline or a layer split)
   overhead                 T_N - T_1 per step: communication plus whatever the ranks contend for
@@ -20,6 +22,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from lib import plots
@@ -97,30 +100,43 @@ def launch(cfg: Config, out: Path, profile: str, params_dir: str | None, steps: 
 
 
 def run(configs: list[Config], scratch: str | os.PathLike, profile: str = "default",
-        params_dir: str | None = None, steps: int = 30, progress: bool = True, profile_comm: int = 5) -> dict:
-    """Launch every configuration (a job already finished in ``scratch`` with as many steps and
-    profiled steps is reused, so an interrupted sweep resumes) and derive the comparisons.
-    ``profile_comm`` steps of each job (at most half of those after the first) run under the profiler
-    to time its communication; the others give the throughput."""
+        params_dir: str | None = None, steps: int = 30, progress: bool = True, profile_comm: int = 5,
+        repeats: int = 1) -> dict:
+    """Launch every configuration ``repeats`` times, in turn (a slow spell on the machine then hits
+    every configuration, not one), and derive the comparisons. A job already finished in ``scratch``
+    with the same steps is reused, so an interrupted sweep resumes. ``profile_comm`` steps of each
+    job (at most half of those after the first) run under the profiler to time its communication;
+    the others give the throughput."""
     profile_comm = min(profile_comm, (steps - 1) // 2)
-    runs = []
-    for cfg in tqdm(configs, desc="scaling", unit="job", disable=not progress):
-        done = Path(scratch) / cfg.name / "train.json"
-        rec = json.loads(done.read_text()) if done.exists() else None
+    done: dict[Config, list[dict]] = {}
+    jobs = [(cfg, k) for k in range(repeats) for cfg in configs]
+    for cfg, k in tqdm(jobs, desc="scaling", unit="job", disable=not progress):
+        out = Path(scratch) / (cfg.name + (f"-r{k}" if k else ""))
+        rec = json.loads((out / "train.json").read_text()) if (out / "train.json").exists() else None
         if (not rec or rec.get("steps") != steps or rec.get("status") != "finished"
-                or rec["timed_steps"] != steps - 1 - profile_comm):
-            rec = launch(cfg, Path(scratch) / cfg.name, profile, params_dir, steps, profile_comm)
-        comm = [r.get("comm_s") for r in rec["ranks"]]
-        runs.append({**asdict(cfg), "global_batch": cfg.global_batch, "samples_per_s": rec["samples_per_s"],
-                     "tokens_per_s": rec["tokens_per_s"], "step_s": rec["step_s"], "timed_steps": rec["timed_steps"],
-                     "final_loss": rec["final_loss"],
-                     "peak_memory_bytes": max(r["peak_memory_bytes"] for r in rec["ranks"]),
-                     "model_state_bytes": max(r["model_state_bytes"]["total"] for r in rec["ranks"]),
-                     "model_state": rec["ranks"][0]["model_state_bytes"], "mfu": rec["mfu"],
-                     # the slowest rank's time in communication sets the pace of the step
-                     "comm_s": max(comm) if None not in comm else None,
-                     "comm_ops": [r.get("comm_ops", {}) for r in rec["ranks"]]})
-    return {"runs": derive(runs), "steps": steps, "profiled_steps": profile_comm}
+                or rec["timed_steps"] != steps - 1 - profile_comm or "step_s_median" not in rec):
+            rec = launch(cfg, out, profile, params_dir, steps, profile_comm)
+        done.setdefault(cfg, []).append(rec)
+    runs = [_summarise(cfg, done[cfg]) for cfg in configs]
+    return {"runs": derive(runs), "steps": steps, "profiled_steps": profile_comm, "repeats": repeats}
+
+
+def _summarise(cfg: Config, recs: list[dict]) -> dict:
+    """One configuration over its repeats: medians of the jobs' median-step rates; memory and the
+    communication breakdown of the first job."""
+    med = lambda key: float(np.median([r[key] for r in recs]))  # noqa: E731
+    first = recs[0]
+    comm = [[x.get("comm_s") for x in r["ranks"]] for r in recs]
+    return {**asdict(cfg), "global_batch": cfg.global_batch, "samples_per_s": med("samples_per_s_median"),
+            "tokens_per_s": med("tokens_per_s_median"), "step_s": med("step_s_median"),
+            "samples_per_s_repeats": [r["samples_per_s_median"] for r in recs],
+            "timed_steps": first["timed_steps"], "final_loss": first["final_loss"],
+            "peak_memory_bytes": max(x["peak_memory_bytes"] for x in first["ranks"]),
+            "model_state_bytes": max(x["model_state_bytes"]["total"] for x in first["ranks"]),
+            "model_state": first["ranks"][0]["model_state_bytes"], "mfu": first["mfu"],
+            # the slowest rank's time in communication sets the pace of the step
+            "comm_s": float(np.median([max(c) for c in comm])) if all(None not in c for c in comm) else None,
+            "comm_ops": [x.get("comm_ops", {}) for x in first["ranks"]]}
 
 
 def derive(runs: list[dict]) -> list[dict]:
@@ -145,8 +161,11 @@ def derive(runs: list[dict]) -> list[dict]:
         r["efficiency"] = r["speedup"] / (r["world"] * r["threads"] / base["threads"])
         if r["world"] == 1 or r["strategy"] not in DATA_PARALLEL:
             continue
-        over = max(r["step_s"] - base["step_s"], 1e-9)
         r["overhead_s"] = r["step_s"] - base["step_s"]
+        if r["overhead_s"] <= 0:  # no overhead this machine can measure: R unbounded, the prediction linear
+            r["predicted"] = {str(n): float(n) for n in (2, 4, 8, 16, 32)}
+            continue
+        over = r["overhead_s"]
         r["r_compute_comm"] = base["step_s"] / over
         ring = (r["world"] - 1) / r["world"]
         r["predicted"] = {str(n): n * base["step_s"] / (base["step_s"] + over * ((n - 1) / n) / ring)
@@ -173,12 +192,12 @@ def table(metrics: dict) -> list[dict]:
 
 
 def comm_table(metrics: dict) -> list[dict]:
-    """Data-parallel runs: one-rank step time, the overhead of N ranks over it, R, what the profiler
-    saw in flight (collectives overlap backward, so it can exceed the overhead), and the predicted
-    speed-up at more ranks."""
+    """Data-parallel runs: one-rank step time, the overhead of N ranks over it, R (None where there is
+    no overhead to measure), what the profiler saw in flight (collectives overlap backward, so it can
+    exceed the overhead), and the predicted speed-up at more ranks."""
     return [{"strategy": r["strategy"], "ranks": r["world"], "batch/rank": r["batch"], "amp": r["amp"],
              "T_1 ms": round(1e3 * (r["step_s"] - r["overhead_s"]), 1), "overhead ms": round(1e3 * r["overhead_s"], 1),
-             "R": round(r["r_compute_comm"], 2), "comm in flight ms": _round(r.get("comm_s") and 1e3 * r["comm_s"], 1),
+             "R": _round(r["r_compute_comm"]), "comm in flight ms": _round(r.get("comm_s") and 1e3 * r["comm_s"], 1),
              **{f"predicted x{n}": round(v, 2) for n, v in r["predicted"].items()}}
             for r in metrics["runs"] if r["world"] > 1 and r["overhead_s"] is not None]
 

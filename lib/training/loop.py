@@ -1,4 +1,5 @@
-"""The one training loop every strategy uses (parallel wrappers change the model, not the loop).
+"""The one training loop every strategy uses (parallel wrappers change the model, not the loop; a
+pipeline, whose schedule runs forward and backward itself, is the one branch, as in torchtitan).
 
 Two stages, as LLaVA: steps < align_steps train the projector with the LM frozen; later steps train
 the projector and the LoRA adapters. Gradient accumulation, clipping, AdamW, warm-up + cosine, AMP
@@ -91,9 +92,10 @@ def train(model, data: CaptionData, cfg: TrainConfig, out: str | Path, resume: s
           device: str | torch.device = "cpu", rank: int = 0, world: int = 1, progress: bool = True,
           on_step=None, parallelize=None) -> dict:
     """Train ``model`` (a CaptionVLM) and checkpoint under ``out/ckpt``. ``parallelize`` wraps it
-    (``lib.parallel``: DDP, FSDP) after the trained parameters are marked and before the optimizer
-    sees them (FSDP replaces them with shards). Returns a summary: status (finished | preempted),
-    steps, losses, throughput and memory."""
+    (``lib.parallel``: DDP, FSDP, layer split) or cuts it to this rank's pipeline stage, after the
+    trained parameters are marked and before the optimizer sees them (FSDP replaces them with shards).
+    Returns a summary: status (finished | preempted), steps, losses, throughput, communication time
+    and memory."""
     out, device = Path(out), torch.device(device)
     out.mkdir(parents=True, exist_ok=True)
     core = getattr(model, "module", model)
@@ -108,6 +110,9 @@ def train(model, data: CaptionData, cfg: TrainConfig, out: str | Path, resume: s
             raise ValueError(f"a pipeline's micro-batches ({pipe.microbatches}) are its gradient accumulation: "
                              f"grad_accum must be the same, got {cfg.grad_accum}")
         meter.replicas = 1
+    devices = set(getattr(model, "hf_device_map", {}).values())
+    if len(devices) > 1:  # a layer split: MFU over every device the one process uses
+        meter.world = len(devices)
     params, lora = trained_parameters(core)  # a pipeline rank: only its stage's
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
@@ -210,16 +215,17 @@ def _clip(params: list, max_norm: float, across_ranks: bool = False) -> torch.Te
     squared norms of all stages are summed first (FSDP's DTensor norm is already global)."""
     import torch.distributed as dist
 
-    grads = [p.grad for p in params if p.grad is not None]
+    with_grad = [p for p in params if p.grad is not None]
     if not across_ranks:
-        norm = torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], max_norm)
+        norm = torch.nn.utils.clip_grad_norm_(with_grad, max_norm)
         return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
     device = params[0].device if params else torch.device("cpu")
-    local = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=device)
+    local = (torch.nn.utils.get_total_norm([p.grad for p in with_grad]) if with_grad
+             else torch.zeros((), device=device))  # stage 1: the last stage's adapters get no gradient
     sq = local.double().square()
     dist.all_reduce(sq)
     norm = sq.sqrt().float()
-    torch.nn.utils.clip_grads_with_norm_([p for p in params if p.grad is not None], max_norm, norm)
+    torch.nn.utils.clip_grads_with_norm_(with_grad, max_norm, norm)
     return norm
 
 

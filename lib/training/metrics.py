@@ -6,6 +6,7 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 # Dense peak TFLOP/s by device name fragment, for the MFU estimate (bf16/fp16 tensor cores; P100: fp16).
@@ -73,6 +74,7 @@ class StepMeter:
         self.world, self.replicas = world, world
         reset_peak_memory(device)
         self.steps, self.seconds, self.samples, self.tokens = 0, 0.0, 0, 0
+        self.durations: list[float] = []
 
     def start(self) -> None:
         if self.device.type == "cuda":
@@ -86,6 +88,7 @@ class StepMeter:
         dt = time.perf_counter() - self.t0
         if self.steps > 0 and count:  # the first step pays one-off costs (allocations, lazy init)
             self.seconds, self.samples, self.tokens = self.seconds + dt, self.samples + samples, self.tokens + tokens
+            self.durations.append(dt)
         self.steps += count
         return {"seconds": dt, **self._rates(samples, tokens, dt), "peak_memory_bytes": peak_memory_bytes(self.device)}
 
@@ -96,10 +99,16 @@ class StepMeter:
                 "mfu": tps * self.fpt / (self.world * self.peak * 1e12) if self.peak else None}
 
     def summary(self) -> dict:
+        """Mean rates over the timed steps (what a run delivers), and the same at the median step time,
+        which a few steps slowed by something else on the machine do not move (what benchmarks compare)."""
         rates = (self._rates(self.samples, self.tokens, self.seconds) if self.seconds else
                  {"samples_per_s": None, "tokens_per_s": None, "mfu": None})
+        median = float(np.median(self.durations)) if self.durations else None
+        typical = (self._rates(self.samples, self.tokens, median * len(self.durations)) if median else
+                   {"samples_per_s": None, "tokens_per_s": None})
         return {**rates, "flops_per_token": self.fpt, "timed_steps": max(0, self.steps - 1),
-                "step_s": self.seconds / (self.steps - 1) if self.steps > 1 else None,
+                "step_s": self.seconds / (self.steps - 1) if self.steps > 1 else None, "step_s_median": median,
+                "samples_per_s_median": typical["samples_per_s"], "tokens_per_s_median": typical["tokens_per_s"],
                 "peak_memory_bytes": peak_memory_bytes(self.device)}
 
 
