@@ -108,10 +108,10 @@ class Pipeline:
         self.stage = prune_to_stage(vlm, d.rank, d.world)
         self.module, self.microbatches, self.device = vlm, microbatches, d.device
         self.first, self.last = self.stage.first, self.stage.last
-        stage = PipelineStage(self.stage, d.rank, d.world, d.device)
+        runner = PipelineStage(self.stage, d.rank, d.world, d.device)  # sends, receives, runs micro-batches
         cls = ScheduleGPipe if schedule == "gpipe" else Schedule1F1B
         # scale_grads: gradients are the mean over micro-batches, as gradient accumulation gives
-        self.schedule = cls(stage, n_microbatches=microbatches, loss_fn=caption_loss, scale_grads=True)
+        self.schedule = cls(runner, n_microbatches=microbatches, loss_fn=caption_loss, scale_grads=True)
 
     def train(self, mode: bool = True) -> Pipeline:
         self.module.train(mode)
