@@ -122,7 +122,6 @@ def _bench_scaling(a):
 
     from lib.bench import scaling
     from lib.config import resolve
-    from lib.results import write_results
 
     profile, params = _profile_params(a.profile, "train", a.params_dir)
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
@@ -135,10 +134,8 @@ def _bench_scaling(a):
     with tempfile.TemporaryDirectory() as tmp:
         metrics = scaling.run(configs, a.scratch or tmp, a.profile, a.params_dir, a.steps,
                               profile_comm=a.profile_comm, repeats=a.repeats)
-    config = {"profile": a.profile, "configs": [c.name for c in configs], "steps": a.steps, "repeats": a.repeats,
-              "workload": "projector+LoRA steps on cached features, stage 2, no evaluation"}
     name = a.run or (a.profile + ("-model-parallel" if a.bench == "pipeline" else ""))
-    path = write_results(resolve(params["results_dir"]), "scaling", name, metrics, config, params.get("seed"))
+    path = scaling.record(metrics, configs, resolve(params["results_dir"]), name, a.profile, params.get("seed"))
     for row in (scaling.pipeline_table if a.bench == "pipeline" else scaling.table)(metrics):
         print(row)
     if a.figures:
@@ -159,6 +156,19 @@ def _bench_lm(a):
     mfu = f", MFU {metrics['mfu']:.1%}" if metrics["mfu"] is not None else ""
     print(f"{metrics['tokens_per_s']:.0f} tokens/s, {metrics['samples_per_s']:.1f} samples/s{mfu}; the seed's "
           f"47.5K x 3-epoch run: {metrics['seed_run_projected_hours']:.2f} h\nwrote {path}")
+
+
+def _sweep_options(p, default_name: str) -> None:
+    """What every torchrun sweep (bench scaling, bench pipeline) takes besides its grid."""
+    p.add_argument("--threads", type=int, default=1, help="torch threads per rank")
+    p.add_argument("--amps", default="off", help="precisions, e.g. off,bf16")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--repeats", type=int, default=1, help="runs of each job, in turn; the median is reported")
+    p.add_argument("--profile-comm", type=int, default=5, help="steps of each job timed by the profiler")
+    p.add_argument("--scratch", help="where the jobs write (default: a temporary folder)")
+    p.add_argument("--figures", help="folder for the figure (default: none)")
+    p.add_argument("--name", dest="run", help=f"results file name (default: {default_name})")
+    p.set_defaults(fn=_bench_scaling)
 
 
 def _run(a):
@@ -252,16 +262,8 @@ def parser() -> argparse.ArgumentParser:
     bs.add_argument("--strategies", default="ddp,fsdp")
     bs.add_argument("--worlds", default="2", help="rank counts, e.g. 2,4")
     bs.add_argument("--batches", default="16", help="per-rank batch sizes, e.g. 8,16,32")
-    bs.add_argument("--threads", type=int, default=1, help="torch threads per rank")
     bs.add_argument("--compare-threads", type=int, default=2, help="also one process with this many threads (0: no)")
-    bs.add_argument("--amps", default="off", help="precisions, e.g. off,bf16")
-    bs.add_argument("--steps", type=int, default=30)
-    bs.add_argument("--scratch", help="where the jobs write (default: a temporary folder)")
-    bs.add_argument("--figures", help="folder for the figure (default: none)")
-    bs.add_argument("--name", dest="run", help="results file name (default: the profile)")
-    bs.add_argument("--profile-comm", type=int, default=5, help="steps of each job timed by the profiler")
-    bs.add_argument("--repeats", type=int, default=1, help="runs of each job, in turn; the median is reported")
-    bs.set_defaults(fn=_bench_scaling)
+    _sweep_options(bs, "the profile")
 
     bl = b.add_parser("lm", help="one-device training throughput of the full-size architecture, random weights: "
                                  "tokens/s, MFU, projected hours for the seed's run")
@@ -285,17 +287,9 @@ def parser() -> argparse.ArgumentParser:
     bm.add_argument("--batches", default="32", help="whole batch per step, e.g. 32,64")
     bm.add_argument("--schedules", default="gpipe,1f1b")
     bm.add_argument("--microbatches", default="1,2,4,8")
-    bm.add_argument("--threads", type=int, default=1, help="torch threads per rank")
-    bm.add_argument("--amps", default="off", help="precisions, e.g. off,bf16")
     bm.add_argument("--no-layers", action="store_true", help="leave out the one-process layer split")
     bm.add_argument("--no-ddp", action="store_true", help="leave out DDP at the same global batch")
-    bm.add_argument("--steps", type=int, default=30)
-    bm.add_argument("--scratch", help="where the jobs write (default: a temporary folder)")
-    bm.add_argument("--figures", help="folder for the figure (default: none)")
-    bm.add_argument("--name", dest="run", help="results file name (default: <profile>-model-parallel)")
-    bm.add_argument("--profile-comm", type=int, default=5, help="steps of each job timed by the profiler")
-    bm.add_argument("--repeats", type=int, default=1, help="runs of each job, in turn; the median is reported")
-    bm.set_defaults(fn=_bench_scaling)
+    _sweep_options(bm, "<profile>-model-parallel")
 
     pe = sub.add_parser("pretrain-encoder", help="contrastively pre-train the default's tiny CLIP (cached)")
     pe.add_argument("--shards", required=True, help="a preprocess output folder")

@@ -48,7 +48,6 @@ from IPython.display import Image, display
 
 from lib.bench import scaling
 from lib.config import resolve
-from lib.results import write_results
 
 # %% [markdown]
 # ## One DDP run, as a user would start it
@@ -71,9 +70,7 @@ display(pd.DataFrame([first_ddp["model_state"]], index=["model state bytes, rank
 # machine then slows one run of every configuration instead of all runs of one.
 
 # %%
-config = {"profile": profile, "configs": [c.name for c in configs], "steps": steps, "repeats": repeats,
-          "workload": "projector+LoRA steps on cached features, stage 2, no evaluation"}
-out = write_results(resolve(results_dir), "scaling", f"{run_name}-ddp", metrics, config, seed)
+out = scaling.record(metrics, configs, resolve(results_dir), f"{run_name}-ddp", profile, seed)
 print(f"wrote {out}")
 table = pd.DataFrame(scaling.table(metrics))
 display(table)

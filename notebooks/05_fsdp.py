@@ -46,7 +46,6 @@ from IPython.display import Image, display
 
 from lib.bench import scaling
 from lib.config import resolve
-from lib.results import write_results
 
 # %% [markdown]
 # ## DDP and FSDP at the same per-rank batch
@@ -57,9 +56,7 @@ from lib.results import write_results
 # %%
 configs = scaling.grid(["ddp", "fsdp"], worlds, batches, threads, amps, compare_threads=None)
 metrics = scaling.run(configs, resolve(scratch), profile, steps=steps, repeats=repeats)
-config = {"profile": profile, "configs": [c.name for c in configs], "steps": steps, "repeats": repeats,
-          "workload": "projector+LoRA steps on cached features, stage 2, no evaluation"}
-out = write_results(resolve(results_dir), "scaling", f"{run_name}-fsdp", metrics, config, seed)
+out = scaling.record(metrics, configs, resolve(results_dir), f"{run_name}-fsdp", profile, seed)
 print(f"wrote {out}")
 display(pd.DataFrame(scaling.table(metrics)))
 

@@ -55,7 +55,6 @@ from IPython.display import Image, display
 
 from lib.bench import scaling
 from lib.config import resolve
-from lib.results import write_results
 
 # %% [markdown]
 # ## One pipeline run, as a user would start it
@@ -65,9 +64,7 @@ from lib.results import write_results
 # %%
 configs = scaling.pipeline_grid(worlds, batches, schedules, microbatches, threads, layers=layer_split, ddp=ddp)
 metrics = scaling.run(configs, resolve(scratch), profile, steps=steps, repeats=repeats)
-config = {"profile": profile, "configs": [c.name for c in configs], "steps": steps, "repeats": repeats,
-          "workload": "projector+LoRA steps on cached features, stage 2, no evaluation"}
-out = write_results(resolve(results_dir), "scaling", f"{run_name}-model-parallel", metrics, config, seed)
+out = scaling.record(metrics, configs, resolve(results_dir), f"{run_name}-model-parallel", profile, seed)
 print(f"wrote {out}")
 
 # %% [markdown]

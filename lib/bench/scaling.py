@@ -121,6 +121,17 @@ def run(configs: list[Config], scratch: str | os.PathLike, profile: str = "defau
     return {"runs": derive(runs), "steps": steps, "profiled_steps": profile_comm, "repeats": repeats}
 
 
+def record(metrics: dict, configs: list[Config], results_dir: str | os.PathLike, name: str, profile: str,
+           seed: int | None) -> Path:
+    """Write a sweep to ``<results_dir>/scaling/<name>.json`` with its configuration and provenance."""
+    from lib.results import write_results
+
+    config = {"profile": profile, "configs": [c.name for c in configs], "steps": metrics["steps"],
+              "repeats": metrics["repeats"], "profiled_steps": metrics["profiled_steps"],
+              "workload": "projector+LoRA steps on cached features, stage 2, no evaluation"}
+    return write_results(results_dir, "scaling", name, metrics, config, seed)
+
+
 def _summarise(cfg: Config, recs: list[dict]) -> dict:
     """One configuration over its repeats: medians of the jobs' median-step rates; memory and the
     communication breakdown of the first job."""
