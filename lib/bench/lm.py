@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import asdict, dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -77,8 +78,8 @@ def run(cfg: LMBench, device: str = "cuda", progress: bool = True) -> tuple[dict
     dtype = torch.bfloat16 if cfg.amp == "bf16" and torch.device(device).type == "cuda" else torch.float32
     lm = random_lm(arch, LoraSpec(), dtype, device)
     projector = Projector(cfg.feature_dim, arch.hidden_size, hidden=arch.hidden_size, n_tokens=cfg.visual_tokens)
-    ids = type("Ids", (), {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0})
-    vlm = CaptionVLM(projector.to(device), lm, ids)
+    special = SimpleNamespace(bos_token_id=1, eos_token_id=2, pad_token_id=0)  # Mistral's; no tokenizer needed
+    vlm = CaptionVLM(projector.to(device), lm, special)
     data = RandomCaptions(cfg.batch * (cfg.steps + 1), cfg.caption_tokens, cfg.feature_dim, arch.vocab_size, 1, 2)
     tcfg = TrainConfig(steps=cfg.steps, align_steps=0, batch_size=cfg.batch, lr=cfg.lr, warmup=1, amp=cfg.amp,
                        grad_ckpt=cfg.grad_ckpt, seed=cfg.seed, ckpt_every=10 ** 9, log_every=10 ** 9)
