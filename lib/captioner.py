@@ -113,15 +113,18 @@ def caption(vlm, data, batch_size: int = 64, num_beams: int = 1, max_new_tokens:
     return out, len(out) / (time.perf_counter() - t0)
 
 
-def evaluate(vlm, train_data, test_data, device: str = "cpu", num_beams: int = 1) -> dict:
-    """Scores of the captioner and of the most-frequent-caption baseline on ``test_data``."""
+def evaluate(vlm, train_data, test_data, device: str = "cpu", num_beams: int = 1, resamples: int = 200,
+             seed: int = 0) -> dict:
+    """Scores of the captioner (with seeded 95% bootstrap intervals over ``resamples`` resamples of the
+    test images) and of the most-frequent-caption baseline on ``test_data``."""
     from lib.evaluation.captions import collapse, most_frequent_caption, score
 
     hyps, per_s = caption(vlm, test_data, num_beams=num_beams, device=device)
     refs = {r.get("id", r["image"]): [r["caption"]] for r in test_data.rows}
     frequent = most_frequent_caption([r["caption"] for r in train_data.rows])
     return {
-        "model": {**score(refs, hyps), **collapse(list(hyps.values())), "captions_per_s": per_s},
+        "model": {**score(refs, hyps, resamples=resamples, seed=seed), **collapse(list(hyps.values())),
+                  "captions_per_s": per_s},
         "most_frequent": {**score(refs, dict.fromkeys(refs, frequent)), "caption": frequent},
         # the same diversity measures on the held-out references: how much repetition the data itself has
         "references": collapse([v[0] for v in refs.values()]),

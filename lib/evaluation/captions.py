@@ -1,11 +1,15 @@
-"""Caption scores with pycocoevalcap (PTB tokenizer, BLEU-1..4, CIDEr-D) and mode-collapse measures.
+"""Caption scores with pycocoevalcap (PTB tokenizer, BLEU-1..4, METEOR, ROUGE-L, CIDEr-D), seeded
+bootstrap confidence intervals, and mode-collapse measures.
 
-Scale: pycocoevalcap's 0-1, everywhere in this study (papers often print x100).
+Scale: pycocoevalcap's 0-1, everywhere in this study (papers often print x100). SPICE is left out:
+it downloads Stanford CoreNLP at first use, which an offline cluster node cannot.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+
+import numpy as np
 
 
 def tokenize(captions: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -19,17 +23,65 @@ def tokenize(captions: dict[str, list[str]]) -> dict[str, list[str]]:
     return PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()})
 
 
-def score(refs: dict[str, list[str]], hyps: dict[str, str]) -> dict[str, float]:
-    """BLEU-1..4 and CIDEr-D of one generated caption per id against its references."""
+def _tokenized(refs: dict[str, list[str]], hyps: dict[str, str]) -> tuple[dict, dict]:
+    if set(refs) != set(hyps):
+        raise ValueError(f"references and hypotheses cover different ids ({len(refs)} vs {len(hyps)})")
+    return tokenize(refs), tokenize({k: [v] for k, v in hyps.items()})
+
+
+def _bleu_cider(gts: dict, res: dict) -> dict[str, float]:
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
 
-    if set(refs) != set(hyps):
-        raise ValueError(f"references and hypotheses cover different ids ({len(refs)} vs {len(hyps)})")
-    gts, res = tokenize(refs), tokenize({k: [v] for k, v in hyps.items()})
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-    cider, _ = Cider().compute_score(gts, res)
+    cider, _ = Cider().compute_score(gts, res)  # document frequencies from these references
     return {**{f"bleu{i + 1}": float(b) for i, b in enumerate(bleu)}, "cider": float(cider)}
+
+
+def _per_caption(gts: dict, res: dict, meteor: bool) -> dict[str, np.ndarray]:
+    """ROUGE-L (and METEOR) of each caption, in the order of ``gts``: both corpus scores are means of
+    these (METEOR's Java scorer aggregates its own way, so its corpus value comes from it)."""
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    out = {"rouge_l": np.asarray(Rouge().compute_score(gts, res)[1], dtype=float)}
+    if meteor:
+        corpus, each = Meteor().compute_score(gts, res)
+        out["meteor"], out["meteor_corpus"] = np.asarray(each, dtype=float), float(corpus)
+    return out
+
+
+def score(refs: dict[str, list[str]], hyps: dict[str, str], meteor: bool = True, resamples: int = 0,
+          seed: int = 0) -> dict:
+    """BLEU-1..4, METEOR (Java, about 6 s to start), ROUGE-L and CIDEr-D of one generated caption per
+    id against its references. With ``resamples``, also ``ci95``: percentile intervals of BLEU-4,
+    CIDEr-D, ROUGE-L and METEOR (95%) over resamples of the test images with replacement, seeded (the
+    same call gives the same intervals)."""
+    gts, res = _tokenized(refs, hyps)
+    each = _per_caption(gts, res, meteor)
+    out = {**_bleu_cider(gts, res), "rouge_l": float(each["rouge_l"].mean())}
+    if meteor:
+        out["meteor"] = each["meteor_corpus"]
+    if resamples:
+        out["ci95"] = _intervals(gts, res, each, resamples, seed)
+    return out
+
+
+def _intervals(gts: dict, res: dict, each: dict, n: int, seed: int) -> dict[str, list[float]]:
+    """BLEU and CIDEr are recomputed on every resample (they are not means of per-caption scores);
+    ROUGE-L and METEOR resample their per-caption scores."""
+    ids = list(gts)
+    rng = np.random.default_rng(seed)
+    keys = ["bleu4", "cider", "rouge_l"] + (["meteor"] if "meteor" in each else [])
+    draws: dict[str, list[float]] = {k: [] for k in keys}
+    for _ in range(n):
+        pick = rng.integers(0, len(ids), len(ids))
+        # a caption drawn twice is two test items: each draw gets its own key
+        corpus = _bleu_cider({str(j): gts[ids[i]] for j, i in enumerate(pick)},
+                             {str(j): res[ids[i]] for j, i in enumerate(pick)})
+        for k in draws:
+            draws[k].append(corpus[k] if k in corpus else float(each[k][pick].mean()))
+    return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in draws.items()}
 
 
 def collapse(hyps: list[str]) -> dict[str, float]:
