@@ -268,7 +268,8 @@ def test_train_command_end_to_end_then_resume(tmp_path):
     record = json.loads((tmp_path / "results" / "training" / "t.json").read_text())
     ev = record["metrics"]["eval"]
     assert record["metrics"]["steps"] == 3 and record["config"]["train"]["steps"] == 3
-    assert {"bleu4", "cider", "identical_share", "top_share"} <= set(ev["model"]) and ev["test_pairs"] > 0
+    assert {"bleu4", "cider", "meteor", "rouge_l", "identical_share", "top_share"} <= set(ev["model"])
+    assert ev["test_pairs"] > 0 and set(ev["model"]["ci95"]) == {"bleu4", "cider", "rouge_l", "meteor"}
     captions = [json.loads(line) for line in (out / "captions.jsonl").read_text().splitlines()]
     assert len(captions) == ev["test_pairs"] and all({"id", "reference", "generated"} <= set(c) for c in captions)
     assert (tmp_path / "work" / "features" / "tokens").is_dir()  # the profile's encoder output was cached
