@@ -103,6 +103,7 @@ def test_pipeline_stages_chained_give_the_whole_models_loss_and_keep_parameter_n
     in exactly one stage under its own name."""
     import copy
 
+    from lib.models.vlm import caption_labels
     from lib.parallel.pipeline import caption_loss, prune_to_stage, stage_layers
 
     assert [list(stage_layers(5, 2, s)) for s in (0, 1)] == [[0, 1, 2], [3, 4]]
@@ -116,7 +117,7 @@ def test_pipeline_stages_chained_give_the_whole_models_loss_and_keep_parameter_n
     names = {n for n, _ in vlm.named_parameters() if checkpoint._is_trained(n)}
     first, last = (prune_to_stage(copy.deepcopy(vlm), s, 2) for s in (0, 1))
     ids, mask = batch["input_ids"], batch["attention_mask"]
-    labels = torch.cat([ids.new_full((6, 4), -100), ids.masked_fill(mask == 0, -100)], dim=1)
+    labels = caption_labels(ids, mask, 4)
     with torch.no_grad():
         loss = caption_loss(last(first(batch["features"], ids)), labels)
     torch.testing.assert_close(loss, whole, rtol=1e-5, atol=1e-5)

@@ -38,6 +38,12 @@ class Projector(nn.Module):
         return self.fc2(x)
 
 
+def caption_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor, n_visual: int) -> torch.Tensor:
+    """LM targets for [visual tokens][caption]: -100 (no loss) on the visual prefix and on padding."""
+    prefix = input_ids.new_full((len(input_ids), n_visual), -100)
+    return torch.cat([prefix, input_ids.masked_fill(attention_mask == 0, -100)], dim=1)
+
+
 class CaptionVLM(nn.Module):
     def __init__(self, projector: Projector, lm, tokenizer, encoder: nn.Module | None = None):
         super().__init__()
@@ -60,7 +66,7 @@ class CaptionVLM(nn.Module):
         ids, mask = batch["input_ids"], batch["attention_mask"]
         embeds = torch.cat([vis, self.lm.get_input_embeddings()(ids)], dim=1)
         full_mask = torch.cat([mask.new_ones(vis.shape[:2]), mask], dim=1)
-        labels = torch.cat([ids.new_full(vis.shape[:2], -100), ids.masked_fill(mask == 0, -100)], dim=1)
+        labels = caption_labels(ids, mask, vis.shape[1])
         return self.lm(inputs_embeds=embeds, attention_mask=full_mask, labels=labels).loss
 
     @torch.no_grad()

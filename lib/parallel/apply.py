@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from lib.parallel.dist import Dist
+from lib.parallel.pipeline import apply_pipeline, base_lm, stage_layers
 from lib.training.checkpoint import is_sharded, trainable_state
 
 
@@ -27,8 +28,7 @@ def apply_ddp(model: nn.Module, d: Dist) -> nn.Module:
 
 def lm_blocks(model: nn.Module) -> list[nn.Module]:
     """The decoder layers of the (peft-wrapped) causal LM."""
-    lm = model.lm.get_base_model() if hasattr(model.lm, "get_base_model") else model.lm
-    return list(lm.model.layers)
+    return list(base_lm(model).model.layers)
 
 
 def apply_fsdp(model: nn.Module, d: Dist, mixed_precision: bool | None = None, cpu_offload: bool = False) -> nn.Module:
@@ -56,8 +56,6 @@ def layer_split_map(model: nn.Module, devices: list[str]) -> dict[str, str]:
     """A device map (module name -> device) that cuts the LM blocks into contiguous runs, one per
     device, as ``from_pretrained(device_map=...)`` does: the first device also holds the encoder,
     projector, embeddings and rotary tables, the last the final norm and LM head."""
-    from lib.parallel.pipeline import base_lm, stage_layers
-
     lm = base_lm(model)
     prefix = next(n for n, m in model.named_modules() if m is lm)
     first, last = devices[0], devices[-1]
@@ -107,8 +105,6 @@ def parallelizer(strategy: str, d: Dist, cpu_offload: bool = False, schedule: st
                  devices: list[str] | None = None):
     """The function the loop calls once to wrap the model for ``strategy`` (a pipeline returns the
     ``Pipeline`` the loop drives instead of a module)."""
-    from lib.parallel.pipeline import apply_pipeline
-
     if strategy in ("single", "layers") and d.world > 1:
         raise ValueError(f"strategy {strategy!r} runs in one process; use ddp, fsdp or pipeline under torchrun")
     if strategy == "single":

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lib.models.vlm import caption_labels
 from lib.parallel.dist import Dist
 
 SCHEDULES = ("gpipe", "1f1b")
@@ -122,7 +123,7 @@ class Pipeline:
         if len(ids) % self.microbatches:
             raise ValueError(f"batch of {len(ids)} does not split into {self.microbatches} micro-batches")
         x = batch["features"] if "features" in batch else batch["pixels"]
-        labels = torch.cat([ids.new_full((len(ids), self.n_visual), -100), ids.masked_fill(mask == 0, -100)], dim=1)
+        labels = caption_labels(ids, mask, self.n_visual)
         losses: list[torch.Tensor] = []
         args = (x, ids) if self.first else ()
         kwargs = {"target": labels, "losses": losses} if self.last else {}
