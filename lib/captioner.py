@@ -166,6 +166,18 @@ def train_job(job: TrainJob) -> dict | None:
     """Build what is missing (rank 0 first, the others then find it cached), train with the strategy,
     gather every rank's numbers to rank 0, caption the test split there and write the results.
     Returns the record on rank 0 (None on other ranks)."""
+    from lib.parallel import dist
+
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    d = dist.init(job.device)
+    try:
+        return _train(job, d)
+    finally:
+        dist.close()  # after _train returned: the model and optimizer holding the group are garbage
+
+
+def _train(job: TrainJob, d) -> dict | None:
     from lib.config import load_profile
     from lib.parallel import dist
     from lib.parallel.apply import full_trained_state, parallelizer, split_devices
@@ -173,75 +185,69 @@ def train_job(job: TrainJob) -> dict | None:
     from lib.training.data import CaptionData
     from lib.training.loop import TrainConfig, train
 
-    if job.threads:
-        torch.set_num_threads(job.threads)
-    d = dist.init(job.device)
-    try:
-        profile = load_profile(job.profile, job.params_dir)
-        profile.apply_env()  # HF_HUB_OFFLINE=1 on the default: a hub call fails at once instead of retrying
-        params = profile.notebook_params("train")
-        overrides = {k: getattr(job, k) for k in ("batch_size", "lr", "seed", "grad_accum", "amp", "align_steps",
-                                                  "ckpt_every") if getattr(job, k) is not None}
-        if job.max_steps is not None:
-            overrides["steps"] = job.max_steps
-        if job.profile_comm is not None:
-            overrides["profile_comm"] = job.profile_comm
-        if job.strategy == "pipeline":  # the schedule's micro-batches are the gradient accumulation
-            if job.grad_accum not in (None, job.microbatches):
-                raise ValueError("a pipeline accumulates over its micro-batches: set --microbatches, not --grad-accum")
-            overrides["grad_accum"] = job.microbatches
-        cfg = TrainConfig(**{**params.get("train", {}), **overrides})
-        devices = split_devices(job.devices, d.device) if job.strategy == "layers" else None
-        wrap = parallelizer(job.strategy, d, cpu_offload=job.cpu_offload, schedule=job.schedule,
-                            microbatches=job.microbatches, devices=devices)
-        for turn in ((0,), range(1, d.world)):  # rank 0 builds artefacts; the rest then read them
-            if d.rank in turn:
-                art, spec = prepare(profile, params, progress=d.main, pretrain_cfg=params.get("pretrain"))
-            dist.barrier(d)
-        torch.manual_seed(cfg.seed)  # projector and LoRA init: same seed, same starting weights on every rank
-        vlm, tok = build(spec, with_encoder=job.source == "pixels", device=str(d.device))
-        root = art.features if job.source == "features" else art.preprocessed
-        data = CaptionData(root, "train", tok, source=job.source)
-        out = resolve(job.out)
-        out.mkdir(parents=True, exist_ok=True)
-        summary = train(vlm, data, cfg, out, resume=job.resume, device=d.device, rank=d.rank, world=d.world,
-                        progress=d.main, parallelize=wrap)
-        trained = full_trained_state(vlm)  # collective under FSDP and pipeline; on rank 0 only
-        strategy = job.strategy + (f"-{job.schedule}" if job.strategy == "pipeline" else "")
-        ranks = dist.gather({"rank": d.rank, "peak_memory_bytes": summary["peak_memory_bytes"],
-                             "model_state_bytes": summary["model_state_bytes"], "step_s": summary["step_s"],
-                             "comm_s": summary["comm_s"], "comm_ops": summary["comm_ops"],
-                             "final_loss": summary["losses"][-1] if summary["losses"] else None}, d)
-        record = None
-        if d.main:
-            print(f"{summary['status']} at step {summary['steps']}: {summary['samples_per_s'] or 0:.1f} samples/s "
-                  f"({d.world} rank{'s' if d.world > 1 else ''}, {strategy})")
-            settings = ({"schedule": job.schedule, "microbatches": job.microbatches} if job.strategy == "pipeline" else
-                        {"devices": devices} if devices else {})
-            record = {"strategy": job.strategy, **settings, "world_size": d.world, "threads_per_rank": torch.get_num_threads(),
-                      "source": job.source, **{k: v for k, v in summary.items() if k != "losses"},
-                      "final_loss": summary["losses"][-1] if summary["losses"] else None,
-                      "losses": summary["losses"], "ranks": ranks}
-            if devices and d.device.type == "cuda":  # the layer split: what each GPU of the one process held
-                record["device_peak_memory_bytes"] = {x: torch.cuda.max_memory_allocated(x) for x in set(devices)}
-            if summary["status"] == "finished" and not job.no_eval:
-                record["eval"] = _evaluate_trained(spec, trained, job, data, root, tok, d.device)
-                captions = record["eval"].pop("captions")  # all of them beside the run; a sample in the results
-                write_jsonl_atomic(out / "captions.jsonl", captions)
-                record["eval"]["examples"] = captions[:8]
-            write_json_atomic(out / "train.json", record)
-            config = {"profile": job.profile, "train": asdict(cfg), "model": asdict(spec), "device": str(d.device),
-                      "strategy": job.strategy, **settings, "world_size": d.world,
-                      "threads_per_rank": torch.get_num_threads(),
-                      "workload": f"projector+LoRA on {'cached features' if job.source == 'features' else 'pixels'}"}
-            name = job.run or (f"{job.profile}-{strategy}" + (f"-{d.world}" if d.world > 1 else ""))
-            path = write_results(resolve(job.results_dir or params["results_dir"]), "training", name, record, config,
-                                 cfg.seed)
-            print(f"wrote {path}")
+    profile = load_profile(job.profile, job.params_dir)
+    profile.apply_env()  # HF_HUB_OFFLINE=1 on the default: a hub call fails at once instead of retrying
+    params = profile.notebook_params("train")
+    overrides = {k: getattr(job, k) for k in ("batch_size", "lr", "seed", "grad_accum", "amp", "align_steps",
+                                              "ckpt_every") if getattr(job, k) is not None}
+    if job.max_steps is not None:
+        overrides["steps"] = job.max_steps
+    if job.profile_comm is not None:
+        overrides["profile_comm"] = job.profile_comm
+    if job.strategy == "pipeline":  # the schedule's micro-batches are the gradient accumulation
+        if job.grad_accum not in (None, job.microbatches):
+            raise ValueError("a pipeline accumulates over its micro-batches: set --microbatches, not --grad-accum")
+        overrides["grad_accum"] = job.microbatches
+    cfg = TrainConfig(**{**params.get("train", {}), **overrides})
+    devices = split_devices(job.devices, d.device) if job.strategy == "layers" else None
+    wrap = parallelizer(job.strategy, d, cpu_offload=job.cpu_offload, schedule=job.schedule,
+                        microbatches=job.microbatches, devices=devices)
+    for turn in ((0,), range(1, d.world)):  # rank 0 builds artefacts; the rest then read them
+        if d.rank in turn:
+            art, spec = prepare(profile, params, progress=d.main, pretrain_cfg=params.get("pretrain"))
         dist.barrier(d)
-        return record
-    finally:
-        dist.close()
+    torch.manual_seed(cfg.seed)  # projector and LoRA init: same seed, same starting weights on every rank
+    vlm, tok = build(spec, with_encoder=job.source == "pixels", device=str(d.device))
+    root = art.features if job.source == "features" else art.preprocessed
+    data = CaptionData(root, "train", tok, source=job.source)
+    out = resolve(job.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = train(vlm, data, cfg, out, resume=job.resume, device=d.device, rank=d.rank, world=d.world,
+                    progress=d.main, parallelize=wrap)
+    trained = full_trained_state(vlm)  # collective under FSDP and pipeline; on rank 0 only
+    strategy = job.strategy + (f"-{job.schedule}" if job.strategy == "pipeline" else "")
+    ranks = dist.gather({"rank": d.rank, "peak_memory_bytes": summary["peak_memory_bytes"],
+                         "model_state_bytes": summary["model_state_bytes"], "step_s": summary["step_s"],
+                         "comm_s": summary["comm_s"], "comm_ops": summary["comm_ops"],
+                         "final_loss": summary["losses"][-1] if summary["losses"] else None}, d)
+    record = None
+    if d.main:
+        print(f"{summary['status']} at step {summary['steps']}: {summary['samples_per_s'] or 0:.1f} samples/s "
+              f"({d.world} rank{'s' if d.world > 1 else ''}, {strategy})")
+        settings = ({"schedule": job.schedule, "microbatches": job.microbatches} if job.strategy == "pipeline" else
+                    {"devices": devices} if devices else {})
+        record = {"strategy": job.strategy, **settings, "world_size": d.world, "threads_per_rank": torch.get_num_threads(),
+                  "source": job.source, **{k: v for k, v in summary.items() if k != "losses"},
+                  "final_loss": summary["losses"][-1] if summary["losses"] else None,
+                  "losses": summary["losses"], "ranks": ranks}
+        if devices and d.device.type == "cuda":  # the layer split: what each GPU of the one process held
+            record["device_peak_memory_bytes"] = {x: torch.cuda.max_memory_allocated(x) for x in set(devices)}
+        if summary["status"] == "finished" and not job.no_eval:
+            record["eval"] = _evaluate_trained(spec, trained, job, data, root, tok, d.device)
+            captions = record["eval"].pop("captions")  # all of them beside the run; a sample in the results
+            write_jsonl_atomic(out / "captions.jsonl", captions)
+            record["eval"]["examples"] = captions[:8]
+        write_json_atomic(out / "train.json", record)
+        config = {"profile": job.profile, "train": asdict(cfg), "model": asdict(spec), "device": str(d.device),
+                  "strategy": job.strategy, **settings, "world_size": d.world,
+                  "threads_per_rank": torch.get_num_threads(),
+                  "workload": f"projector+LoRA on {'cached features' if job.source == 'features' else 'pixels'}"}
+        name = job.run or (f"{job.profile}-{strategy}" + (f"-{d.world}" if d.world > 1 else ""))
+        path = write_results(resolve(job.results_dir or params["results_dir"]), "training", name, record, config,
+                             cfg.seed)
+        print(f"wrote {path}")
+    dist.barrier(d)
+    return record
 
 
 def _evaluate_trained(spec, trained: dict, job: TrainJob, data, root, tok, device) -> dict:

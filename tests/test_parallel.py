@@ -88,7 +88,7 @@ def test_pipeline_stages_split_the_model_and_caption_with_the_gathered_weights(j
     assert not (ckpt / "trainable.safetensors").exists()  # no rank holds the whole model
 
 
-def test_pipeline_checkpoint_resumes_in_one_process(job):
+def test_pipeline_checkpoint_resumes_in_one_process(job, two_ranks):  # the gpipe run made its checkpoint
     tmp, params = job
     ckpt = tmp / "pipeline-gpipe" / "ckpt" / "step-000002"
     cli("train", "--params-dir", str(params), "--out", str(tmp / "pipe-resumed"), "--grad-accum", "2",

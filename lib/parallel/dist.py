@@ -6,6 +6,7 @@ without them this is a one-process run and nothing is initialised.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -52,8 +53,17 @@ def init(device: str = "auto", timeout_s: float = 300) -> Dist:
 
 
 def close() -> None:
+    """Destroy the process group while the interpreter is whole, and free what still holds it.
+
+    Models, meshes and optimizers keep references to the group; left to interpreter shutdown, its
+    gloo worker threads may free a tensor after Python is gone and abort the process ("terminate
+    called without an active exception", seen once in 2-rank FSDP teardown on CI). Call it after the
+    training frame has returned, so those objects are garbage already.
+    """
     if dist.is_initialized():
+        gc.collect()  # module/hook reference cycles: collected now, not at exit
         dist.destroy_process_group()
+        gc.collect()
 
 
 def gather(obj, d: Dist) -> list | None:
