@@ -100,16 +100,19 @@ def build(spec: ModelSpec, with_encoder: bool = False, device: str = "cpu"):
 
 @torch.no_grad()
 def caption(vlm, data, batch_size: int = 64, num_beams: int = 1, max_new_tokens: int = 48,
-            device: str = "cpu") -> tuple[dict[str, str], float]:
-    """Generated caption per id over a whole split, and captions per second."""
+            device: str = "cpu", indices=None, use_cache: bool = True,
+            progress: bool = False) -> tuple[dict[str, str], float]:
+    """Generated caption per id over a whole split (or its rows ``indices``), and captions per second."""
+    from tqdm import tqdm
+
     vlm.eval()
-    tok_decode = data.tok.decode
+    rows = list(range(len(data)) if indices is None else indices)
     out, t0 = {}, time.perf_counter()
-    for lo in range(0, len(data), batch_size):
-        batch = data.batch(range(lo, min(len(data), lo + batch_size)))
+    for lo in tqdm(range(0, len(rows), batch_size), desc="caption", unit="batch", disable=not progress):
+        batch = data.batch(rows[lo:lo + batch_size])
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        for i, ids in zip(batch["ids"], vlm.generate(batch, max_new_tokens, num_beams), strict=True):
-            out[i] = tok_decode(ids, skip_special_tokens=True).strip()
+        for i, ids in zip(batch["ids"], vlm.generate(batch, max_new_tokens, num_beams, use_cache), strict=True):
+            out[i] = data.tok.decode(ids, skip_special_tokens=True).strip()
     return out, len(out) / (time.perf_counter() - t0)
 
 

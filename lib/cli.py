@@ -101,6 +101,31 @@ def _train(a):
     train_job(TrainJob(**{f.name: getattr(a, f.name) for f in fields(TrainJob)}))
 
 
+def _evaluate(a):
+    from lib.evaluation import run
+
+    cfg = run.EvalConfig(split=a.split, num_beams=a.beams, resamples=a.resamples, seed=a.seed,
+                         throughput_images=a.throughput_images)
+    device = a.device if a.device != "auto" else ("cuda" if _cuda() else "cpu")
+    rec, path = run.job(a.checkpoint, a.out, a.profile, a.params_dir, cfg, run_name=a.run, figures_dir=a.figures,
+                        device=device)
+    for name in ("model", "nearest_neighbour", "most_frequent"):
+        m = rec[name]
+        print(f"{name:<18} BLEU-4 {m['bleu4']:.3f}  METEOR {m['meteor']:.3f}  ROUGE-L {m['rouge_l']:.3f}  "
+              f"CIDEr-D {m['cider']:.3f}")
+    m, t = rec["model"], rec["throughput"]
+    print(f"identical captions {m['identical_share']:.1%} (references {rec['references']['identical_share']:.1%}), "
+          f"vocabulary {m['vocab']}/{m['reference_vocab']}, generic {m['generic_share']:.1%}; "
+          f"batched KV-cache generation {t['speedup']:.1f}x one-at-a-time without cache")
+    print(f"wrote {path}")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _bench_cache(a):
     from lib import captioner
     from lib.bench import cache
@@ -156,6 +181,20 @@ def _bench_lm(a):
     mfu = f", MFU {metrics['mfu']:.1%}" if metrics["mfu"] is not None else ""
     print(f"{metrics['tokens_per_s']:.0f} tokens/s, {metrics['samples_per_s']:.1f} samples/s{mfu}; the seed's "
           f"47.5K x 3-epoch run: {metrics['seed_run_projected_hours']:.2f} h\nwrote {path}")
+
+
+def _baseline(a):
+    from lib.baseline import run
+
+    cfg = run.BaselineConfig(n_jobs=tuple(int(x) for x in a.n_jobs.split(",")), rounds=a.rounds,
+                             test_split=a.split, seed=a.seed)
+    metrics, path = run.job(a.profile, a.params_dir, cfg, run_name=a.run, figures_dir=a.figures)
+    for row in run.table(metrics):
+        print(f"{row['classifier']:<26} accuracy {row['accuracy']:.3f}  macro-F1 {row['macro_f1']:.3f}  "
+              f"train {row['train_s']:.2f} s")
+    for key in ("features", "xgboost"):
+        print(key, ", ".join(f"n_jobs={r['n_jobs']}: {r['speedup']:.2f}x" for r in metrics["scaling"][key]))
+    print(f"wrote {path}")
 
 
 def _sweep_options(p, default_name: str) -> None:
@@ -349,6 +388,34 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--name", dest="run", help="results file name (default: <profile>-<strategy>[-<ranks>])")
     t.add_argument("--results-dir", help="where results/training/<name>.json goes (default: the profile's)")
     t.set_defaults(fn=_train)
+
+    ev = sub.add_parser("evaluate", help="caption a split with a trained checkpoint; pycocoevalcap scores with "
+                        "intervals, reference points, diversity, per-modality, generation throughput")
+    ev.add_argument("--checkpoint", required=True, help="a train run's out folder, its ckpt/, or a step-N folder")
+    ev.add_argument("--out", required=True, help="folder for eval.json and captions.jsonl")
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--profile", default="default")
+    ev.add_argument("--params-dir")
+    ev.add_argument("--beams", type=int, default=1, help="1: greedy; more: beam search")
+    ev.add_argument("--resamples", type=int, default=200, help="bootstrap resamples of the 95%% intervals")
+    ev.add_argument("--throughput-images", type=int, default=32, help="images timed one at a time without cache")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--figures", help="folder for the gallery figure (default: none)")
+    ev.add_argument("--name", dest="run", help="results file name (default: the profile)")
+    ev.set_defaults(fn=_evaluate)
+
+    bl = sub.add_parser("baseline", help="modality classifiers: hand-crafted features + XGBoost (joblib, n_jobs "
+                        "scaling), CLIP zero-shot, linear probe")
+    bl.add_argument("--profile", default="default")
+    bl.add_argument("--params-dir")
+    bl.add_argument("--n-jobs", default="1,2", help="joblib workers / XGBoost threads to time (must include 1)")
+    bl.add_argument("--rounds", type=int, default=200, help="XGBoost boosting rounds")
+    bl.add_argument("--split", default="test", help="the split to score on (train on train)")
+    bl.add_argument("--seed", type=int, default=0)
+    bl.add_argument("--figures", help="folder for the figures (default: none)")
+    bl.add_argument("--name", dest="run", help="results file name (default: the profile)")
+    bl.set_defaults(fn=_baseline)
 
     r = sub.add_parser("run", help="execute numbered notebooks with papermill")
     r.add_argument("notebooks", nargs="*", help="e.g. 01_eda or 01 (default: all)")

@@ -22,7 +22,7 @@ from typing import Any
 # Distributions whose versions change the numbers; only installed ones are recorded.
 TRACKED_LIBRARIES = (
     "numpy", "pillow", "opencv-python-headless", "matplotlib", "torch", "torchvision", "transformers",
-    "peft", "open_clip_torch", "tokenizers", "bitsandbytes", "dask", "distributed", "xgboost",
+    "peft", "open_clip_torch", "tokenizers", "bitsandbytes", "dask", "distributed", "xgboost", "xgboost-cpu",
     "dask-jobqueue", "scikit-learn", "joblib", "pycocoevalcap", "papermill",
 )
 

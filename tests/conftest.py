@@ -29,6 +29,26 @@ def small_data(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def world(small_data, tmp_path_factory):
+    """Everything training needs, at test size: shards, a briefly pre-trained tiny CLIP and LM, features."""
+    from lib.data.preprocess import PrepConfig, preprocess
+    from lib.data.validate import validate
+    from lib.models import encoder as enc
+    from lib.models import language
+    from lib.models.encode import encode
+
+    root = tmp_path_factory.mktemp("world")
+    validate(small_data, root / "report.json", root / "index.jsonl", progress=False)
+    preprocess(small_data, root / "pre", chunk_size=64, cfg=PrepConfig(size=64), index=root / "index.jsonl",
+               progress=False)
+    enc.pretrain(root / "pre", root / "encoder", enc.PretrainConfig(epochs=1, batch_size=32), progress=False)
+    language.pretrain(root / "pre" / "index.jsonl", root / "lm", language.LMPretrain(epochs=1, model=TINY_LM),
+                      progress=False)
+    encode(root / "pre", root / "features", f"local-dir:{root / 'encoder'}", progress=False)
+    return root
+
+
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run ``python -m lib ...`` as users and SLURM scripts do."""
     proc = subprocess.run([sys.executable, "-m", "lib", *args], cwd=ROOT, capture_output=True, text=True)

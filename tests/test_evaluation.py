@@ -1,5 +1,6 @@
 import pytest
 
+from lib.evaluation import captions
 from lib.evaluation.captions import collapse, most_frequent_caption, score, tokenize
 
 REFS = {
@@ -62,3 +63,42 @@ def test_bootstrap_is_seeded_and_brackets_the_score():
         assert lo <= point[k] <= hi and lo < hi
     exact = score(REFS, {k: v[0] for k, v in REFS.items()}, resamples=20)["ci95"]
     assert exact["bleu4"][0] > 0.99 and exact["rouge_l"] == [1.0, 1.0] and exact["meteor"][0] > 0.9
+
+
+
+def test_meteor_interval_brackets_the_corpus_score():
+    refs = {f"{k}{i}": v for i in range(4) for k, v in REFS.items()}
+    hyps = {f"{k}{i}": v for i in range(4) for k, v in HYPS.items()}
+    s = score(refs, hyps, resamples=40)
+    assert s["ci95"]["meteor"][0] <= s["meteor"] <= s["ci95"]["meteor"][1]
+
+
+def test_diversity_on_constructed_captions():
+    refs = ["Axial CT of the head.", "H&E section of liver.", "Knee radiograph."]  # 10 distinct words
+    train = ["Knee radiograph."] * 3 + ["Axial CT of the head."] * 2 + ["Other."]
+    hyps = ["Knee radiograph.", "Knee radiograph.", "Axial CT of the knee."]
+    d = captions.diversity(hyps, refs, train, generic_top=1)
+    assert captions.words("H&E section, 50 µm.") == ["h&e", "section", "50", "µm"]
+    assert (d["vocab"], d["reference_vocab"], d["words_not_in_references"]) == (6, 10, 0)
+    assert d["vocab_share"] == 0.6
+    assert d["generic_share"] == 2 / 3 and d["reference_generic_share"] == 1 / 3  # "Knee radiograph." only
+    assert d["mean_words"] == 3 and d["reference_mean_words"] == pytest.approx(11 / 3)
+    assert d["length_ratio"] == pytest.approx(9 / 11)
+
+
+def test_scores_by_group_equal_scores_of_each_group():
+    refs = {f"{k}{i}": v for i in range(2) for k, v in REFS.items()}
+    hyps = {f"{k}{i}": v for i in range(2) for k, v in HYPS.items()}
+    groups = {k: "ct" if k.startswith("a") else "other" for k in refs}
+    out = captions.by_group(refs, hyps, groups)
+    assert {g: v["n"] for g, v in out.items()} == {"ct": 2, "other": 4}
+    for g, v in out.items():
+        ids = [k for k in refs if groups[k] == g]
+        alone = score({k: refs[k] for k in ids}, {k: hyps[k] for k in ids}, meteor=False)
+        assert v["bleu4"] == pytest.approx(alone["bleu4"]) and v["cider"] == pytest.approx(alone["cider"])
+
+
+def test_reference_agreement_needs_several_references():
+    assert captions.reference_agreement({"x": ["a b c"], "y": ["d e f"]})["images"] == 0
+    same = captions.reference_agreement({"x": [REFS["a"][0]] * 2, "y": [REFS["b"][0]] * 3, "z": ["only one"]})
+    assert same["images"] == 2 and same["bleu4"] > 0.99 and same["rouge_l"] == pytest.approx(1)

@@ -13,8 +13,6 @@ import torch
 import yaml
 
 from lib.captioner import ModelSpec, build
-from lib.data.preprocess import PrepConfig, preprocess
-from lib.data.validate import validate
 from lib.models import ModelUnavailable, language
 from lib.models import encoder as enc
 from lib.models.encode import encode, open_features
@@ -23,20 +21,6 @@ from lib.training.data import CaptionData, Order
 from lib.training.loop import TrainConfig, train
 
 from conftest import ROOT, TINY_LM, cli, tiny_profile
-
-
-@pytest.fixture(scope="session")
-def world(small_data, tmp_path_factory):
-    """Everything training needs, at test size: shards, a briefly pre-trained tiny CLIP and LM, features."""
-    root = tmp_path_factory.mktemp("world")
-    validate(small_data, root / "report.json", root / "index.jsonl", progress=False)
-    preprocess(small_data, root / "pre", chunk_size=64, cfg=PrepConfig(size=64), index=root / "index.jsonl",
-               progress=False)
-    enc.pretrain(root / "pre", root / "encoder", enc.PretrainConfig(epochs=1, batch_size=32), progress=False)
-    language.pretrain(root / "pre" / "index.jsonl", root / "lm", language.LMPretrain(epochs=1, model=TINY_LM),
-                      progress=False)
-    encode(root / "pre", root / "features", f"local-dir:{root / 'encoder'}", progress=False)
-    return root
 
 
 def _vlm(world, seed=0, pixels=False):

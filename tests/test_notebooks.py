@@ -101,3 +101,31 @@ def test_parallel_notebooks_launch_torchrun_and_report(tmp_path):
         "pipeline-1f1b-m2-w2-t1-b4-off", "single-w1-t1-b4-off", "single-w1-t2-b4-off"]
     for name in ("04_ddp", "05_fsdp", "06_model_parallel"):
         assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
+
+
+def test_baseline_and_evaluation_notebooks_report_from_results(tmp_path):
+    """Notebook 03 classifies modalities and times n_jobs; notebook 07 trains the tiny captioner
+    (none finished yet), evaluates its checkpoint and shows the results file's numbers."""
+    params = tiny_profile(tmp_path, n=60)
+    train = yaml.safe_load((params / "default" / "train.yaml").read_text())
+    train["pretrain"] = {"encoder": {"epochs": 1, "batch_size": 16},
+                         "lm": {"epochs": 1, "batch_size": 16, "model": dataclasses.asdict(TINY_LM)}}
+    train.update(visual_tokens=4, projector_hidden=32,
+                 train={"steps": 4, "align_steps": 1, "batch_size": 8, "warmup": 1, "ckpt_every": 2})
+    (params / "default" / "train.yaml").write_text(yaml.safe_dump(train))
+    (params / "default" / "03_baselines.yaml").write_text(yaml.safe_dump({"n_jobs": [1, 2], "rounds": 20}))
+    (params / "default" / "07_evaluation.yaml").write_text(yaml.safe_dump(
+        {"train_run": str(tmp_path / "train"), "resamples": 20, "throughput_images": 3}))
+    cli("run", "03", "07", "--profile", "default", "--params-dir", str(params), "--output-dir", str(tmp_path / "out"))
+    base = json.loads((tmp_path / "results" / "baseline" / "test.json").read_text())["metrics"]
+    assert set(base["classifiers"]) == {"handcrafted_xgboost", "clip_xgboost", "clip_linear_probe", "clip_zero_shot"}
+    assert base["labels"]["test"]["sources"]["dataset"] == base["pairs"]["test"] > 0
+    assert [r["n_jobs"] for r in base["scaling"]["xgboost"]] == [1, 2]
+    ev = json.loads((tmp_path / "results" / "evaluation" / "test.json").read_text())
+    assert ev["metrics"]["checkpoint"].endswith("step-000004") and ev["config"]["resamples"] == 20
+    assert json.loads((tmp_path / "train" / "train.json").read_text())["status"] == "finished"
+    for name in ("03_baselines_confusion", "03_baselines_njobs", "07_gallery", "07_per_modality"):
+        assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
+    for nb in ("03_baselines", "07_evaluation"):
+        executed = nbformat.read(tmp_path / "out" / "default" / f"{nb}.ipynb", as_version=4)
+        assert not [o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]

@@ -97,6 +97,33 @@ def test_pipeline_checkpoint_resumes_in_one_process(job, two_ranks):  # the gpip
     assert resumed["start_step"] == 2 and resumed["losses"] == pytest.approx(whole["losses"][2:], rel=1e-5)
 
 
+def test_evaluate_reads_a_pipeline_checkpoint_and_captions_as_training_did(job, two_ranks):
+    """`python -m lib evaluate` on the per-stage DCP checkpoint of a 2-stage run: the same captions
+    rank 0 made at the end of training with the gathered weights, plus the whole evaluation."""
+    tmp, params = job
+    cli("evaluate", "--params-dir", str(params), "--checkpoint", str(tmp / "pipeline-1f1b"), "--out",
+        str(tmp / "eval"), "--resamples", "20", "--throughput-images", "3", "--name", "pipe", "--figures",
+        str(tmp / "figures"))
+    read = lambda p: [json.loads(line) for line in open(p)]  # noqa: E731
+    trained, evaluated = read(tmp / "pipeline-1f1b" / "captions.jsonl"), read(tmp / "eval" / "captions.jsonl")
+    assert [(c["id"], c["generated"]) for c in evaluated] == [(c["id"], c["generated"]) for c in trained]
+    rec = json.loads((tmp / "results" / "evaluation" / "pipe.json").read_text())
+    m = rec["metrics"]
+    assert m["checkpoint"].endswith("step-000004") and m["pairs"] == len(evaluated)
+    for who in ("model", "nearest_neighbour"):
+        assert set(m[who]["ci95"]) == {"bleu4", "cider", "rouge_l", "meteor"}
+        assert m[who]["vocab_share"] == m[who]["vocab"] / m[who]["reference_vocab"] > 0
+    modalities = {c["modality"] for c in evaluated}
+    assert set(m["per_modality"]["model"]) == modalities
+    assert sum(g["n"] for g in m["per_modality"]["model"].values()) == m["pairs"]
+    t = m["throughput"]
+    assert t["images"] == 3 and all(t[k]["same_captions_as_batched"] == 1 for k in
+                                    ("one_at_a_time_kv_cache", "one_at_a_time_no_cache"))
+    assert m["spice"].startswith("unavailable") and rec["provenance"]["git"]["commit"]
+    for name in ("07_gallery", "07_per_modality"):
+        assert (tmp / "figures" / f"{name}.png").stat().st_size > 1000
+
+
 def test_fsdp_holds_about_half_the_model_state_per_rank(two_ranks):
     ddp, fsdp = (two_ranks[n]["ranks"][0]["model_state_bytes"] for n in ("ddp", "fsdp"))
     assert fsdp["total"] <= 0.55 * ddp["total"]

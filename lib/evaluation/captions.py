@@ -7,6 +7,7 @@ it downloads Stanford CoreNLP at first use, which an offline cluster node cannot
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import numpy as np
@@ -57,7 +58,10 @@ def score(refs: dict[str, list[str]], hyps: dict[str, str], meteor: bool = True,
     id against its references. With ``resamples``, also ``ci95``: percentile intervals of BLEU-4,
     CIDEr-D, ROUGE-L and METEOR (95%) over resamples of the test images with replacement, seeded (the
     same call gives the same intervals)."""
-    gts, res = _tokenized(refs, hyps)
+    return _score(*_tokenized(refs, hyps), meteor, resamples, seed)
+
+
+def _score(gts: dict, res: dict, meteor: bool = True, resamples: int = 0, seed: int = 0) -> dict:
     each = _per_caption(gts, res, meteor)
     out = {**_bleu_cider(gts, res), "rouge_l": float(each["rouge_l"].mean())}
     if meteor:
@@ -69,29 +73,33 @@ def score(refs: dict[str, list[str]], hyps: dict[str, str], meteor: bool = True,
 
 def _intervals(gts: dict, res: dict, each: dict, n: int, seed: int) -> dict[str, list[float]]:
     """BLEU and CIDEr are recomputed on every resample (they are not means of per-caption scores);
-    ROUGE-L and METEOR resample their per-caption scores."""
+    ROUGE-L and METEOR resample their per-caption scores. METEOR's corpus score is aggregated by its
+    Java scorer, not as their mean: its interval is shifted by (corpus - mean) so that it brackets
+    the value reported."""
     ids = list(gts)
     rng = np.random.default_rng(seed)
     keys = ["bleu4", "cider", "rouge_l"] + (["meteor"] if "meteor" in each else [])
     draws: dict[str, list[float]] = {k: [] for k in keys}
+    shift = {"meteor": each["meteor_corpus"] - float(each["meteor"].mean())} if "meteor" in each else {}
     for _ in range(n):
         pick = rng.integers(0, len(ids), len(ids))
         # a caption drawn twice is two test items: each draw gets its own key
         corpus = _bleu_cider({str(j): gts[ids[i]] for j, i in enumerate(pick)},
                              {str(j): res[ids[i]] for j, i in enumerate(pick)})
         for k in draws:
-            draws[k].append(corpus[k] if k in corpus else float(each[k][pick].mean()))
+            draws[k].append(corpus[k] if k in corpus else float(each[k][pick].mean()) + shift.get(k, 0.0))
     return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in draws.items()}
 
 
 def collapse(hyps: list[str]) -> dict[str, float]:
-    """identical_share: share of generations that equal another generation; top_share: share of the
-    single commonest one (the seed's "30% collapsed to the same text"); distinct-1/2: unique
-    uni/bigrams over all uni/bigrams."""
+    """Mode collapse, defined: identical_share is the share of generations that equal another
+    generation (1.0: every caption is shared; 0.0: all distinct); top_share is the share of the single
+    commonest one (the seed's "30% collapsed to the same text"); distinct-1/2: unique uni/bigrams over
+    all uni/bigrams."""
     counts = Counter(hyps)
-    words = [h.split() for h in hyps]
-    unigrams = [w for ws in words for w in ws]
-    bigrams = [tuple(ws[i:i + 2]) for ws in words for i in range(len(ws) - 1)]
+    split = [h.split() for h in hyps]
+    unigrams = [w for ws in split for w in ws]
+    bigrams = [tuple(ws[i:i + 2]) for ws in split for i in range(len(ws) - 1)]
     return {
         "identical_share": sum(c for c in counts.values() if c > 1) / max(1, len(hyps)),
         "top_share": counts.most_common(1)[0][1] / len(hyps) if hyps else 0.0,
@@ -105,3 +113,52 @@ def collapse(hyps: list[str]) -> dict[str, float]:
 def most_frequent_caption(captions: list[str]) -> str:
     """The reference point every captioner must beat: always answer the commonest training caption."""
     return Counter(captions).most_common(1)[0][0]
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased word tokens (H&E stays one): what vocabularies and lengths count."""
+    return re.findall(r"[\w&]+", text.lower())
+
+
+def diversity(hyps: list[str], references: list[str], train_captions: list[str], generic_top: int = 10) -> dict:
+    """What a captioner says against what the references say.
+
+    vocab_share: distinct words used over the references' distinct words; generic_share: share of
+    captions that are one of the ``generic_top`` commonest training captions word for word (an answer
+    that needs no look at the image), beside the same share among the references; length_ratio: mean
+    words per caption over the references' mean.
+    """
+    top = {c for c, _ in Counter(train_captions).most_common(generic_top)}
+    hyp_words, ref_words = [words(h) for h in hyps], [words(r) for r in references]
+    vocab, ref_vocab = {w for ws in hyp_words for w in ws}, {w for ws in ref_words for w in ws}
+    mean, ref_mean = np.mean([len(w) for w in hyp_words]), np.mean([len(w) for w in ref_words])
+    return {
+        "vocab": len(vocab), "reference_vocab": len(ref_vocab), "vocab_share": len(vocab) / max(1, len(ref_vocab)),
+        "words_not_in_references": len(vocab - ref_vocab),
+        "generic_share": sum(h in top for h in hyps) / max(1, len(hyps)),
+        "reference_generic_share": sum(r in top for r in references) / max(1, len(references)),
+        "mean_words": float(mean), "reference_mean_words": float(ref_mean), "length_ratio": float(mean / ref_mean),
+    }
+
+
+def by_group(refs: dict[str, list[str]], hyps: dict[str, str], groups: dict[str, str]) -> dict[str, dict]:
+    """BLEU-4, CIDEr-D and ROUGE-L within each group (e.g. modality) of ids, with its size. CIDEr-D
+    weighs n-grams by document frequency within the group, so it is comparable across captioners
+    on one group, less so across groups."""
+    gts, res = _tokenized(refs, hyps)  # once: the tokenizer is a Java process per call
+    out = {}
+    for g in sorted(set(groups.values())):
+        ids = [i for i in gts if groups[i] == g]
+        s = _score({i: gts[i] for i in ids}, {i: res[i] for i in ids}, meteor=False)
+        out[g] = {"n": len(ids), "bleu4": s["bleu4"], "cider": s["cider"], "rouge_l": s["rouge_l"]}
+    return out
+
+
+def reference_agreement(refs_by_image: dict[str, list[str]]) -> dict:
+    """How well one human reference scores against the others of the same image: the ceiling a
+    captioner can be expected to reach. Needs images with two or more references."""
+    several = {k: v for k, v in refs_by_image.items() if len(v) > 1}
+    if not several:
+        return {"images": 0, "note": "every image has one reference: no reference-vs-reference agreement"}
+    s = score({k: v[1:] for k, v in several.items()}, {k: v[0] for k, v in several.items()}, meteor=False)
+    return {"images": len(several), **{k: s[k] for k in ("bleu4", "cider", "rouge_l")}}

@@ -127,6 +127,26 @@ def load_trainable(model, ckpt: str | os.PathLike, strict: bool = True) -> None:
     load_trained_state(model, load_file(Path(ckpt) / "trainable.safetensors"), strict, source=str(ckpt))
 
 
+def load_weights(model, ckpt: str | os.PathLike) -> Path:
+    """The trained weights of a run's newest checkpoint (or of ``ckpt`` itself) into a plain model:
+    from ``trainable.safetensors`` when one rank held the whole model, else from the DCP shards or
+    stages, whatever world size wrote them. Returns the checkpoint folder read."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    found = latest(ckpt)
+    if found is None:
+        raise FileNotFoundError(f"no checkpoint under {ckpt} (a run's out folder, its ckpt/, or a step-N folder)")
+    if (found / "trainable.safetensors").exists():
+        load_trainable(model, found)
+        return found
+    state = {"model": get_model_state_dict(model, options=StateDictOptions(ignore_frozen_params=True))}
+    with _one_process_is_fine():
+        dcp.load(state, storage_reader=_safe_reader(found / "dcp"), no_dist=True)
+    load_trained_state(model, state["model"], source=str(found))
+    return found
+
+
 def load_trained_state(model, state: dict[str, torch.Tensor], strict: bool = True, source: str = "state") -> None:
     """Copy trained weights by name into a plain model; strict: exactly its trained parameters."""
     own = dict(model.named_parameters())

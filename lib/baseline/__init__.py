@@ -1,0 +1,1 @@
+"""Modality baselines: hand-crafted features + XGBoost, CLIP zero-shot, linear probe."""

@@ -1,0 +1,165 @@
+"""``python -m lib baseline``: the three modality classifiers on one split, the n_jobs scaling of the
+CPU baseline, a results file and its figures."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lib.baseline import features as hand
+from lib.baseline import modality as mod
+
+
+@dataclass
+class BaselineConfig:
+    n_jobs: tuple[int, ...] = (1, 2)  # joblib workers and XGBoost threads to time; 1 must be among them
+    rounds: int = 200  # XGBoost boosting rounds
+    chunk: int = 64  # images per joblib task
+    test_split: str = "test"
+    seed: int = 0
+
+
+def _rows(preprocessed: Path, split: str) -> list[dict]:
+    return [r for r in map(json.loads, open(preprocessed / "index.jsonl", encoding="utf-8")) if r["split"] == split]
+
+
+def _cached(features: Path, rows: list[dict]) -> np.ndarray:
+    from lib.models.encode import open_features
+
+    return mod.pooled(np.stack([open_features(features, r["shard"])[r["offset"]] for r in rows]))
+
+
+def run(preprocessed: Path, pooled_features: Path, encoder: str, cfg: BaselineConfig,
+        progress: bool = True) -> dict:
+    """Train on the train split, score on ``cfg.test_split``. ``pooled_features``: an ``encode
+    --output pooled`` cache of the same shards (CLIP's joint image-text space, which zero-shot needs)."""
+    if 1 not in cfg.n_jobs:
+        raise ValueError(f"n_jobs {cfg.n_jobs} must include 1: speed-ups are measured against it")
+    train, y_train, train_labels = mod.labelled(_rows(preprocessed, "train"))
+    test, y_test, test_labels = mod.labelled(_rows(preprocessed, cfg.test_split))
+    if not train or not test:
+        raise ValueError(f"no labelled images to classify (train {train_labels}, {cfg.test_split} {test_labels})")
+    seen = set(y_train) | set(y_test)
+    classes = [c for c in mod.TERMS if c in seen] + sorted(seen - set(mod.TERMS))
+
+    # the CPU baseline: joblib feature extraction, then XGBoost, each timed at every n_jobs
+    extracted, extract_s = None, {}
+    for n in cfg.n_jobs:
+        x, extract_s[n] = hand.extract(preprocessed, train + test, n_jobs=n, chunk=cfg.chunk, progress=progress)
+        if extracted is not None and not np.array_equal(x, extracted):
+            raise RuntimeError(f"features differ between n_jobs={cfg.n_jobs[0]} and {n}")
+        extracted = x
+    x_train, x_test = extracted[:len(train)], extracted[len(train):]
+    fit_s, predictions = {}, {}
+    for n in cfg.n_jobs:
+        predictions[n], fit_s[n] = mod.xgboost(x_train, y_train, x_test, classes, n_jobs=n, seed=cfg.seed,
+                                               rounds=cfg.rounds)
+    most = max(cfg.n_jobs)
+    results = {"handcrafted_xgboost": {"features": f"{len(hand.NAMES)} hand-crafted", "train_s": fit_s[most],
+                                       **mod.scores(y_test, predictions[most], classes)}}
+
+    # neural reference points on the frozen encoder's image embeddings
+    e_train, e_test = _cached(pooled_features, train), _cached(pooled_features, test)
+    pred, seconds = mod.xgboost(e_train, y_train, e_test, classes, n_jobs=most, seed=cfg.seed, rounds=cfg.rounds)
+    results["clip_xgboost"] = {"features": f"CLIP embedding ({e_train.shape[1]})", "train_s": seconds,
+                               **mod.scores(y_test, pred, classes)}
+    pred, seconds = mod.linear_probe(e_train, y_train, e_test, seed=cfg.seed)
+    results["clip_linear_probe"] = {"features": f"CLIP embedding ({e_train.shape[1]})", "train_s": seconds,
+                                    **mod.scores(y_test, pred, classes)}
+    pred, by_template = mod.zero_shot(e_test, encoder, classes)
+    results["clip_zero_shot"] = {"features": f"CLIP embedding, {len(mod.TEMPLATES)} prompt templates", "train_s": 0.0,
+                                 **mod.scores(y_test, pred, classes),
+                                 "templates": {t: mod.scores(y_test, p, classes)["accuracy"] for t, p in by_template.items()}}
+    return {
+        "classifiers": results,
+        "classes": classes,
+        "labels": {"train": train_labels, cfg.test_split: test_labels},
+        "pairs": {"train": len(train), cfg.test_split: len(test)},
+        "majority_class_accuracy": max(y_test.count(c) for c in classes) / len(y_test),
+        "scaling": {"features": mod.scaling(extract_s), "xgboost": mod.scaling(fit_s),
+                    "images": len(train) + len(test), "training_rows": len(train),
+                    "same_predictions": all(predictions[n] == predictions[most] for n in cfg.n_jobs)},
+    }
+
+
+def config(cfg: BaselineConfig, preprocessed: Path, encoder: str) -> dict:
+    return {**asdict(cfg), "preprocessed": str(preprocessed), "encoder": encoder,
+            "feature_names": hand.NAMES, "templates": list(mod.TEMPLATES), "class_names": mod.NAMES}
+
+
+TITLES = {"handcrafted_xgboost": "hand-crafted + XGBoost", "clip_xgboost": "CLIP embedding + XGBoost",
+          "clip_linear_probe": "CLIP linear probe", "clip_zero_shot": "CLIP zero-shot"}
+
+
+def table(metrics: dict) -> list[dict]:
+    return [{"classifier": TITLES.get(k, k), "features": r["features"], "accuracy": r["accuracy"],
+             "macro_f1": r["macro_f1"], "train_s": r["train_s"]} for k, r in metrics["classifiers"].items()]
+
+
+def figures(metrics: dict, out: str | Path, prefix: str = "03_baselines") -> list[Path]:
+    """Row-normalised confusion matrices of every classifier, and the n_jobs scaling."""
+    from lib import plots
+
+    out, paths = Path(out), []
+    names = list(metrics["classifiers"])
+    fig, axes = plots.figure(ncols=len(names), width=3.3, height=3.3)
+    for ax, name in zip(axes[0], names, strict=True):
+        r = metrics["classifiers"][name]
+        cm = np.asarray(r["confusion"], dtype=float)
+        ax.imshow(cm / cm.sum(axis=1, keepdims=True).clip(1), vmin=0, vmax=1, cmap="Blues")
+        ax.set_xticks(range(len(r["classes"])), r["classes"], rotation=60, ha="right")
+        ax.set_yticks(range(len(r["classes"])), r["classes"] if ax is axes[0][0] else [])
+        ax.grid(False)
+        for i, j in np.ndindex(cm.shape):
+            if cm[i, j]:
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if cm[i, j] > cm[i].sum() / 2 else "black")
+        ax.set_title(f"{TITLES.get(name, name)}\nacc {r['accuracy']:.2f}, macro-F1 {r['macro_f1']:.2f}", fontsize=8)
+        ax.set_xlabel("predicted")
+    axes[0][0].set_ylabel("true")
+    paths.append(plots.save(fig, out / f"{prefix}_confusion.png"))
+
+    fig, axes = plots.figure(ncols=2, width=3.6)
+    for ax, key, what in zip(axes[0], ("features", "xgboost"), ("feature extraction (joblib)", "XGBoost training"),
+                             strict=True):
+        rows = metrics["scaling"][key]
+        n = [r["n_jobs"] for r in rows]
+        ax.plot(n, [r["speedup"] for r in rows], "o-", label="measured")
+        ax.plot(n, n, ":", color="grey", label="ideal")
+        ax.set_xticks(n)
+        ax.set_xlabel("n_jobs")
+        ax.set_ylabel("speed-up over n_jobs=1")
+        ax.set_title(what)
+        ax.legend()
+    paths.append(plots.save(fig, out / f"{prefix}_njobs.png"))
+    return paths
+
+
+def job(profile_name: str = "default", params_dir: str | None = None, cfg: BaselineConfig | None = None, *,
+        run_name: str | None = None, figures_dir: str | None = None, results_dir: str | None = None,
+        progress: bool = True) -> tuple[dict, Path]:
+    """Build what is missing (the same cached artefacts training uses, plus pooled CLIP embeddings
+    when training uses patch tokens), classify, write ``results/baseline/<run>.json`` (and figures)."""
+    from lib.captioner import local_spec, prepare
+    from lib.config import load_profile, resolve
+    from lib.models.encode import encode
+    from lib.results import write_results
+
+    cfg = cfg or BaselineConfig()
+    profile = load_profile(profile_name, params_dir)
+    profile.apply_env()
+    params = profile.notebook_params("train")
+    art, spec = prepare(profile, params, progress=progress, pretrain_cfg=params.get("pretrain"))
+    encoder = local_spec(spec.encoder)
+    pooled = art.features.parent / "pooled"
+    if spec.encoder_output != "pooled":
+        encode(art.preprocessed, pooled, encoder, output="pooled", progress=progress)
+    metrics = run(art.preprocessed, pooled, encoder, cfg, progress=progress)
+    path = write_results(resolve(results_dir or params["results_dir"]), "baseline", run_name or profile_name,
+                         metrics, {"profile": profile_name, **config(cfg, art.preprocessed, spec.encoder)}, cfg.seed)
+    if figures_dir:
+        figures(metrics, resolve(figures_dir))
+    return metrics, path

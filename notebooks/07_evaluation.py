@@ -1,0 +1,130 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 · Evaluating the captions
+#
+# A trained captioner describes every test figure; pycocoevalcap scores the descriptions against
+# the published captions: BLEU-1..4, METEOR, ROUGE-L and CIDEr-D after its PTB tokenizer, on its
+# 0-1 scale (papers often print ×100), with seeded 95% bootstrap intervals. SPICE needs Stanford
+# CoreNLP, which pycocoevalcap downloads at first use: offline it is reported unavailable.
+#
+# Scores mean little alone, so the same split gets reference points: the most frequent training
+# caption (what a collapsed model says), the caption of the nearest training image by encoder
+# feature (retrieval, no generation at all) and, where images have several references, one
+# reference against the others. Then diversity: the seed reported "30% mode collapse" without a
+# definition; here it is the share of generated captions identical to another one, beside
+# distinct-n, the vocabulary used and generic answers. `python -m lib evaluate` does the same.
+
+# %% tags=["parameters"]
+profile = "default"
+results_dir = "results"
+figures_dir = "figures"
+run_name = "default"
+seed = 0
+train_run = "outputs/default/train"  # a train run's out folder: trained here when it has no finished run
+train_steps = 0  # 0: the profile's steps
+split = "test"
+beams = 1
+resamples = 200  # bootstrap resamples of the 95% intervals
+throughput_images = 32  # images captioned one at a time without cache (the slow reference)
+
+# %%
+import json
+import subprocess
+import sys
+
+import pandas as pd
+from IPython.display import Image, display
+
+from lib.config import resolve
+from lib.evaluation import run
+from lib.training.checkpoint import latest
+
+# %% [markdown]
+# ## The trained captioner
+# Training is the one job every part uses (`python -m lib train`), run here only when `train_run`
+# holds no finished run; an interrupted one resumes from its newest checkpoint.
+
+# %%
+out = resolve(train_run)
+done = out / "train.json"
+if not (done.exists() and json.loads(done.read_text())["status"] == "finished"):
+    cmd = [sys.executable, "-m", "lib", "train", "--profile", profile, "--out", str(out), "--no-eval"]
+    cmd += ["--max-steps", str(train_steps)] if train_steps else []
+    cmd += ["--resume", str(out)] if latest(out) else []
+    subprocess.run(cmd, check=True)
+print(json.loads(done.read_text())["status"], "at", latest(out))
+
+# %%
+cfg = run.EvalConfig(split=split, num_beams=beams, resamples=resamples, seed=seed,
+                     throughput_images=throughput_images)
+record, path = run.job(str(out), str(out / f"eval-{split}"), profile, cfg=cfg, run_name=run_name,
+                       figures_dir=figures_dir, results_dir=results_dir)
+print(f"wrote {path}")
+
+# %% [markdown]
+# ## Scores against the reference points
+# Intervals are 95% percentile bootstrap intervals over resampled test images.
+
+# %%
+rows = {}
+for who in ("model", "nearest_neighbour", "most_frequent"):
+    m = record[who]
+    rows[who] = {k: m[k] for k in ("bleu1", "bleu4", "meteor", "rouge_l", "cider")}
+    for k, (lo, hi) in m.get("ci95", {}).items():
+        rows[who][f"{k} 95% CI"] = f"{lo:.3f}–{hi:.3f}"
+display(pd.DataFrame(rows).T.rename_axis(f"{record['split']}, {record['pairs']} images"))
+print("reference vs reference:", record["reference_agreement"])
+print("SPICE:", record["spice"])
+
+# %% [markdown]
+# ## Diversity and mode collapse
+# `identical_share`: captions equal to another caption of the split; `top_share`: the single
+# commonest one; `vocab_share`: distinct words used over the references' distinct words;
+# `generic_share`: captions that are one of the 10 commonest training captions word for word.
+
+# %%
+keys = ["identical_share", "top_share", "unique_captions", "distinct1", "distinct2", "vocab", "vocab_share",
+        "generic_share", "mean_words", "length_ratio"]
+div = {who: {k: record[who].get(k) for k in keys} for who in ("model", "nearest_neighbour")}
+div["references"] = {**{k: record["references"].get(k) for k in keys},
+                     "vocab": record["model"]["reference_vocab"], "vocab_share": 1.0,
+                     "generic_share": record["model"]["reference_generic_share"],
+                     "mean_words": record["model"]["reference_mean_words"], "length_ratio": 1.0}
+display(pd.DataFrame(div).round(3))
+
+# %% [markdown]
+# ## By modality
+
+# %%
+display(pd.concat({who: pd.DataFrame(v).T for who, v in record["per_modality"].items()}, axis=1).round(3))
+display(Image(filename=str(resolve(figures_dir) / "07_per_modality.png")))
+
+# %% [markdown]
+# ## Generation throughput
+# Batched greedy decoding with the KV cache (how the captions above were made) against one image
+# at a time, with and without the cache; all three give the same captions.
+
+# %%
+t = record["throughput"]
+display(pd.DataFrame({k: v for k, v in t.items() if isinstance(v, dict)}).T.round(3))
+print(f"batched KV cache: {t['speedup']:.1f}x one at a time without cache ({t['images']} images)")
+
+# %% [markdown]
+# ## Gallery
+
+# %%
+display(Image(filename=str(resolve(figures_dir) / "07_gallery.png")))
