@@ -117,12 +117,12 @@ def caption(vlm, data, batch_size: int = 64, num_beams: int = 1, max_new_tokens:
 
 
 def evaluate(vlm, train_data, test_data, device: str = "cpu", num_beams: int = 1, resamples: int = 200,
-             seed: int = 0) -> dict:
+             seed: int = 0, progress: bool = False) -> dict:
     """Scores of the captioner (with seeded 95% bootstrap intervals over ``resamples`` resamples of the
     test images) and of the most-frequent-caption baseline on ``test_data``."""
     from lib.evaluation.captions import collapse, most_frequent_caption, score
 
-    hyps, per_s = caption(vlm, test_data, num_beams=num_beams, device=device)
+    hyps, per_s = caption(vlm, test_data, num_beams=num_beams, device=device, progress=progress)
     refs = {r.get("id", r["image"]): [r["caption"]] for r in test_data.rows}
     frequent = most_frequent_caption([r["caption"] for r in train_data.rows])
     return {

@@ -106,9 +106,8 @@ def _evaluate(a):
 
     cfg = run.EvalConfig(split=a.split, num_beams=a.beams, resamples=a.resamples, seed=a.seed,
                          throughput_images=a.throughput_images)
-    device = a.device if a.device != "auto" else ("cuda" if _cuda() else "cpu")
     rec, path = run.job(a.checkpoint, a.out, a.profile, a.params_dir, cfg, run_name=a.run, figures_dir=a.figures,
-                        device=device)
+                        device=a.device)
     for name in ("model", "nearest_neighbour", "most_frequent"):
         m = rec[name]
         print(f"{name:<18} BLEU-4 {m['bleu4']:.3f}  METEOR {m['meteor']:.3f}  ROUGE-L {m['rouge_l']:.3f}  "
@@ -118,12 +117,6 @@ def _evaluate(a):
           f"vocabulary {m['vocab']}/{m['reference_vocab']}, generic {m['generic_share']:.1%}; "
           f"batched KV-cache generation {t['speedup']:.1f}x one-at-a-time without cache")
     print(f"wrote {path}")
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _bench_cache(a):

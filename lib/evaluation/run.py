@@ -71,7 +71,7 @@ def evaluate(vlm, train, test, cfg: EvalConfig, device: str = "cpu", progress: b
     from lib.evaluation.captions import by_group, collapse, diversity, reference_agreement, score
 
     base = caption_and_score(vlm, train, test, device, num_beams=cfg.num_beams, resamples=cfg.resamples,
-                             seed=cfg.seed)
+                             seed=cfg.seed, progress=progress)
     refs = {c["id"]: [c["reference"]] for c in base["captions"]}
     hyps = {c["id"]: c["generated"] for c in base["captions"]}
     train_caps, ref_list = [r["caption"] for r in train.rows], [v[0] for v in refs.values()]
@@ -144,7 +144,7 @@ def modality_figure(record: dict, out: Path) -> Path:
 
 def job(checkpoint: str, out: str, profile_name: str = "default", params_dir: str | None = None,
         cfg: EvalConfig | None = None, *, run_name: str | None = None, figures_dir: str | None = None,
-        results_dir: str | None = None, device: str = "cpu", progress: bool = True) -> tuple[dict, Path]:
+        results_dir: str | None = None, device: str = "auto", progress: bool = True) -> tuple[dict, Path]:
     """Evaluate ``checkpoint`` (a run folder, its ckpt/ or a step-N folder, from any strategy) with the
     profile's model; write ``out/eval.json``, ``out/captions.jsonl`` and ``results/evaluation/<run>.json``."""
     from lib.captioner import build, prepare
@@ -154,6 +154,7 @@ def job(checkpoint: str, out: str, profile_name: str = "default", params_dir: st
     from lib.training.data import CaptionData
 
     cfg = cfg or EvalConfig()
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     profile = load_profile(profile_name, params_dir)
     profile.apply_env()
     params = profile.notebook_params("train")
