@@ -32,6 +32,7 @@ def test_scaling_is_against_one_job():
     assert [r["n_jobs"] for r in rows] == [1, 2, 4]
     assert [r["speedup"] for r in rows] == pytest.approx([1, 10 / 6, 2.5])
     assert [r["efficiency"] for r in rows] == pytest.approx([1, 10 / 12, 0.625])
+    assert modality.scaling({1: 4.0, 2: 2.5}, items=100)[1]["images_per_s"] == 40
     with pytest.raises(ValueError, match="n_jobs=1"):
         modality.scaling({2: 1.0, 4: 0.6})
 

@@ -131,10 +131,11 @@ def pooled(features: np.ndarray) -> np.ndarray:
     return np.asarray(features, dtype=np.float32).mean(axis=1)
 
 
-def scaling(timings: dict[int, float]) -> list[dict]:
-    """{n_jobs: seconds} -> rows with speed-up over n_jobs=1 and efficiency (speed-up / n_jobs)."""
+def scaling(timings: dict[int, float], items: int | None = None, unit: str = "images") -> list[dict]:
+    """{n_jobs: seconds} -> rows with speed-up over n_jobs=1, efficiency (speed-up / n_jobs) and,
+    given how many ``items`` each run did, their rate (``<unit>_per_s``)."""
     if 1 not in timings:
         raise ValueError(f"scaling is measured against n_jobs=1, which is not among {sorted(timings)}")
     base = timings[1]
-    return [{"n_jobs": n, "seconds": s, "speedup": base / s, "efficiency": base / s / n}
-            for n, s in sorted(timings.items())]
+    return [{"n_jobs": n, "seconds": s, "speedup": base / s, "efficiency": base / s / n,
+             **({f"{unit}_per_s": items / s} if items else {})} for n, s in sorted(timings.items())]

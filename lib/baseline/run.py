@@ -79,7 +79,7 @@ def run(preprocessed: Path, pooled_features: Path, encoder: str, cfg: BaselineCo
         "labels": {"train": train_labels, cfg.test_split: test_labels},
         "pairs": {"train": len(train), cfg.test_split: len(test)},
         "majority_class_accuracy": max(y_test.count(c) for c in classes) / len(y_test),
-        "scaling": {"features": mod.scaling(extract_s), "xgboost": mod.scaling(fit_s),
+        "scaling": {"features": mod.scaling(extract_s, len(extracted)), "xgboost": mod.scaling(fit_s),
                     "images": len(train) + len(test), "training_rows": len(train),
                     "same_predictions": all(predictions[n] == predictions[most] for n in cfg.n_jobs)},
     }
