@@ -8,13 +8,14 @@ import pytest
 
 from lib.baseline import modality, run
 from lib.baseline.features import NAMES, extract, image_features
+from lib.data.modality import labelled
 
 
 def test_labels_come_from_the_dataset_or_one_caption_term_and_skips_are_counted():
     rows = [{"caption": "whatever", "modality": "ct"}, {"caption": "Axial CT of the head."},
             {"caption": "Plain radiograph of the knee."}, {"caption": "A diagram of the pathway."},
             {"caption": "CT and MRI of the brain."}]
-    keep, labels, info = modality.labelled(rows)
+    keep, labels, info = labelled(rows)
     assert labels == ["ct", "ct", "xray"] and keep == rows[:3]
     assert info == {"sources": {"dataset": 1, "caption terms": 2},
                     "skipped": {"no modality term in caption": 1, "several modality terms in caption": 1}}

@@ -11,6 +11,7 @@ import numpy as np
 
 from lib.baseline import features as hand
 from lib.baseline import modality as mod
+from lib.data.modality import TERMS, labelled
 
 
 @dataclass
@@ -38,12 +39,12 @@ def run(preprocessed: Path, pooled_features: Path, encoder: str, cfg: BaselineCo
     --output pooled`` cache of the same shards (CLIP's joint image-text space, which zero-shot needs)."""
     if 1 not in cfg.n_jobs:
         raise ValueError(f"n_jobs {cfg.n_jobs} must include 1: speed-ups are measured against it")
-    train, y_train, train_labels = mod.labelled(_rows(preprocessed, "train"))
-    test, y_test, test_labels = mod.labelled(_rows(preprocessed, cfg.test_split))
+    train, y_train, train_labels = labelled(_rows(preprocessed, "train"))
+    test, y_test, test_labels = labelled(_rows(preprocessed, cfg.test_split))
     if not train or not test:
         raise ValueError(f"no labelled images to classify (train {train_labels}, {cfg.test_split} {test_labels})")
     seen = set(y_train) | set(y_test)
-    classes = [c for c in mod.TERMS if c in seen] + sorted(seen - set(mod.TERMS))
+    classes = [c for c in TERMS if c in seen] + sorted(seen - set(TERMS))
 
     # the CPU baseline: joblib feature extraction, then XGBoost, each timed at every n_jobs
     extracted, extract_s = None, {}

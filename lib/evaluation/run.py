@@ -33,7 +33,7 @@ class EvalConfig:
 def image_vectors(data) -> np.ndarray:
     """One L2-normalised vector per row of a CaptionData split: its cached features, averaged over
     tokens (the CLIP embedding when the cache holds the pooled one)."""
-    x = np.stack([data._array(r["shard"])[r["offset"]] for r in data.rows]).astype(np.float32).mean(axis=1)
+    x = np.stack([data.item(r) for r in data.rows]).astype(np.float32).mean(axis=1)
     return x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-8)
 
 
@@ -53,7 +53,8 @@ def throughput(vlm, data, n: int, device: str, num_beams: int = 1) -> dict:
     runs = {}
     for name, batch, cache in (("batched_kv_cache", len(idx), True), ("one_at_a_time_kv_cache", 1, True),
                                ("one_at_a_time_no_cache", 1, False)):
-        caption(vlm, data, batch_size=batch, num_beams=num_beams, device=device, indices=idx[:2], use_cache=cache)  # warm-up
+        caption(vlm, data, batch_size=batch, num_beams=num_beams, device=device, indices=idx[:2],
+                use_cache=cache)  # warm-up: first-call allocations are not generation
         captions, per_s = caption(vlm, data, batch_size=batch, num_beams=num_beams, device=device, indices=idx,
                                   use_cache=cache)
         runs[name] = {"captions_per_s": per_s, "captions": captions}
@@ -66,8 +67,8 @@ def throughput(vlm, data, n: int, device: str, num_beams: int = 1) -> dict:
 
 
 def evaluate(vlm, train, test, cfg: EvalConfig, device: str = "cpu", progress: bool = True) -> dict:
-    from lib.baseline.modality import label
     from lib.captioner import evaluate as caption_and_score
+    from lib.data.modality import label
     from lib.evaluation.captions import by_group, collapse, diversity, reference_agreement, score
 
     base = caption_and_score(vlm, train, test, device, num_beams=cfg.num_beams, resamples=cfg.resamples,

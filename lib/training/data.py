@@ -36,6 +36,10 @@ class CaptionData:
             self._arrays[shard] = np.load(self.root / folder / shard, mmap_mode="r")
         return self._arrays[shard]
 
+    def item(self, row: dict) -> np.ndarray:
+        """The cached features (or pixels) of one index row."""
+        return self._array(row["shard"])[row["offset"]]
+
     def tokens(self, caption: str) -> list[int]:
         ids = self.tok(caption).input_ids[: self.max_tokens - 1]  # <s> caption
         return ids + [self.tok.eos_token_id]
@@ -51,7 +55,7 @@ class CaptionData:
     def batch(self, indices, width: int | None = None) -> dict:
         """Right-padded to the longest caption, or to ``width`` (a pipeline needs one shape)."""
         rows = [self.rows[i] for i in indices]
-        x = np.stack([self._array(r["shard"])[r["offset"]] for r in rows])
+        x = np.stack([self.item(r) for r in rows])
         ids = [self.tokens(r["caption"]) for r in rows]
         width = width or max(map(len, ids))
         input_ids = torch.full((len(ids), width), self.tok.pad_token_id)
