@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --constraint constraints.txt --editable '.[dev]'
 	@touch $@
 
-## study: generate the embedded data if missing, then run every notebook on $(PROFILE)
+## study: generate the embedded data if missing, run every notebook on $(PROFILE), rebuild the report
 study: setup
 	$(PY) -m lib run --profile $(PROFILE)
+	$(PY) -m lib report --run $(PROFILE)
 
 ## test: lint, then the whole test suite
 test: setup lint

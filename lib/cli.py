@@ -190,6 +190,15 @@ def _baseline(a):
     print(f"wrote {path}")
 
 
+def _report(a):
+    from lib.config import resolve
+    from lib.report import build
+
+    out = build(resolve(a.results), resolve(a.report), None if a.no_figures else resolve(a.figures), a.run)
+    print(f"{out['results']} results files -> {len(out['blocks'])} tables in {a.report} "
+          f"({'changed' if out['report_changed'] else 'unchanged'}), {len(out['figures'])} figures")
+
+
 def _sweep_options(p, default_name: str) -> None:
     """What every torchrun sweep (bench scaling, bench pipeline) takes besides its grid."""
     p.add_argument("--threads", type=int, default=1, help="torch threads per rank")
@@ -409,6 +418,14 @@ def parser() -> argparse.ArgumentParser:
     bl.add_argument("--figures", help="folder for the figures (default: none)")
     bl.add_argument("--name", dest="run", help="results file name (default: the profile)")
     bl.set_defaults(fn=_baseline)
+
+    rp = sub.add_parser("report", help="rebuild FINAL_REPORT.md's tables and the figures from results files alone")
+    rp.add_argument("--results", default="results")
+    rp.add_argument("--report", default="FINAL_REPORT.md")
+    rp.add_argument("--figures", default="figures")
+    rp.add_argument("--no-figures", action="store_true", help="tables only")
+    rp.add_argument("--run", default="default", help="whose results: a profile's run_name (default, cluster)")
+    rp.set_defaults(fn=_report)
 
     r = sub.add_parser("run", help="execute numbered notebooks with papermill")
     r.add_argument("notebooks", nargs="*", help="e.g. 01_eda or 01 (default: all)")

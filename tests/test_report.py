@@ -1,0 +1,67 @@
+"""`python -m lib report` rebuilds FINAL_REPORT.md's tables and the figures from results files alone:
+deterministically, only where results changed, and saying what is missing."""
+
+import json
+import re
+import shutil
+
+import pytest
+
+from lib import report
+
+from conftest import ROOT, cli
+
+
+def _blocks(text: str) -> dict[str, str]:
+    return {m["name"]: m.group(0) for m in report.MARKER.finditer(text)}
+
+
+@pytest.fixture()
+def copy(tmp_path):
+    """The recorded results and the report, copied: the report is rebuilt there, never in the repo."""
+    shutil.copytree(ROOT / "results", tmp_path / "results")
+    shutil.copy(ROOT / "FINAL_REPORT.md", tmp_path / "FINAL_REPORT.md")
+    return tmp_path
+
+
+def _build(tmp, figures=True):
+    cli("report", "--results", str(tmp / "results"), "--report", str(tmp / "FINAL_REPORT.md"),
+        *(["--figures", str(tmp / "figures")] if figures else ["--no-figures"]))
+    return (tmp / "FINAL_REPORT.md").read_text()
+
+
+def test_the_report_is_rebuilt_byte_for_byte_and_matches_the_committed_one(copy):
+    first = _build(copy)
+    pngs = {p.name: p.read_bytes() for p in (copy / "figures").glob("*.png")}
+    assert first == _build(copy) and pngs == {p.name: p.read_bytes() for p in (copy / "figures").glob("*.png")}
+    assert first == (ROOT / "FINAL_REPORT.md").read_text(), "FINAL_REPORT.md is stale: run `python -m lib report`"
+    assert {"04_ddp.png", "05_fsdp.png", "06_model_parallel.png", "03_baselines_confusion.png"} <= set(pngs)
+    assert set(_blocks(first)) == set(report.SECTIONS)
+    for name, block in _blocks(first).items():
+        if name != "seed" and name != "status":
+            assert "Source: `results/" in block and "2-core CPU" in block, name
+
+
+def test_a_changed_results_file_changes_only_its_tables(copy):
+    before = _blocks(_build(copy, figures=False))
+    path = copy / "results" / "baseline" / "default.json"
+    rec = json.loads(path.read_text())
+    rec["metrics"]["majority_class_accuracy"] = 0.123456
+    path.write_text(json.dumps(rec))
+    after = _blocks(_build(copy, figures=False))
+    assert [k for k in before if before[k] != after[k]] == ["baseline"]
+    assert "accuracy 0.123" in after["baseline"]
+
+
+def test_missing_results_say_which_notebook_records_them(copy):
+    shutil.rmtree(copy / "results" / "scaling")
+    text = _build(copy, figures=False)
+    assert "Not recorded yet: run notebook `04_ddp`" in _blocks(text)["ddp"]
+    assert "ddp speed-up" not in _blocks(text)["seed"]  # no row without its results
+
+
+def test_an_unknown_block_is_a_clear_error(copy):
+    path = copy / "FINAL_REPORT.md"
+    path.write_text(path.read_text() + "\n<!-- generated:nonsense -->\n<!-- /generated:nonsense -->\n")
+    proc = cli("report", "--results", str(copy / "results"), "--report", str(path), "--no-figures", check=False)
+    assert proc.returncode == 2 and re.search(r"block 'nonsense'", proc.stderr)
