@@ -222,7 +222,7 @@ def _run(a):
             raise ValueError(f"-p expects key=value, got {item!r}")
         overrides[key] = yaml.safe_load(value)  # so numbers and lists keep their types
     for path in run(a.notebooks, profile=a.profile, overrides=overrides, params_dir=a.params_dir,
-                    output_dir=a.output_dir):
+                    output_dir=a.output_dir, force=a.force):
         print(f"executed {path}")
 
 
@@ -434,6 +434,7 @@ def parser() -> argparse.ArgumentParser:
                    help="override a notebook parameter")
     r.add_argument("--params-dir", help="folder of profiles (default: papermill_params/)")
     r.add_argument("--output-dir", help="executed notebooks go to <this>/<profile>/ (default: outputs/)")
+    r.add_argument("--force", action="store_true", help="run every chosen notebook, also those up to date")
     r.set_defaults(fn=_run)
     return p
 

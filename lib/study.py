@@ -57,11 +57,16 @@ def run(
     notebooks_dir: str | os.PathLike | None = None,
     output_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> list[Path]:
-    """Execute the chosen notebooks in order; return the executed copies' paths."""
+    """Execute the chosen notebooks in order, skipping those whose source, parameters, inputs and
+    ``lib`` code are unchanged since their last successful run (``force``: run them all); return the
+    executed copies' paths."""
     import jupytext
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
+
+    from lib import stale
 
     prof = load_profile(profile, params_dir)
     prof.apply_env()
@@ -88,6 +93,13 @@ def run(
             params.setdefault("profile", profile)
         target = out_dir / f"{path.stem}.ipynb"
         target.parent.mkdir(parents=True, exist_ok=True)
+        data_dir = params.get("data_dir") or prof.params.get("data_dir")
+        current = stale.fingerprint(path, params, prof.folder, root, data_dir and str(resolve(data_dir)))
+        why = ["--force"] if force else stale.changed(target, current)
+        if not why:
+            tqdm.write(f"up to date: {path.stem} (nothing it depends on changed since {target})")
+            continue
+        tqdm.write(f"running {path.stem}: {', '.join(why[:4])}{' ...' if len(why) > 4 else ''}")
         try:
             pm.execute_notebook(nb, str(target), parameters=params, kernel_name="python3", language="python",
                                 cwd=str(root), progress_bar=progress)
@@ -99,5 +111,6 @@ def run(
                 f"notebook {path.stem} failed in cell {number} of {len(nb.cells)} ({path}), which starts "
                 f"{first!r}: {e.ename}: {e.evalue}\n  executed copy with the traceback: {target}"
             ) from None
+        stale.record(target, current)
         executed.append(target)
     return executed
