@@ -1,7 +1,9 @@
 """Exploratory statistics of a validated PMC-OA index: captions, terms, modalities, image geometry.
 
 Streams the clean index once; what it keeps grows with the number of pairs
-only as two small integer arrays per pair (fine for the 1.65M release).
+only as two small integer arrays per pair (fine for the 1.65M release). The figures are drawn
+from the summary alone (histogram counts, a fixed sample of image sizes), so ``python -m lib
+report`` redraws them from the results file.
 """
 
 from __future__ import annotations
@@ -39,8 +41,19 @@ def _describe(values: np.ndarray) -> dict:
     }
 
 
+def _histogram(values: np.ndarray, bins: int = 40) -> dict:
+    counts, edges = np.histogram(values, bins=bins) if values.size else (np.zeros(0), np.zeros(1))
+    return {"edges": [round(float(e), 3) for e in edges], "counts": [int(c) for c in counts]}
+
+
+def _sample(widths: np.ndarray, heights: np.ndarray, n: int = 2000) -> list[list[int]]:
+    """A fixed (seeded) sample of image sizes: enough for a scatter plot, small at 1.65M pairs."""
+    pick = np.random.default_rng(0).permutation(len(widths))[:n] if len(widths) > n else np.arange(len(widths))
+    return [[int(widths[i]), int(heights[i])] for i in np.sort(pick)]
+
+
 def summarize(index_path: str | os.PathLike, top_k: int = 25) -> tuple[dict, dict]:
-    """(summary numbers for the results file, raw arrays for the figures)."""
+    """(summary numbers for the results file, the raw arrays)."""
     chars, words, widths, heights = [], [], [], []
     terms, modality, modes, formats, splits = Counter(), Counter(), Counter(), Counter(), Counter()
     for row in read_index(index_path):
@@ -69,19 +82,23 @@ def summarize(index_path: str | os.PathLike, top_k: int = 25) -> tuple[dict, dic
         "image_height": _describe(arrays["height"]),
         "colour_modes": {m: {"count": c, "share": round(c / n, 4)} for m, c in modes.most_common()} if n else {},
         "formats": dict(formats.most_common()),
+        "histograms": {k: _histogram(arrays[k]) for k in ("chars", "words")},
+        "image_size_sample": _sample(arrays["width"], arrays["height"]),
     }
     return summary, arrays
 
 
-def figures(summary: dict, arrays: dict, out_dir: str | os.PathLike, prefix: str = "01_eda") -> list[Path]:
-    """The EDA figures, written to ``out_dir``; returns their paths."""
+def figures(summary: dict, out_dir: str | os.PathLike, prefix: str = "01_eda") -> list[Path]:
+    """The EDA figures from a summary (a results file's metrics), written to ``out_dir``; returns their paths."""
     out_dir = Path(out_dir)
     paths = []
 
     fig, ax = plots.figure(ncols=2)
     for a, key, label in ((ax[0, 0], "chars", "characters"), (ax[0, 1], "words", "words")):
-        a.hist(arrays[key], bins=40, color="#4C72B0")
-        a.axvline(np.median(arrays[key]), color="k", ls="--", lw=1, label=f"median {np.median(arrays[key]):.0f}")
+        h = summary["histograms"][key]
+        a.stairs(h["counts"], h["edges"], fill=True, color="#4C72B0")
+        median = summary[f"caption_{key}"].get("median", 0)
+        a.axvline(median, color="k", ls="--", lw=1, label=f"median {median:.0f}")
         a.set(xlabel=f"caption length ({label})", ylabel="pairs")
         a.legend()
     paths.append(plots.save(fig, out_dir / f"{prefix}_caption_length.png"))
@@ -97,7 +114,8 @@ def figures(summary: dict, arrays: dict, out_dir: str | os.PathLike, prefix: str
     paths.append(plots.save(fig, out_dir / f"{prefix}_terms_modalities.png"))
 
     fig, ax = plots.figure(ncols=2)
-    ax[0, 0].scatter(arrays["width"], arrays["height"], s=3, alpha=0.3, color="#8172B2")
+    sizes = np.asarray(summary["image_size_sample"]).reshape(-1, 2)
+    ax[0, 0].scatter(sizes[:, 0], sizes[:, 1], s=3, alpha=0.3, color="#8172B2")
     ax[0, 0].set(xlabel="width (px)", ylabel="height (px)",
                  title=f"mean {summary['image_width'].get('mean', 0):.0f} x {summary['image_height'].get('mean', 0):.0f} px")
     modes = summary["colour_modes"]

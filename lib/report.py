@@ -219,8 +219,9 @@ SECTIONS = {"status": status, "preprocess": preprocess, "baseline": baseline, "d
 
 
 def figures(res: dict, out: Path, run: str = "default") -> list[Path]:
-    """Every figure whose data are in results files (EDA and the gallery need the images: notebooks
-    01 and 07 draw them)."""
+    """Every figure drawn from numbers: all but the image galleries (notebooks 01 and 07 draw those
+    from the images themselves)."""
+    from lib import eda
     from lib.baseline import run as baseline_run
     from lib.bench import preprocess as bench
     from lib.bench import scaling
@@ -228,6 +229,8 @@ def figures(res: dict, out: Path, run: str = "default") -> list[Path]:
 
     m = {k.replace(f"/{run}", "/RUN", 1): r["metrics"] for k, r in res.items() if k.split("/", 1)[1].startswith(run)}
     paths = []
+    if "histograms" in m.get("eda/RUN", {}):  # EDA results older than the histograms cannot be redrawn
+        paths += eda.figures(m["eda/RUN"], out)
     if "preprocess/RUN" in m:
         paths += bench.figures(m["preprocess/RUN"], out)
     if "baseline/RUN" in m:

@@ -73,7 +73,7 @@ display(pd.DataFrame({
 display(pd.DataFrame(summary["colour_modes"]).T)
 
 # %%
-paths = eda.figures(summary, arrays, resolve(figures_dir))
+paths = eda.figures(summary, resolve(figures_dir))
 for p in paths:
     display(Image(filename=str(p)))
 
