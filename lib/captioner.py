@@ -165,6 +165,27 @@ class TrainJob:
     results_dir: str | None = None  # default: the profile's
 
 
+def ensure_trained(out: str, profile: str = "default", max_steps: int | None = None) -> Path:
+    """A finished training run in ``out``: left as it is when there is one, resumed from its newest
+    checkpoint when interrupted, else trained. Runs `python -m lib train` in a child process (as
+    SLURM would), so a notebook's kernel never holds the training job's memory. Returns ``out``."""
+    import json
+    import subprocess
+    import sys
+
+    from lib.training.checkpoint import latest
+
+    out = resolve(out)
+    done = out / "train.json"
+    if done.exists() and json.loads(done.read_text())["status"] == "finished":
+        return out
+    cmd = [sys.executable, "-m", "lib", "train", "--profile", profile, "--out", str(out), "--no-eval"]
+    cmd += ["--max-steps", str(max_steps)] if max_steps else []
+    cmd += ["--resume", str(out)] if latest(out) else []
+    subprocess.run(cmd, check=True)
+    return out
+
+
 def train_job(job: TrainJob) -> dict | None:
     """Build what is missing (rank 0 first, the others then find it cached), train with the strategy,
     gather every rank's numbers to rank 0, caption the test split there and write the results.

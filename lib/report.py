@@ -150,20 +150,9 @@ def evaluation(res: dict, run: str) -> str:
     r, t = res.get(f"evaluation/{run}"), res.get(f"training/{run}-single")
     if not r:
         return _missing("07_evaluation")
+    from lib.evaluation.run import diversity_table, scores_table, throughput_table
+
     m = r["metrics"]
-    rows = []
-    for who in ("model", "nearest_neighbour", "most_frequent"):
-        x = m[who]
-        rows.append({"captions from": who.replace("_", " "),
-                     **{k: f"{x[k]:.3f}" + (f" [{x['ci95'][k][0]:.3f}, {x['ci95'][k][1]:.3f}]" if k in x.get("ci95", {}) else "")
-                        for k in ("bleu4", "meteor", "rouge_l", "cider")}})
-    keys = ("identical_share", "top_share", "unique_captions", "distinct2", "vocab_share", "generic_share", "length_ratio")
-    div = [{"captions from": who.replace("_", " "), **{k: m[who].get(k) for k in keys}} for who in ("model", "nearest_neighbour")]
-    div.append({"captions from": "references", **{k: m["references"].get(k) for k in keys[:4]}, "vocab_share": 1.0,
-                "generic_share": m["model"]["reference_generic_share"], "length_ratio": 1.0})
-    tp = m["throughput"]
-    speed = [{"decoding": k.replace("_", " "), "captions/s": v["captions_per_s"],
-              "same captions as batched": v["same_captions_as_batched"]} for k, v in tp.items() if isinstance(v, dict)]
     trained = ""
     if t:
         x = t["metrics"]
@@ -171,8 +160,9 @@ def evaluation(res: dict, run: str) -> str:
                    f"{x['final_loss']:.3f}.\n\n" + source(t) + "\n")
     return (trained + f"Test split, {m['pairs']} images; scores on pycocoevalcap's 0-1 scale with 95% bootstrap "
             f"intervals. SPICE: {m['spice']}. Reference vs reference: {m['reference_agreement'].get('note') or m['reference_agreement']}.\n\n"
-            + table(rows) + "\n" + table(div) + "\n" + table(speed)
-            + f"\nBatched decoding with the KV cache: {tp['speedup']:.1f}x one image at a time without it.\n\n" + source(r))
+            + table(scores_table(m)) + "\n" + table(diversity_table(m)) + "\n" + table(throughput_table(m))
+            + f"\nBatched decoding with the KV cache: {m['throughput']['speedup']:.1f}x one image at a time without it.\n\n"
+            + source(r))
 
 
 def seed(res: dict, run: str) -> str:

@@ -42,13 +42,10 @@ resamples = 200  # bootstrap resamples of the 95% intervals
 throughput_images = 32  # images captioned one at a time without cache (the slow reference)
 
 # %%
-import json
-import subprocess
-import sys
-
 import pandas as pd
 from IPython.display import Image, display
 
+from lib.captioner import ensure_trained
 from lib.config import resolve
 from lib.evaluation import run
 from lib.training.checkpoint import latest
@@ -59,14 +56,8 @@ from lib.training.checkpoint import latest
 # holds no finished run; an interrupted one resumes from its newest checkpoint.
 
 # %%
-out = resolve(train_run)
-done = out / "train.json"
-if not (done.exists() and json.loads(done.read_text())["status"] == "finished"):
-    cmd = [sys.executable, "-m", "lib", "train", "--profile", profile, "--out", str(out), "--no-eval"]
-    cmd += ["--max-steps", str(train_steps)] if train_steps else []
-    cmd += ["--resume", str(out)] if latest(out) else []
-    subprocess.run(cmd, check=True)
-print(json.loads(done.read_text())["status"], "at", latest(out))
+out = ensure_trained(train_run, profile, train_steps or None)
+print("finished run, newest checkpoint", latest(out))
 
 # %%
 cfg = run.EvalConfig(split=split, num_beams=beams, resamples=resamples, seed=seed,
@@ -80,13 +71,8 @@ print(f"wrote {path}")
 # Intervals are 95% percentile bootstrap intervals over resampled test images.
 
 # %%
-rows = {}
-for who in ("model", "nearest_neighbour", "most_frequent"):
-    m = record[who]
-    rows[who] = {k: m[k] for k in ("bleu1", "bleu4", "meteor", "rouge_l", "cider")}
-    for k, (lo, hi) in m.get("ci95", {}).items():
-        rows[who][f"{k} 95% CI"] = f"{lo:.3f}–{hi:.3f}"
-display(pd.DataFrame(rows).T.rename_axis(f"{record['split']}, {record['pairs']} images"))
+display(pd.DataFrame(run.scores_table(record)).set_index("captions from")
+        .rename_axis(f"{record['split']}, {record['pairs']} images"))
 print("reference vs reference:", record["reference_agreement"])
 print("SPICE:", record["spice"])
 
@@ -97,14 +83,7 @@ print("SPICE:", record["spice"])
 # `generic_share`: captions that are one of the 10 commonest training captions word for word.
 
 # %%
-keys = ["identical_share", "top_share", "unique_captions", "distinct1", "distinct2", "vocab", "vocab_share",
-        "generic_share", "mean_words", "length_ratio"]
-div = {who: {k: record[who].get(k) for k in keys} for who in ("model", "nearest_neighbour")}
-div["references"] = {**{k: record["references"].get(k) for k in keys},
-                     "vocab": record["model"]["reference_vocab"], "vocab_share": 1.0,
-                     "generic_share": record["model"]["reference_generic_share"],
-                     "mean_words": record["model"]["reference_mean_words"], "length_ratio": 1.0}
-display(pd.DataFrame(div).round(3))
+display(pd.DataFrame(run.diversity_table(record)).set_index("captions from").round(3))
 
 # %% [markdown]
 # ## By modality
@@ -120,7 +99,7 @@ display(Image(filename=str(resolve(figures_dir) / "07_per_modality.png")))
 
 # %%
 t = record["throughput"]
-display(pd.DataFrame({k: v for k, v in t.items() if isinstance(v, dict)}).T.round(3))
+display(pd.DataFrame(run.throughput_table(record)).set_index("decoding").round(3))
 print(f"batched KV cache: {t['speedup']:.1f}x one at a time without cache ({t['images']} images)")
 
 # %% [markdown]

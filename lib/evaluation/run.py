@@ -99,6 +99,38 @@ def evaluate(vlm, train, test, cfg: EvalConfig, device: str = "cpu", progress: b
     }
 
 
+WHO = ("model", "nearest_neighbour", "most_frequent")
+DIVERSITY = ("identical_share", "top_share", "unique_captions", "distinct1", "distinct2", "vocab", "vocab_share",
+             "generic_share", "mean_words", "length_ratio")
+
+
+def scores_table(record: dict) -> list[dict]:
+    """One row per captioner and reference point: each metric with its 95% interval where there is one."""
+    rows = []
+    for who in WHO:
+        x = record[who]
+        rows.append({"captions from": who.replace("_", " "),
+                     **{k: f"{x[k]:.3f}" + (f" [{x['ci95'][k][0]:.3f}, {x['ci95'][k][1]:.3f}]" if k in x.get("ci95", {}) else "")
+                        for k in ("bleu1", "bleu4", "meteor", "rouge_l", "cider")}})
+    return rows
+
+
+def diversity_table(record: dict) -> list[dict]:
+    """Collapse and diversity of the captioner and of retrieval, beside the references' own."""
+    m = record["model"]
+    rows = [{"captions from": who.replace("_", " "), **{k: record[who].get(k) for k in DIVERSITY}}
+            for who in WHO[:2]]
+    refs = {**{k: record["references"].get(k) for k in DIVERSITY}, "vocab": m["reference_vocab"], "vocab_share": 1.0,
+            "generic_share": m["reference_generic_share"], "mean_words": m["reference_mean_words"], "length_ratio": 1.0}
+    return rows + [{"captions from": "references", **refs}]
+
+
+def throughput_table(record: dict) -> list[dict]:
+    return [{"decoding": k.replace("_", " "), "captions/s": v["captions_per_s"],
+             "same captions as batched": v["same_captions_as_batched"]}
+            for k, v in record["throughput"].items() if isinstance(v, dict)]
+
+
 def gallery(captions: list[dict], preprocessed: Path, rows: list[dict], out: Path, n: int = 6) -> Path:
     """Images with their reference, generated and retrieved captions: one per modality first."""
     import textwrap
