@@ -209,13 +209,12 @@ SECTIONS = {"status": status, "preprocess": preprocess, "baseline": baseline, "d
 
 
 def figures(res: dict, out: Path, run: str = "default") -> list[Path]:
-    """Every figure drawn from numbers: all but the image galleries (notebooks 01 and 07 draw those
-    from the images themselves)."""
+    """Every figure of the study, from the results files (the evaluation's holds its gallery images)."""
     from lib import eda
     from lib.baseline import run as baseline_run
     from lib.bench import preprocess as bench
     from lib.bench import scaling
-    from lib.evaluation.run import modality_figure
+    from lib.evaluation.run import gallery, modality_figure
 
     m = {k.replace(f"/{run}", "/RUN", 1): r["metrics"] for k, r in res.items() if k.split("/", 1)[1].startswith(run)}
     paths = []
@@ -232,6 +231,8 @@ def figures(res: dict, out: Path, run: str = "default") -> list[Path]:
         paths += scaling.pipeline_figure(m["scaling/RUN-model-parallel"], out)
     if "evaluation/RUN" in m:
         paths.append(modality_figure(m["evaluation/RUN"], out / "07_per_modality.png"))
+        if "gallery" in m["evaluation/RUN"]:  # evaluations recorded before it held its images have none
+            paths.append(gallery(m["evaluation/RUN"]["gallery"], out / "07_gallery.png"))
     return paths
 
 

@@ -2,7 +2,9 @@
 1F1B) follow the one-process loss, FSDP halves the model state per rank, sharded and per-stage
 checkpoints resume in one process, and a rank that dies ends the job quickly."""
 
+import base64
 import dataclasses
+import io
 import json
 import os
 import signal
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 
 from conftest import ROOT, TINY_LM, cli, tiny_profile
 
@@ -120,6 +123,9 @@ def test_evaluate_reads_a_pipeline_checkpoint_and_captions_as_training_did(job, 
     assert t["images"] == 3 and all(t[k]["same_captions_as_batched"] == 1 for k in
                                     ("one_at_a_time_kv_cache", "one_at_a_time_no_cache"))
     assert m["spice"].startswith("unavailable") and rec["provenance"]["git"]["commit"]
+    # the gallery's images travel in the results file, so the report can redraw it
+    assert len(m["gallery"]) == min(6, m["pairs"]) and {g["modality"] for g in m["gallery"]} <= modalities
+    assert Image.open(io.BytesIO(base64.b64decode(m["gallery"][0]["png_base64"]))).size == (160, 160)
     for name in ("07_gallery", "07_per_modality"):
         assert (tmp / "figures" / f"{name}.png").stat().st_size > 1000
 

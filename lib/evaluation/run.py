@@ -131,11 +131,15 @@ def throughput_table(record: dict) -> list[dict]:
             for k, v in record["throughput"].items() if isinstance(v, dict)]
 
 
-def gallery(captions: list[dict], preprocessed: Path, rows: list[dict], out: Path, n: int = 6) -> Path:
-    """Images with their reference, generated and retrieved captions: one per modality first."""
-    import textwrap
+def gallery_items(captions: list[dict], preprocessed: Path, rows: list[dict], n: int = 6,
+                  size: int = 160) -> list[dict]:
+    """n captioned images for the gallery, one per modality first, each with a small PNG of the image
+    as the model saw it (base64): the results file then holds all the gallery needs."""
+    import base64
+    import io
 
-    from lib import plots
+    from PIL import Image
+
     from lib.data.preprocess import open_shard
 
     where = {r.get("id", r["image"]): r for r in rows}
@@ -144,14 +148,32 @@ def gallery(captions: list[dict], preprocessed: Path, rows: list[dict], out: Pat
         by_modality.setdefault(c["modality"], []).append(c)
     turns = [group[k] for k in range(max(map(len, by_modality.values())))  # round robin over modalities
              for _, group in sorted(by_modality.items()) if k < len(group)]
-    picked = turns[:n]
-    fig, axes = plots.figure(ncols=3, nrows=(len(picked) + 2) // 3, width=4.2, height=6.2)
+    items = []
+    for c in turns[:n]:
+        r = where[c["id"]]
+        png = io.BytesIO()
+        Image.fromarray(np.asarray(open_shard(preprocessed, r["shard"])[r["offset"]])).resize(
+            (size, size), Image.BICUBIC).save(png, format="PNG", optimize=True)
+        items.append({**c, "png_base64": base64.b64encode(png.getvalue()).decode("ascii")})
+    return items
+
+
+def gallery(items: list[dict], out: Path) -> Path:
+    """Images with their reference, generated and retrieved captions (from ``gallery_items``)."""
+    import base64
+    import io
+    import textwrap
+
+    from PIL import Image
+
+    from lib import plots
+
+    fig, axes = plots.figure(ncols=3, nrows=(len(items) + 2) // 3, width=4.2, height=6.2)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, c in zip(axes.flat, picked, strict=False):
-        r = where[c["id"]]
-        ax.imshow(open_shard(preprocessed, r["shard"])[r["offset"]])
-        wrap = lambda s: "\n".join(textwrap.wrap(s, 48)[:3])  # noqa: E731
+    wrap = lambda s: "\n".join(textwrap.wrap(s, 48)[:3])  # noqa: E731
+    for ax, c in zip(axes.flat, items, strict=False):
+        ax.imshow(np.asarray(Image.open(io.BytesIO(base64.b64decode(c["png_base64"])))))
         ax.set_title(f"[{c['modality']}]", fontsize=8)
         ax.text(0, -0.02, f"reference: {wrap(c['reference'])}\n\ngenerated: {wrap(c['generated'])}\n\n"
                 f"nearest image's: {wrap(c['nearest_neighbour'])}", transform=ax.transAxes, va="top", fontsize=6.5)
@@ -203,10 +225,11 @@ def job(checkpoint: str, out: str, profile_name: str = "default", params_dir: st
     out_dir.mkdir(parents=True, exist_ok=True)
     captions = record.pop("captions")
     record["examples"] = captions[:8]  # all of them beside the run
+    record["gallery"] = gallery_items(captions, art.preprocessed, test.rows, cfg.gallery)
     write_jsonl_atomic(out_dir / "captions.jsonl", captions)
     write_json_atomic(out_dir / "eval.json", record)
     if figures_dir:
-        gallery(captions, art.preprocessed, test.rows, resolve(figures_dir) / "07_gallery.png", cfg.gallery)
+        gallery(record["gallery"], resolve(figures_dir) / "07_gallery.png")
         modality_figure(record, resolve(figures_dir) / "07_per_modality.png")
     config = {"profile": profile_name, "checkpoint": str(found), "model": asdict(spec), "device": device, **asdict(cfg)}
     path = write_results(resolve(results_dir or params["results_dir"]), "evaluation", run_name or profile_name,
