@@ -167,7 +167,7 @@ def _bench_lm(a):
     from lib.results import write_results
 
     cfg = lm.LMBench(size=a.size, batch=a.batch_size, caption_tokens=a.caption_tokens, visual_tokens=a.visual_tokens,
-                     steps=a.steps, amp=a.amp, grad_ckpt=a.grad_ckpt)
+                     steps=a.steps, amp=a.amp, grad_ckpt=a.grad_ckpt, quant=a.quant)
     metrics, config = lm.run(cfg, a.device)
     path = write_results(resolve(a.results), "lm_throughput", a.run or f"{a.size}-{a.device.split(':')[0]}", metrics,
                          config, cfg.seed)
@@ -316,6 +316,7 @@ def parser() -> argparse.ArgumentParser:
     bl.add_argument("--steps", type=int, default=20)
     bl.add_argument("--amp", choices=("off", "bf16", "fp16"), default="bf16")
     bl.add_argument("--grad-ckpt", action="store_true")
+    bl.add_argument("--quant", choices=("8bit", "4bit"), help="bitsandbytes base weights under LoRA (CUDA only)")
     bl.add_argument("--results", default="results", help="writes <this>/lm_throughput/<name>.json")
     bl.add_argument("--name", dest="run", help="results file name (default: <size>-<device type>)")
     bl.set_defaults(fn=_bench_lm)

@@ -73,6 +73,10 @@ def git_state(root: str | os.PathLike | None = None) -> dict:
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
+    if commit is None and os.environ.get("STUDY_GIT_COMMIT"):
+        # a copy of the tree without .git (staged to a node's scratch disk): the submitter says which
+        # commit it is, and nobody can say whether it was changed since
+        return {"commit": os.environ["STUDY_GIT_COMMIT"], "dirty": None, "from": "STUDY_GIT_COMMIT"}
     # the study rewrites results/ and figures/ as it runs: only code and parameters make a run "dirty"
     status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results", ":(exclude)figures")
     return {"commit": commit, "dirty": bool(status) if status is not None else None}

@@ -56,3 +56,10 @@ def test_rewritten_results_and_figures_do_not_make_a_run_dirty(tmp_path):
     assert git_state(tmp_path)["dirty"] is False
     (tmp_path / "lib/code.py").write_text("2")
     assert git_state(tmp_path)["dirty"] is True
+
+
+def test_a_tree_without_git_takes_its_commit_from_the_submitter(tmp_path, monkeypatch):
+    monkeypatch.delenv("STUDY_GIT_COMMIT", raising=False)
+    assert git_state(tmp_path) == {"commit": None, "dirty": None}
+    monkeypatch.setenv("STUDY_GIT_COMMIT", "abc123")
+    assert git_state(tmp_path) == {"commit": "abc123", "dirty": None, "from": "STUDY_GIT_COMMIT"}

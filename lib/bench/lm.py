@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from lib.models.language import LoraSpec, random_lm
+from lib.models.language import LoraSpec, n_elements, random_lm
 from lib.training.loop import TrainConfig, train
 
 # BioMistral-7B's config.json (Mistral-7B-Instruct-v0.1 architecture)
@@ -39,6 +39,7 @@ class LMBench:
     steps: int = 20
     amp: str = "bf16"
     grad_ckpt: bool = False
+    quant: str | None = None  # None | 8bit | 4bit (bitsandbytes base weights under LoRA: QLoRA)
     lr: float = 2e-4
     seed: int = 0
 
@@ -76,7 +77,9 @@ def run(cfg: LMBench, device: str = "cuda", progress: bool = True) -> tuple[dict
     torch.manual_seed(cfg.seed)
     arch = MistralConfig(**SIZES[cfg.size], bos_token_id=1, eos_token_id=2, pad_token_id=0)
     dtype = torch.bfloat16 if cfg.amp == "bf16" and torch.device(device).type == "cuda" else torch.float32
-    lm = random_lm(arch, LoraSpec(), dtype, device)
+    if cfg.quant and torch.device(device).type != "cuda":
+        raise ValueError(f"--quant {cfg.quant} needs a CUDA device (bitsandbytes), got {device!r}")
+    lm = random_lm(arch, LoraSpec(), dtype, device, cfg.quant)
     projector = Projector(cfg.feature_dim, arch.hidden_size, hidden=arch.hidden_size, n_tokens=cfg.visual_tokens)
     special = SimpleNamespace(bos_token_id=1, eos_token_id=2, pad_token_id=0)  # Mistral's; no tokenizer needed
     vlm = CaptionVLM(projector.to(device), lm, special)
@@ -85,7 +88,7 @@ def run(cfg: LMBench, device: str = "cuda", progress: bool = True) -> tuple[dict
                        grad_ckpt=cfg.grad_ckpt, seed=cfg.seed, ckpt_every=10 ** 9, log_every=10 ** 9)
     with tempfile.TemporaryDirectory() as tmp:
         summary = train(vlm, data, tcfg, tmp, device=device, progress=progress)
-    n_params = sum(p.numel() for p in vlm.parameters())
+    n_params = sum(n_elements(p) for p in vlm.parameters())
     trained = sum(p.numel() for p in vlm.parameters() if p.requires_grad)
     hours = SEED_RUN["samples"] * SEED_RUN["epochs"] / summary["samples_per_s"] / 3600
     metrics = {"tokens_per_s": summary["tokens_per_s"], "samples_per_s": summary["samples_per_s"],
@@ -95,7 +98,7 @@ def run(cfg: LMBench, device: str = "cuda", progress: bool = True) -> tuple[dict
                "seed_run_projected_hours": hours, "seed_run": SEED_RUN,
                "seed_run_speedup": SEED_RUN["hours"] / hours}
     config = {"bench": asdict(cfg), "architecture": SIZES[cfg.size], "device": device,
-              "weights": "random (architecture only)", "param_dtype": str(dtype).removeprefix("torch."),
+              "weights": "random (architecture only)", "param_dtype": cfg.quant or str(dtype).removeprefix("torch."),
               "workload": "projector+LoRA steps on image features; tokens/s and MFU count caption tokens only "
                           "(the visual tokens add visual_tokens/caption_tokens more compute, uncounted)"}
     return metrics, config

@@ -201,11 +201,30 @@ def add_lora(model, lora: LoraSpec | None):
     return get_peft_model(model, config)
 
 
-def random_lm(config, lora: LoraSpec | None, dtype: torch.dtype, device: str | torch.device):
+def random_lm(config, lora: LoraSpec | None, dtype: torch.dtype, device: str | torch.device,
+              quant: str | None = None):
     """A causal LM of this architecture with random weights, built on ``device`` directly (a 7B model
-    is never materialised on the host): what throughput and memory measurements need, no download."""
+    is never materialised on the host): what throughput and memory measurements need, no download.
+
+    quant: bitsandbytes quantises while loading, so the random weights are saved and loaded back
+    through ``load_lm``: the path real weights take (CUDA only)."""
     from transformers import AutoModelForCausalLM
 
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    return add_lora(model, lora)
+    if not quant:
+        return add_lora(model, lora)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        del model
+        torch.cuda.empty_cache()
+        return load_lm(tmp, lora, quant, dtype)
+
+
+def n_elements(p: torch.Tensor) -> int:
+    """Elements a parameter stands for: a 4-bit bitsandbytes weight packs two per byte and keeps its
+    real shape in its quantisation state."""
+    state = getattr(p, "quant_state", None)
+    return int(torch.Size(state.shape).numel()) if state is not None else p.numel()

@@ -25,8 +25,10 @@ def peak_tflops(device: torch.device) -> float | None:
 def flops_per_token(model) -> float:
     """Training FLOPs per token: forward 2N, backward 2N for activation gradients through the frozen
     LM, plus 2N_trained for weight gradients (LoRA + projector): 4N + 2N_trained."""
+    from lib.models.language import n_elements
+
     lm = getattr(model, "lm", model)
-    n = sum(p.numel() for p in lm.parameters())
+    n = sum(n_elements(p) for p in lm.parameters())
     trained = sum(p.numel() for name, p in model.named_parameters() if "lora_" in name or name.startswith("projector."))
     return 4.0 * n + 2.0 * trained
 
