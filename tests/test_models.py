@@ -188,6 +188,34 @@ def test_checkpoints_load_without_unpickling(world, tmp_path):
         checkpoint.resume(vlm, torch.optim.AdamW(vlm.projector.parameters()), None, ckpt)
 
 
+class Int8Like(torch.nn.Linear):
+    """A frozen layer whose state_dict() holds a key that is no attribute, as bitsandbytes' 8-bit
+    Linear8bitLt adds its weight's quantisation statistics (SCB)."""
+
+    def _save_to_state_dict(self, dest, prefix, keep_vars):
+        super()._save_to_state_dict(dest, prefix, keep_vars)
+        dest[prefix + "SCB"] = torch.ones(self.out_features)
+
+
+def test_checkpoints_round_trip_past_quantisation_statistics(tmp_path):
+    def model(seed):
+        torch.manual_seed(seed)
+        m = torch.nn.Module()
+        m.base, m.projector = Int8Like(4, 4).requires_grad_(False), torch.nn.Linear(4, 4)
+        opt = torch.optim.AdamW(m.projector.parameters())
+        m.projector(m.base(torch.randn(2, 4))).sum().backward()
+        opt.step()
+        return m, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+
+    saved, opt, sched = model(0)
+    ckpt = checkpoint.save(tmp_path, saved, opt, sched, step=3)
+    fresh, opt2, sched2 = model(1)
+    assert checkpoint.resume(fresh, opt2, sched2, ckpt) == 3
+    assert torch.equal(fresh.projector.weight, saved.projector.weight)
+    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    assert "base.SCB" in fresh.state_dict()  # the layer's own state_dict() is left as it was
+
+
 def test_generation_is_deterministic_for_greedy_and_beam(world):
     vlm, tok = _vlm(world)
     vlm.eval()

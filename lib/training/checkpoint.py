@@ -107,8 +107,28 @@ def _dcp_state(model, optimizer) -> dict:
     base model, never from checkpoints); the same keys for sharded and plain models."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
-    msd, osd = get_state_dict(model, optimizer, options=StateDictOptions(ignore_frozen_params=True))
+    with _tensors_only(model):
+        msd, osd = get_state_dict(model, optimizer, options=StateDictOptions(ignore_frozen_params=True))
     return {"model": msd, "optim": osd}
+
+
+@contextmanager
+def _tensors_only(model):
+    """``state_dict()`` limited to parameters and buffers. bitsandbytes' 8-bit layers add their weights'
+    quantisation statistics (``SCB``, ``weight_format``), which are no module attribute, and
+    torch.distributed.checkpoint's state-dict helpers fail on them (seen on an H100). They describe
+    frozen weights, which checkpoints never hold."""
+    names = {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
+
+    def drop_extras(module, state, prefix, local_metadata):
+        for key in [k for k in state if k.removeprefix(prefix) not in names]:
+            del state[key]
+
+    handle = model.register_state_dict_post_hook(drop_extras)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def latest(folder: str | os.PathLike) -> Path | None:
@@ -140,7 +160,8 @@ def load_weights(model, ckpt: str | os.PathLike) -> Path:
     if (found / "trainable.safetensors").exists():
         load_trainable(model, found)
         return found
-    state = {"model": get_model_state_dict(model, options=StateDictOptions(ignore_frozen_params=True))}
+    with _tensors_only(model):
+        state = {"model": get_model_state_dict(model, options=StateDictOptions(ignore_frozen_params=True))}
     with _one_process_is_fine():
         dcp.load(state, storage_reader=_safe_reader(found / "dcp"), no_dist=True)
     load_trained_state(model, state["model"], source=str(found))
@@ -207,8 +228,9 @@ def resume(model, optimizer, scheduler, ckpt: str | os.PathLike, scaler=None) ->
     with _one_process_is_fine():
         dcp.load(target, storage_reader=_safe_reader(ckpt / "dcp"), no_dist=not _distributed())
     # not strict: the frozen weights are not in checkpoints by design; anything else missing is an error
-    keys = set_state_dict(model, optimizer, model_state_dict=target["model"], optim_state_dict=target["optim"],
-                          options=StateDictOptions(ignore_frozen_params=True, strict=False))
+    with _tensors_only(model):
+        keys = set_state_dict(model, optimizer, model_state_dict=target["model"], optim_state_dict=target["optim"],
+                              options=StateDictOptions(ignore_frozen_params=True, strict=False))
     wrong = [k for k in keys.missing_keys if _is_trained(k)] + list(keys.unexpected_keys)
     if wrong:
         raise ValueError(f"{ckpt}: checkpoint does not match the model ({wrong[:3]})")
