@@ -62,14 +62,15 @@ def table(rows: list[dict]) -> str:
 
 def source(*recs: dict) -> str:
     """Where the numbers above come from: file, hardware, workload, commit."""
-    parts = []
+    lines: dict[str, list[str]] = {}  # files that share everything else go on one line
     for r in recs:
         git = r["provenance"]["git"]
         commit = (git.get("commit") or "unknown")[:7] + (" (uncommitted changes)" if git.get("dirty") else "")
         workload = r["config"].get("workload") or WORKLOADS.get(r["part"], r["part"])
-        parts.append(f"`{r['_path']}` · {r['provenance']['hardware']['tag']} · {workload} · "
-                     f"{r['config'].get('profile', 'default')} profile · commit {commit} · {r['created'][:10]}")
-    return "\n".join(f"<sub>Source: {p}</sub>  " for p in parts) + "\n"
+        profile = f"{r['config']['profile']} profile · " if r["config"].get("profile") else ""  # benches have none
+        tail = f"{r['provenance']['hardware']['tag']} · {workload} · {profile}commit {commit} · {r['created'][:10]}"
+        lines.setdefault(tail, []).append(f"`{r['_path']}`")
+    return "\n".join(f"<sub>Source: {', '.join(paths)} · {tail}</sub>  " for tail, paths in lines.items()) + "\n"
 
 
 WORKLOADS = {
@@ -90,9 +91,10 @@ def status(res: dict, run: str) -> str:
              ("FSDP", "05_fsdp", f"scaling/{run}-fsdp"), ("Model parallel", "06_model_parallel", f"scaling/{run}-model-parallel"),
              ("Training", "07_evaluation", f"training/{run}-single"), ("Evaluation", "07_evaluation", f"evaluation/{run}")]
     rows = []
-    for part, nb, key in parts:
-        hits = [res[key]] if key in res else []
-        rows.append({"part": part, "notebook": f"`{nb}`", "results": ", ".join(f"`{r['_path']}`" for r in hits) or "–",
+    for part, nb, key in parts + [("Full-size training throughput", "python -m lib bench lm", "lm_throughput/gpu")]:
+        hits = gpu_runs(res) if key == "lm_throughput/gpu" else [res[key]] if key in res else []
+        files = ", ".join(f"`{r['_path']}`" for r in hits) if len(hits) < 3 else f"`results/{key.split('/')[0]}/` ({len(hits)} runs)"
+        rows.append({"part": part, "notebook": f"`{nb}`", "results": files or "–",
                      "hardware": ", ".join(sorted({r["provenance"]["hardware"]["tag"] for r in hits})) or "–"})
     return table(rows)
 
@@ -196,6 +198,20 @@ def seed(res: dict, run: str) -> str:
     add("training throughput", lambda m: f"{m['samples_per_s']:.1f} samples/s, {m['steps']} steps",
         "no: tiny model on CPU here; the full-size run is `python -m lib bench lm --device cuda`",
         "training/RUN-single")
+    if gpu_runs(res):
+        full = [r for r in gpu_runs(res) if r["config"]["bench"]["size"] == "biomistral-7b"]
+        best = {}
+        for r in full:  # the fastest run of each base-weight precision
+            w = r["config"]["param_dtype"]
+            if w not in best or r["metrics"]["samples_per_s"] > best[w]["metrics"]["samples_per_s"]:
+                best[w] = r
+        rows.append({"measure": "training throughput, full size", "seed": SEED["training"],
+                     "this study": "; ".join(f"{w}: {r['metrics']['samples_per_s']:.0f} samples/s (batch "
+                                             f"{r['config']['bench']['batch']}), {r['metrics']['seed_run_projected_hours']:.2f} h"
+                                             for w, r in best.items()),
+                     "hardware": ", ".join(sorted({r["provenance"]["hardware"]["tag"] for r in best.values()})),
+                     "comparable?": "same architecture and LoRA on random weights, image features in (encoder "
+                                    "not run), captions padded to 64 tokens; one GPU against their 4"})
     add("collapse (identical captions)", lambda m: f"{m['model']['identical_share']:.1%} identical to another "
                                                    f"(commonest {m['model']['top_share']:.1%}); references "
                                                    f"{m['references']['identical_share']:.1%}",
@@ -204,8 +220,44 @@ def seed(res: dict, run: str) -> str:
     return table(rows) if rows else "_No results recorded yet._\n"
 
 
+def gpu_runs(res: dict) -> list[dict]:
+    """The one-device throughput benches that ran on a GPU, bf16 base weights first."""
+    order = {"bfloat16": 0, "float16": 1, "8bit": 2, "4bit": 3}
+    recs = [r for k, r in res.items() if k.startswith("lm_throughput/") and str(r["config"]["device"]).startswith("cuda")]
+    return sorted(recs, key=lambda r: (order.get(r["config"]["param_dtype"], 9), r["config"]["bench"]["grad_ckpt"],
+                                       r["config"]["bench"]["batch"]))
+
+
+def gpu(res: dict, run: str) -> str:
+    """BioMistral-7B-sized training throughput and memory on one GPU (random weights), per base-weight
+    precision, batch and activation checkpointing."""
+    recs = gpu_runs(res)
+    if not recs:
+        return ("_Not recorded yet: on a GPU node, `python -m lib bench lm --device cuda` "
+                "(with `--quant 8bit|4bit`, `--grad-ckpt`, `--batch-size N`)._\n")
+    rows = [{"base weights": r["config"]["param_dtype"], "batch": r["config"]["bench"]["batch"],
+             "activation ckpt": "yes" if r["config"]["bench"]["grad_ckpt"] else "no",
+             "samples/s": r["metrics"]["samples_per_s"], "caption tokens/s": r["metrics"]["tokens_per_s"],
+             "MFU": f"{r['metrics']['mfu']:.1%}" if r["metrics"]["mfu"] is not None else None,
+             "peak memory GiB": r["metrics"]["peak_memory_bytes"] / 2 ** 30,
+             "seed's run, h": r["metrics"]["seed_run_projected_hours"]} for r in recs]
+    best = max(recs, key=lambda r: r["metrics"]["samples_per_s"])
+    small = min(recs, key=lambda r: r["metrics"]["peak_memory_bytes"])
+    b, m = best["config"]["bench"], best["metrics"]
+    seed_run = m["seed_run"]
+    return (table(rows) + f"\nFastest: batch {b['batch']}, {best['config']['param_dtype']} base weights"
+            f"{', activation checkpointing' if b['grad_ckpt'] else ''}: the seed's {seed_run['samples'] / 1000:.1f}K x "
+            f"{seed_run['epochs']}-epoch run would take {m['seed_run_projected_hours']:.2f} h on this one GPU against their "
+            f"{seed_run['hours']} h ({m['seed_run_speedup']:,.0f}x). Least memory: "
+            f"{small['metrics']['peak_memory_bytes'] / 2 ** 30:.1f} GiB ({small['config']['param_dtype']}, batch "
+            f"{small['config']['bench']['batch']}{', activation checkpointing' if small['config']['bench']['grad_ckpt'] else ''})."
+            f" {m['timed_steps']} timed steps after one warm-up step per run; "
+            f"{m['parameters'] / 1e9:.2f}B parameters, {m['trained_parameters'] / 1e6:.1f}M trained (LoRA r=16 on q/v + projector).\n\n"
+            + source(*recs))
+
+
 SECTIONS = {"status": status, "preprocess": preprocess, "baseline": baseline, "ddp": ddp, "fsdp": fsdp,
-            "model-parallel": model_parallel, "evaluation": evaluation, "seed": seed}
+            "model-parallel": model_parallel, "evaluation": evaluation, "seed": seed, "gpu": gpu}
 
 
 def figures(res: dict, out: Path, run: str = "default") -> list[Path]:

@@ -39,7 +39,7 @@ def test_the_report_is_rebuilt_byte_for_byte_and_matches_the_committed_one(copy)
     assert set(_blocks(first)) == set(report.SECTIONS)
     for name, block in _blocks(first).items():
         if name != "seed" and name != "status":
-            assert "Source: `results/" in block and "2-core CPU" in block, name
+            assert "Source: `results/" in block and re.search(r" · (2-core CPU|1x NVIDIA)", block), name
 
 
 def test_a_changed_results_file_changes_only_its_tables(copy):
@@ -65,3 +65,15 @@ def test_an_unknown_block_is_a_clear_error(copy):
     path.write_text(path.read_text() + "\n<!-- generated:nonsense -->\n<!-- /generated:nonsense -->\n")
     proc = cli("report", "--results", str(copy / "results"), "--report", str(path), "--no-figures", check=False)
     assert proc.returncode == 2 and re.search(r"block 'nonsense'", proc.stderr)
+
+
+def test_the_gpu_block_holds_only_gpu_runs(copy):
+    cli("bench", "lm", "--size", "tiny", "--device", "cpu", "--steps", "2", "--batch-size", "2", "--amp", "off",
+        "--results", str(copy / "results"))
+    gpu = [p for p in (copy / "results" / "lm_throughput").glob("*.json") if "cuda" in p.read_text()]
+    before = _blocks(_build(copy, figures=False))
+    assert "tiny-cpu" not in before["gpu"] and before["gpu"].count("\n| ") == len(gpu) + 2  # header, rule, a row each
+    for p in gpu:
+        p.unlink()
+    after = _blocks(_build(copy, figures=False))
+    assert "Not recorded yet" in after["gpu"] and "full size" not in after["seed"]
