@@ -191,17 +191,19 @@ def train_job(job: TrainJob) -> dict | None:
     gather every rank's numbers to rank 0, caption the test split there and write the results.
     Returns the record on rank 0 (None on other ranks)."""
     from lib.parallel import dist
+    from lib.training.loop import StopFlag
 
-    if job.threads:
-        torch.set_num_threads(job.threads)
-    d = dist.init(job.device)
-    try:
-        return _train(job, d)
-    finally:
-        dist.close()  # after _train returned: the model and optimizer holding the group are garbage
+    with StopFlag() as stop:  # from here a SIGUSR1/SIGTERM is a request to checkpoint, not the end
+        if job.threads:
+            torch.set_num_threads(job.threads)
+        d = dist.init(job.device)
+        try:
+            return _train(job, d, stop)
+        finally:
+            dist.close()  # after _train returned: the model and optimizer holding the group are garbage
 
 
-def _train(job: TrainJob, d) -> dict | None:
+def _train(job: TrainJob, d, stop) -> dict | None:
     from lib.config import load_profile
     from lib.parallel import dist
     from lib.parallel.apply import full_trained_state, parallelizer, split_devices
@@ -237,7 +239,7 @@ def _train(job: TrainJob, d) -> dict | None:
     out = resolve(job.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = train(vlm, data, cfg, out, resume=job.resume, device=d.device, rank=d.rank, world=d.world,
-                    progress=d.main, parallelize=wrap)
+                    progress=d.main, parallelize=wrap, stop=stop)
     trained = full_trained_state(vlm)  # collective under FSDP and pipeline; on rank 0 only
     strategy = job.strategy + (f"-{job.schedule}" if job.strategy == "pipeline" else "")
     ranks = dist.gather({"rank": d.rank, "peak_memory_bytes": summary["peak_memory_bytes"],

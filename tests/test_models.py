@@ -18,7 +18,7 @@ from lib.models import encoder as enc
 from lib.models.encode import encode, open_features
 from lib.training import checkpoint
 from lib.training.data import CaptionData, Order
-from lib.training.loop import TrainConfig, train
+from lib.training.loop import StopFlag, TrainConfig, train
 
 from conftest import ROOT, TINY_LM, cli, tiny_profile
 
@@ -173,6 +173,16 @@ def test_sigterm_checkpoints_and_resume_is_bitwise_identical(world, tmp_path):
     assert summary["losses"][4:] == rest["losses"]
     # stage 1 left LoRA at its initial value (B = 0); stage 2 moved it
     assert any("lora_B" in k and a[k].abs().sum() > 0 for k in a)
+
+
+def test_a_signal_during_setup_stops_the_run_after_its_first_step(world, tmp_path):
+    with StopFlag() as stop:
+        os.kill(os.getpid(), signal.SIGUSR1)  # SLURM's warning, before the model is even built
+        vlm, tok = _vlm(world)
+        summary = train(vlm, CaptionData(world / "features", "train", tok), TrainConfig(steps=50, batch_size=4),
+                        tmp_path, progress=False, stop=stop)
+    assert (summary["status"], summary["steps"]) == ("preempted (SIGUSR1)", 1)
+    assert checkpoint.latest(tmp_path).name == "step-000001"
 
 
 def test_checkpoints_load_without_unpickling(world, tmp_path):

@@ -61,8 +61,10 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
-class _Stop:
-    """Turns SIGTERM/SIGUSR1 into a flag the loop checks after each step."""
+class StopFlag:
+    """Turns SIGTERM/SIGUSR1 into a flag the loop checks after each step. A job enters it before
+    its setup, so that a warning signal arriving then (SLURM's ``--signal`` may come up to a minute
+    early) is kept for the first step instead of ending the process (the signals' default action)."""
 
     def __init__(self):
         self.signal = None
@@ -90,7 +92,7 @@ def trained_parameters(model) -> tuple[list, list]:
 
 def train(model, data: CaptionData, cfg: TrainConfig, out: str | Path, resume: str | Path | None = None,
           device: str | torch.device = "cpu", rank: int = 0, world: int = 1, progress: bool = True,
-          on_step=None, parallelize=None) -> dict:
+          on_step=None, parallelize=None, stop: StopFlag | None = None) -> dict:
     """Train ``model`` (a CaptionVLM) and checkpoint under ``out/ckpt``. ``parallelize`` wraps it
     (``lib.parallel``: DDP, FSDP, layer split) or cuts it to this rank's pipeline stage, after the
     trained parameters are marked and before the optimizer sees them (FSDP replaces them with shards).
@@ -136,7 +138,7 @@ def train(model, data: CaptionData, cfg: TrainConfig, out: str | Path, resume: s
     losses, status, step = [], "finished", start
     model.train()
     bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not progress or rank != 0)
-    with _Stop() as stop:
+    with nullcontext(stop) if stop else StopFlag() as stop:
         for step in range(start, cfg.steps):
             meter.start()
             timer.start(step)
