@@ -13,6 +13,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --constraint constraints.txt --editable '.[dev]'
+	$(PY) -m lib jupyter  # the pmcoa kernel; JupyterLab opens notebooks/*.py as notebooks
 	@touch $@
 
 ## study: generate the embedded data if missing, run every notebook on $(PROFILE), rebuild the report

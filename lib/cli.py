@@ -212,6 +212,13 @@ def _sweep_options(p, default_name: str) -> None:
     p.set_defaults(fn=_bench_scaling)
 
 
+def _jupyter(a):
+    from lib import lab
+
+    for what, where in lab.install(user=a.user).items():
+        print(f"{what}: {where}")
+
+
 def _run(a):
     from lib.study import run
 
@@ -427,6 +434,12 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--no-figures", action="store_true", help="tables only")
     rp.add_argument("--run", default="default", help="whose results: a profile's run_name (default, cluster)")
     rp.set_defaults(fn=_report)
+
+    jp = sub.add_parser("jupyter", help="register the study's kernel (pmcoa) and open notebooks/*.py as notebooks in JupyterLab")
+    jp.add_argument("--user", action="store_true",
+                    help="into ~/.jupyter and ~/.local (a JupyterLab of another environment, e.g. Open OnDemand's) "
+                         "instead of this environment")
+    jp.set_defaults(fn=_jupyter)
 
     r = sub.add_parser("run", help="execute numbered notebooks with papermill")
     r.add_argument("notebooks", nargs="*", help="e.g. 01_eda or 01 (default: all)")
