@@ -1,3 +1,4 @@
+import os
 import shutil
 import subprocess
 import sys
@@ -71,3 +72,13 @@ def tiny_profile(tmp_path: Path, n: int) -> Path:
         assert str(tmp_path) in spec["params"][key], key
     (params / "default" / "profile.yaml").write_text(yaml.safe_dump(spec))
     return params
+
+
+def as_root() -> list[str] | None:
+    """The prefix that runs a command as root here: none when we are root, passwordless sudo when
+    it is there (CI machines), else None (the caller says what cannot be tested and how to opt out)."""
+    if os.geteuid() == 0:
+        return []
+    if shutil.which("sudo") and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0:
+        return ["sudo", "-n", "-E"]
+    return None

@@ -22,7 +22,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import ROOT, cli
+from conftest import ROOT, as_root, cli
 
 SKIP = os.environ.get("PMCOA_SKIP_BROWSER") == "1"
 pytestmark = pytest.mark.skipif(SKIP, reason="PMCOA_SKIP_BROWSER=1: no notebook was run in a browser")
@@ -36,13 +36,14 @@ ADDED = "# added in JupyterLab"
 @pytest.fixture(scope="module")
 def chromium() -> Path:
     if not CHROMIUM.exists():
-        if os.geteuid() != 0 or not shutil.which("apt-get"):
-            pytest.fail(f"{CHROMIUM} is missing and cannot be installed here (needs root and apt-get): "
-                        "`apt-get install chromium`, or PMCOA_SKIP_BROWSER=1 to run the suite without it")
+        root = as_root()
+        if root is None or not shutil.which("apt-get"):
+            pytest.fail(f"{CHROMIUM} is missing and cannot be installed here (needs root or passwordless sudo, "
+                        "and apt-get): `apt-get install chromium`, or PMCOA_SKIP_BROWSER=1 to run the suite without it")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]
+        install = [*root, "apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]
         if subprocess.run(install, env=env, capture_output=True).returncode != 0:
-            subprocess.run(["apt-get", "update", "-qq"], env=env, check=True)
+            subprocess.run([*root, "apt-get", "update", "-qq"], env=env, check=True)
             subprocess.run(install, env=env, check=True, capture_output=True)
     return CHROMIUM
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, TINY_LM, tiny_profile
+from conftest import ROOT, TINY_LM, as_root, tiny_profile
 
 SKIP = os.environ.get("PMCOA_SKIP_SLURM") == "1"
 pytestmark = pytest.mark.skipif(SKIP, reason="PMCOA_SKIP_SLURM=1: the sbatch scripts were NOT run against SLURM")
@@ -35,15 +35,16 @@ def _up() -> bool:
 @pytest.fixture(scope="module")
 def cluster():
     """The single-node cluster, started here unless one was up already (then it is left running)."""
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.fail("the SLURM tests install and start a local SLURM: they need root and apt-get; "
-                    "set PMCOA_SKIP_SLURM=1 to run the suite without them")
+    root = as_root()
+    if root is None or not shutil.which("apt-get"):
+        pytest.fail("the SLURM tests install and start a local SLURM: they need root (or passwordless sudo) "
+                    "and apt-get; set PMCOA_SKIP_SLURM=1 to run the suite without them")
     was_up = _up()
     env = {**os.environ, "LOCAL_SLURM_FAKE_GPUS": str(FAKE_GPUS)}
-    subprocess.run(["bash", str(ROOT / "slurm" / "local" / "start.sh")], env=env, check=True)
+    subprocess.run([*root, "bash", str(ROOT / "slurm" / "local" / "start.sh")], env=env, check=True)
     yield
     if not was_up:  # stops the daemons by the pid files start.sh wrote, nothing else
-        subprocess.run(["bash", str(ROOT / "slurm" / "local" / "stop.sh")], check=True)
+        subprocess.run([*root, "bash", str(ROOT / "slurm" / "local" / "stop.sh")], check=True)
 
 
 class Jobs:
