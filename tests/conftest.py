@@ -82,3 +82,17 @@ def as_root() -> list[str] | None:
     if shutil.which("sudo") and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0:
         return ["sudo", "-n", "-E"]
     return None
+
+
+def tiny_training(params: Path, train: dict | None = None) -> Path:
+    """Make a tiny profile's captioner test-sized: one-epoch pre-training of the tiny CLIP and LM,
+    4 visual tokens, and ``train`` as its training settings."""
+    import dataclasses
+
+    path = params / "default" / "train.yaml"
+    spec = yaml.safe_load(path.read_text())
+    spec["pretrain"] = {"encoder": {"epochs": 1, "batch_size": 16},
+                        "lm": {"epochs": 1, "batch_size": 16, "model": dataclasses.asdict(TINY_LM)}}
+    spec.update(visual_tokens=4, projector_hidden=32, **({"train": train} if train else {}))
+    path.write_text(yaml.safe_dump(spec))
+    return params

@@ -1,4 +1,3 @@
-import dataclasses
 import json
 
 import jupytext
@@ -9,7 +8,7 @@ import yaml
 from lib import eda
 from lib.study import NotebookFailed, parameter_names, run
 
-from conftest import ROOT, TINY_LM, cli, tiny_profile
+from conftest import ROOT, cli, tiny_profile, tiny_training
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
 
@@ -72,11 +71,7 @@ def test_parallel_notebooks_launch_torchrun_and_report(tmp_path):
     """Notebooks 04, 05 and 06 on a tiny profile: real torchrun jobs, results files, figures; 05 and
     06 reuse the jobs an earlier notebook already ran (shared scratch)."""
     params = tiny_profile(tmp_path, n=40)
-    train = yaml.safe_load((params / "default" / "train.yaml").read_text())
-    train["pretrain"] = {"encoder": {"epochs": 1, "batch_size": 16},
-                         "lm": {"epochs": 1, "batch_size": 16, "model": dataclasses.asdict(TINY_LM)}}
-    train.update(visual_tokens=4, projector_hidden=32)
-    (params / "default" / "train.yaml").write_text(yaml.safe_dump(train))
+    tiny_training(params)
     small = {"batches": [4], "steps": 3, "scratch": str(tmp_path / "scratch")}
     (params / "default" / "04_ddp.yaml").write_text(yaml.safe_dump({**small, "worlds": [2], "amps": ["off"],
                                                                    "amp_compare": ["off"], "compare_threads": 2}))
@@ -107,12 +102,7 @@ def test_baseline_and_evaluation_notebooks_report_from_results(tmp_path):
     """Notebook 03 classifies modalities and times n_jobs; notebook 07 trains the tiny captioner
     (none finished yet), evaluates its checkpoint and shows the results file's numbers."""
     params = tiny_profile(tmp_path, n=60)
-    train = yaml.safe_load((params / "default" / "train.yaml").read_text())
-    train["pretrain"] = {"encoder": {"epochs": 1, "batch_size": 16},
-                         "lm": {"epochs": 1, "batch_size": 16, "model": dataclasses.asdict(TINY_LM)}}
-    train.update(visual_tokens=4, projector_hidden=32,
-                 train={"steps": 4, "align_steps": 1, "batch_size": 8, "warmup": 1, "ckpt_every": 2})
-    (params / "default" / "train.yaml").write_text(yaml.safe_dump(train))
+    tiny_training(params, {"steps": 4, "align_steps": 1, "batch_size": 8, "warmup": 1, "ckpt_every": 2})
     (params / "default" / "03_baselines.yaml").write_text(yaml.safe_dump({"n_jobs": [1, 2], "rounds": 20}))
     (params / "default" / "07_evaluation.yaml").write_text(yaml.safe_dump(
         {"train_run": str(tmp_path / "train"), "resamples": 20, "throughput_images": 3}))

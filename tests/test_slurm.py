@@ -6,7 +6,6 @@ device, fake GPUs for ``--gres``. It needs root and apt (it installs slurmctld, 
 where they are missing, PMCOA_SKIP_SLURM=1 leaves this module out, and .ci/run says so loudly.
 """
 
-import dataclasses
 import json
 import os
 import shutil
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, TINY_LM, as_root, tiny_profile
+from conftest import ROOT, as_root, tiny_profile, tiny_training
 
 SKIP = os.environ.get("PMCOA_SKIP_SLURM") == "1"
 pytestmark = pytest.mark.skipif(SKIP, reason="PMCOA_SKIP_SLURM=1: the sbatch scripts were NOT run against SLURM")
@@ -94,12 +93,7 @@ def jobs(cluster, tmp_path_factory):
     by the tests. Jobs that train need the tiny models, built here between the two submissions."""
     tmp = tmp_path_factory.mktemp("slurm")
     params = tiny_profile(tmp, n=60)
-    train = yaml.safe_load((params / "default" / "train.yaml").read_text())
-    train["pretrain"] = {"encoder": {"epochs": 1, "batch_size": 16},
-                         "lm": {"epochs": 1, "batch_size": 16, "model": dataclasses.asdict(TINY_LM)}}
-    train.update(visual_tokens=4, projector_hidden=32,
-                 train={"steps": 4, "align_steps": 1, "batch_size": 8, "warmup": 1, "ckpt_every": 2})
-    (params / "default" / "train.yaml").write_text(yaml.safe_dump(train))
+    tiny_training(params, {"steps": 4, "align_steps": 1, "batch_size": 8, "warmup": 1, "ckpt_every": 2})
     prep = yaml.safe_load((params / "default" / "02_preprocessing.yaml").read_text())
     prep["slurm"] = {"cores": 1, "processes": 1, "memory": "2GB", "walltime": "00:10:00", "queue": "debug",
                      "log_directory": str(tmp / "logs"), "job_extra_directives": ["--signal=USR1@120"]}
