@@ -225,8 +225,13 @@ def resume(model, optimizer, scheduler, ckpt: str | os.PathLike, scaler=None) ->
     if not (ckpt / "dcp").is_dir() or not (ckpt / "state.pt").exists():
         raise FileNotFoundError(f"{ckpt} is not a complete checkpoint (dcp/ and state.pt)")
     target = _dcp_state(model, optimizer)
+    reader = _safe_reader(ckpt / "dcp")
+    saved = reader.read_metadata().state_dict_metadata.keys()
+    # Parameters the optimizer had not stepped yet (LoRA in the projector-only stage 1) have no state in
+    # the checkpoint; they go on without one, as in the run that was not interrupted.
+    target["optim"]["state"] = {k: v for k, v in target["optim"]["state"].items() if f"optim.state.{k}.step" in saved}
     with _one_process_is_fine():
-        dcp.load(target, storage_reader=_safe_reader(ckpt / "dcp"), no_dist=not _distributed())
+        dcp.load(target, storage_reader=reader, no_dist=not _distributed())
     # not strict: the frozen weights are not in checkpoints by design; anything else missing is an error
     with _tensors_only(model):
         keys = set_state_dict(model, optimizer, model_state_dict=target["model"], optim_state_dict=target["optim"],
