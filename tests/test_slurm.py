@@ -98,6 +98,7 @@ def jobs(cluster, tmp_path_factory):
     prep["slurm"] = {"cores": 1, "processes": 1, "memory": "2GB", "walltime": "00:10:00", "queue": "debug",
                      "log_directory": str(tmp / "logs"), "job_extra_directives": ["--signal=USR1@120"]}
     (params / "default" / "02_preprocessing.yaml").write_text(yaml.safe_dump(prep))
+    before = os.environ.get("PMCOA_PARAMS_DIR")
     os.environ["PMCOA_PARAMS_DIR"] = str(params)  # for load_profile in this process, then restored
     try:
         from lib.captioner import prepare
@@ -108,8 +109,6 @@ def jobs(cluster, tmp_path_factory):
         j = Jobs(tmp, params)
         one = ("--cpus-per-task=1", "--mem=2G")
         ids = {
-            # first, so that it starts on an idle core: its USR1 warning comes ~30 s in
-            "limit": None,
             "preprocess": j.submit("preprocess.sbatch", "--chunk-size", "16", opts=one, DATA=str(tmp / "data"),
                                    OUT=str(tmp / "pre-local"), BACKEND="dask-processes", WORKERS="1"),
             "dask-slurm": j.submit("preprocess.sbatch", "--chunk-size", "16", opts=one, DATA=str(tmp / "data"),
@@ -123,6 +122,8 @@ def jobs(cluster, tmp_path_factory):
         p = profile.notebook_params("train")
         prepare(profile, p, progress=False, pretrain_cfg=p.get("pretrain"))
         two = ("--cpus-per-task=2", "--mem=4G")
+        # its USR1 warning comes ~30 s in, wherever the job has got to by then (queued behind others or
+        # still building its model, it checkpoints after its first step)
         ids["limit"] = j.submit("train_cpu.sbatch", "--strategy", "single", "--max-steps", "1000000",
                                 "--ckpt-every", "1000000", "--no-eval", opts=("--time=1", "--signal=USR1@30", *one),
                                 RANKS="1", RUN_DIR=str(tmp / "limit"))
@@ -131,7 +132,10 @@ def jobs(cluster, tmp_path_factory):
         ids["fsdp"] = j.submit("train_cpu.sbatch", "--strategy", "fsdp", "--no-eval", "--name", "slurm-fsdp",
                                opts=two, RANKS="2", RUN_DIR=str(tmp / "fsdp"))
     finally:
-        os.environ.pop("PMCOA_PARAMS_DIR")
+        if before is None:
+            os.environ.pop("PMCOA_PARAMS_DIR")
+        else:
+            os.environ["PMCOA_PARAMS_DIR"] = before
     return j, ids
 
 
