@@ -123,7 +123,10 @@ def evaluate(vlm, train_data, test_data, device: str = "cpu", num_beams: int = 1
     from lib.evaluation.captions import collapse, most_frequent_caption, score
 
     hyps, per_s = caption(vlm, test_data, num_beams=num_beams, device=device, progress=progress)
-    refs = {r.get("id", r["image"]): [r["caption"]] for r in test_data.rows}
+    refs = {r["id"]: [r["caption"]] for r in test_data.rows}
+    if len(refs) != len(test_data.rows) or hyps.keys() != refs.keys():  # every test pair scored, once
+        raise RuntimeError(f"{len(test_data.rows)} test pairs, {len(refs)} distinct ids, {len(hyps)} captions: "
+                           f"pairs would be dropped from the scores")
     frequent = most_frequent_caption([r["caption"] for r in train_data.rows])
     return {
         "model": {**score(refs, hyps, resamples=resamples, seed=seed), **collapse(list(hyps.values())),

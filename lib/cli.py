@@ -24,7 +24,10 @@ def _validate(a):
     from lib.data.validate import Limits, validate
 
     report = validate(a.data, a.report, a.index, workers=a.workers,
-                      limits=Limits(max_pixels=a.max_pixels, max_caption_chars=a.max_caption_chars))
+                      limits=Limits(max_pixels=a.max_pixels, max_caption_chars=a.max_caption_chars,
+                                    max_file_bytes=a.max_file_bytes))
+    for warning in report["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"kept {report['kept']}, skipped {report['skipped_count']} {report['reasons']}, "
           f"converted {sum(report['conversions'].values())} {report['conversions']} -> {a.report}")
 
@@ -44,7 +47,7 @@ def _preprocess(a):
         slurm = load_profile(a.profile).notebook_params("02_preprocessing").get("slurm") or {}
     cfg = PrepConfig(size=a.size, fit=a.fit, clahe=a.clahe, gamma=a.gamma, denoise=a.denoise)
     manifest = preprocess(a.data, a.out, backend=a.backend, workers=a.workers, chunk_size=a.chunk_size, cfg=cfg,
-                          index=a.index, slurm=slurm)
+                          index=a.index, slurm=slurm, max_file_bytes=a.max_file_bytes)
     print(json.dumps(manifest))
 
 
@@ -234,6 +237,7 @@ def _run(a):
 
 
 def parser() -> argparse.ArgumentParser:
+    from lib.data.files import MAX_FILE_BYTES
     from lib.data.images import MAX_PIXELS
 
     p = argparse.ArgumentParser(prog="python -m lib", description=__doc__.splitlines()[0])
@@ -254,6 +258,7 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--workers", type=int, default=1)
     v.add_argument("--max-pixels", type=int, default=MAX_PIXELS)
     v.add_argument("--max-caption-chars", type=int, default=10_000)
+    v.add_argument("--max-file-bytes", type=int, default=MAX_FILE_BYTES, help="larger image files are refused unread")
     v.set_defaults(fn=_validate)
 
     s = sub.add_parser("subset", help="deterministic n-pair development subset")
@@ -277,6 +282,7 @@ def parser() -> argparse.ArgumentParser:
     pp.add_argument("--clahe", action="store_true", help="CLAHE on the L channel of LAB")
     pp.add_argument("--gamma", type=float, default=1.0)
     pp.add_argument("--denoise", type=int, default=0, help="median filter aperture (odd), 0 = off")
+    pp.add_argument("--max-file-bytes", type=int, default=MAX_FILE_BYTES, help="larger image files are refused unread")
     pp.add_argument("--profile", default="cluster", help="where dask-slurm reads its SLURMCluster parameters")
     pp.set_defaults(fn=_preprocess)
 

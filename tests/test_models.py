@@ -197,7 +197,7 @@ def test_checkpoints_load_without_unpickling(world, tmp_path):
     torch.load(ckpt / "state.pt", weights_only=True)  # raises if anything needs unpickling
     # DCP's pickled index is read with an allow-list: a crafted one cannot run code
     (ckpt / "dcp" / ".metadata").write_bytes(pickle.dumps(os.getcwd))
-    with pytest.raises(BaseException, match=r"refers to posix\.getcwd"):  # wrapped in DCP's CheckpointException
+    with pytest.raises(checkpoint.UnsafeCheckpoint, match=r"asks for posix\.getcwd"):
         checkpoint.resume(vlm, torch.optim.AdamW(vlm.projector.parameters()), None, ckpt)
 
 

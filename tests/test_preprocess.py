@@ -46,7 +46,7 @@ def test_bad_images_are_quarantined_with_reasons_and_the_run_completes(tmp_path)
     m = preprocess(tmp_path / "data", tmp_path / "out", index=index, cfg=PrepConfig(size=32), progress=False)
     assert (m["stored"], m["quarantined"]) == (2, 3)
     reasons = {q["image"]: q["reason"] for q in json.loads((tmp_path / "out" / "quarantine.json").read_text())}
-    assert reasons == {"truncated.jpg": "truncated", "gone.jpg": "unreadable", "corrupt.jpg": "corrupt"}
+    assert reasons == {"truncated.jpg": "truncated", "gone.jpg": "missing_file", "corrupt.jpg": "corrupt"}
 
 
 def test_run_killed_with_sigkill_resumes_to_identical_output(tmp_path):

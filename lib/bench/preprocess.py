@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lib import plots
+from lib.data.files import read_data_file
 from lib.data.pmcoa import image_root, read_index
 from lib.data.preprocess import PrepConfig, _cv2, enhance, fit, load_pixels, preprocess, resize_plan
 
@@ -37,15 +38,15 @@ def floor(data_dir, index, cfg: PrepConfig, limit: int | None = None) -> dict:
     the reference preprocessing is held to. It skips what preprocessing adds: padding, RGB order, the write."""
     cv2 = _cv2()
     root = image_root(data_dir)
-    paths = [root / row["image"] for row in islice(read_index(index), limit)]
+    names = [row["image"] for row in islice(read_index(index), limit)]
     start = time.perf_counter()
-    for path in paths:
-        img = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+    for name in names:
+        img = cv2.imdecode(np.frombuffer(read_data_file(root, name), np.uint8), cv2.IMREAD_COLOR)
         nh, nw, interp = resize_plan(*img.shape[:2], cfg)
         cv2.resize(img, (nw, nh), interpolation=interp)
     seconds = time.perf_counter() - start
-    return {"images": len(paths), "seconds": seconds, "img_per_s": len(paths) / seconds,
-            "ms_per_img": 1e3 * seconds / len(paths)}
+    return {"images": len(names), "seconds": seconds, "img_per_s": len(names) / seconds,
+            "ms_per_img": 1e3 * seconds / len(names)}
 
 
 def breakdown(data_dir, index, cfg: PrepConfig, scratch: str | os.PathLike, limit: int = 1000,
@@ -58,7 +59,7 @@ def breakdown(data_dir, index, cfg: PrepConfig, scratch: str | os.PathLike, limi
     pixels.fill(0)  # fault the pages in first: process_chunk reuses a warm buffer
     for i, row in enumerate(rows):
         t0 = time.perf_counter()
-        data = (root / row["image"]).read_bytes()
+        data = read_data_file(root, row["image"])
         t1 = time.perf_counter()
         img = load_pixels(data, row)
         t2 = time.perf_counter()

@@ -1,8 +1,8 @@
-"""The one place that decides whether an image file is usable, and how it is normalised.
+"""The one place that decides whether image bytes are usable, and how they are normalised.
 
-``open_image`` returns a decoded 8-bit RGB or L image or raises ``BadImage``
-with a stable reason; validation and preprocessing both call it, so the
-bad-input policy lives here once.
+``decode`` returns a decoded 8-bit RGB or L image, with what was converted to get there, or raises
+``BadImage`` with a stable reason; validation and preprocessing both call it, so the bad-input
+policy lives here once. (Which files may be read at all is ``lib.data.files``' job.)
 """
 
 from __future__ import annotations
@@ -10,23 +10,31 @@ from __future__ import annotations
 import io
 import warnings
 import zlib
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
+
+from lib.data.reasons import BadInput
 
 # PMC-OA figures are ~271x238 px; a declared size beyond this is a decompression bomb, not a figure.
 MAX_PIXELS = 40_000_000
 
 
-class BadImage(ValueError):
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
+class BadImage(BadInput):
+    """Image bytes that do not give a usable figure; ``reason`` says why."""
 
 
-def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, str, str | None]:
-    """Decode image bytes → (image in mode RGB or L, original mode, conversion applied or None)."""
+class Decoded(NamedTuple):
+    image: Image.Image  # mode RGB or L, 8 bits a channel
+    mode: str  # as stored
+    format: str  # PNG, JPEG, TIFF, GIF, ... as the file says (not the converted copy's)
+    conversion: str | None  # what was changed to reach 8-bit RGB/L ("+"-joined), None if nothing
+    frames: int  # frames or pages in the file; only the first is used
+
+
+def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
+    """Decode image bytes to 8-bit RGB or L, listing every conversion (mode, bit depth, frames)."""
     if not data:
         raise BadImage("empty_file", "0 bytes")
     # A truncated file must fail, not be padded with grey (PIL's lenient mode is global state).
@@ -54,9 +62,23 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, str,
         message = str(e)
         truncated = isinstance(e, EOFError) or "truncat" in message.lower() or "broken data stream" in message
         raise BadImage("truncated" if truncated else "corrupt", f"decode: {message or type(e).__name__}") from None
-    mode = im.mode
+    mode, fmt, frames = im.mode, im.format or "unknown", getattr(im, "n_frames", 1)
     out, conversion = _normalise_mode(im)
-    return out, mode, conversion
+    if _bits_per_sample(im, data) > 8 and not (conversion or "").startswith(("16bit", "32bit")):
+        conversion = "+".join(filter(None, ("16bit_to_8bit", conversion)))  # PIL keeps 16-bit RGB's high byte
+    if frames > 1:  # animated GIF, multi-page TIFF: the figure is taken to be the first frame
+        conversion = "+".join(filter(None, ("first_frame", conversion)))
+    return Decoded(out, mode, fmt, conversion, frames)
+
+
+def _bits_per_sample(im: Image.Image, data: bytes) -> int:
+    """Bit depth the file stores per channel, where the format says so (PIL's RGB mode hides 16 bits)."""
+    if im.format == "PNG" and len(data) > 24:
+        return data[24]  # IHDR bit depth
+    if im.format == "TIFF":
+        bits = im.tag_v2.get(258, 8)
+        return max(bits) if isinstance(bits, tuple) else int(bits)
+    return 8
 
 
 def _normalise_mode(im: Image.Image) -> tuple[Image.Image, str | None]:

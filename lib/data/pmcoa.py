@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from lib.data.reasons import BadInput
+
 SPLITS = ("train", "valid", "test")
 IMAGE_DIR = "images"
 
@@ -24,18 +26,23 @@ class Record:
     modality: str | None = None
 
 
-class BadRecord(ValueError):
+def pair_id(split: str, line: int) -> str:
+    """A pair's id: its split and line. Unique where the image name is not (one figure with two captions,
+    ``a.jpg`` beside ``a.png``); carried from the clean index through shards, features, captions and scores."""
+    return f"{split}-{line}"
+
+
+class BadRecord(BadInput):
     """A JSONL line that is not a usable pair; ``reason`` is a stable key for reports."""
 
     def __init__(self, reason: str, detail: str = "", image: str | None = None):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
+        super().__init__(reason, detail)
         self.image = image  # known once the line parsed, so reports can name the file
 
 
 def split_files(data_dir: str | os.PathLike) -> dict[str, Path]:
-    """The split files present in ``data_dir``, in train/valid/test order."""
+    """The split files present in ``data_dir`` (regular files only: a FIFO would block), in train/valid/test
+    order."""
     data_dir = Path(data_dir)
     found = {s: data_dir / f"{s}.jsonl" for s in SPLITS if (data_dir / f"{s}.jsonl").is_file()}
     if not found:
@@ -50,10 +57,13 @@ def image_root(data_dir: str | os.PathLike) -> Path:
 
 
 def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
-    """(line number, raw bytes without the newline) for every non-blank line."""
+    """(line number, raw bytes without the newline) for every non-blank line; a UTF-8 byte-order mark
+    (editors on Windows write one) is not part of the first line."""
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
             raw = raw.rstrip(b"\r\n")
+            if number == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
             if raw.strip():
                 yield number, raw
 

@@ -2,15 +2,19 @@
 
 Layout of ``out``:
   shards/shard-00000.npy   uint8 [n, size, size, 3], memory-mappable (np.load(mmap_mode="r"))
-  shards/shard-00000.json  the chunk's rows (image, caption, modality, split, offset) and its quarantine;
-                           written after the .npy, so it marks the chunk complete
+  shards/shard-00000.json  the chunk's rows (id, image, caption, modality, split, offset), its quarantine and
+                           the digest of the index rows it was made from; written after the .npy, so it
+                           marks the chunk complete for exactly those rows
   index.jsonl              every stored image: id, shard, offset, caption, modality, split, image
   quarantine.json          images that failed here, each with its reason
   preprocess.json          config and counts
 
 Each chunk is a pure function of its rows and the config, so every backend
-writes byte-identical shards, and a re-run skips the chunks already complete.
-Normalisation is left to the model's transform: shards hold plain pixels.
+writes byte-identical shards, and a re-run skips a chunk only when it was made from the same rows
+(ids, images, their digests, captions) with the same config: another index of the same length is
+another job. Every image is read through ``lib.data.files`` (paths re-checked, whatever the index
+says) and checked against the digest validate recorded. Normalisation is left to the model's
+transform: shards hold plain pixels.
 """
 
 from __future__ import annotations
@@ -30,8 +34,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lib.data.images import BadImage, decode
-from lib.data.pmcoa import image_root, read_index
+from lib.data.files import MAX_FILE_BYTES, content_digest, read_data_file
+from lib.data.images import decode
+from lib.data.pmcoa import image_root, pair_id, read_index
+from lib.data.reasons import BadInput, skip_row
+from lib.data.validate import Limits, validate
 from lib.results import write_json_atomic
 
 BACKENDS = ("sequential", "dask-processes", "dask-threads", "dask-slurm")
@@ -71,8 +78,7 @@ def load_pixels(data: bytes, row: dict) -> np.ndarray:
         arr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
         if arr is not None:
             return arr
-    im, _, _ = decode(data)
-    arr = np.asarray(im)
+    arr = np.asarray(decode(data).image)
     return cv2.cvtColor(arr, cv2.COLOR_GRAY2BGR if arr.ndim == 2 else cv2.COLOR_RGB2BGR)
 
 
@@ -121,7 +127,14 @@ def shard_paths(out: Path, k: int) -> tuple[Path, Path]:
     return out / "shards" / f"shard-{k:05d}.npy", out / "shards" / f"shard-{k:05d}.json"
 
 
-def is_complete(out: Path, k: int, cfg: PrepConfig, n_rows: int) -> bool:
+def rows_digest(rows: list[dict]) -> str:
+    """Digest of the index rows a chunk is made from: what identifies its input, beside the config."""
+    keys = ("id", "split", "line", "image", "caption", "modality", "digest", "mode", "conversion")
+    return hashlib.sha256(json.dumps([[r.get(k) for k in keys] for r in rows], ensure_ascii=False).encode()).hexdigest()
+
+
+def is_complete(out: Path, k: int, cfg: PrepConfig, rows: list[dict]) -> bool:
+    """Whether chunk k is on disk, made with ``cfg`` from exactly ``rows``."""
     npy, meta = shard_paths(out, k)
     if not (npy.exists() and meta.exists()):
         return False
@@ -129,7 +142,7 @@ def is_complete(out: Path, k: int, cfg: PrepConfig, n_rows: int) -> bool:
         m = json.loads(meta.read_text())
     except json.JSONDecodeError:
         return False
-    return m.get("config") == cfg.key() and len(m["rows"]) + len(m["quarantined"]) == n_rows
+    return m.get("config") == cfg.key() and m.get("input") == rows_digest(rows)
 
 
 _local = threading.local()
@@ -145,32 +158,34 @@ def _buffer(n: int, size: int) -> np.ndarray:
     return buf[:n]
 
 
-def process_chunk(k: int, rows: list[dict], data_dir: str, out: str, cfg: PrepConfig) -> dict:
+def process_chunk(k: int, rows: list[dict], data_dir: str, out: str, cfg: PrepConfig,
+                  max_file_bytes: int = MAX_FILE_BYTES) -> dict:
     """Decode, enhance and fit one chunk; write its shard atomically. Pure in (rows, cfg)."""
     out_p = Path(out)
-    if is_complete(out_p, k, cfg, len(rows)):
+    if is_complete(out_p, k, cfg, rows):
         return {"chunk": k, "skipped": True, **_counts(json.loads(shard_paths(out_p, k)[1].read_text()))}
     root = image_root(data_dir)
     pixels = _buffer(len(rows), cfg.size)
     kept, quarantined = [], []
     for row in rows:
+        where = {"id": row.get("id") or pair_id(row["split"], row["line"]), "image": row["image"],
+                 "split": row["split"], "line": row["line"]}
         try:
-            img = load_pixels((root / row["image"]).read_bytes(), row)
-            fit(enhance(img, cfg), cfg, out=pixels[len(kept)])
-        except (BadImage, OSError) as e:
-            reason = e.reason if isinstance(e, BadImage) else "unreadable"
-            quarantined.append({"image": row["image"], "split": row["split"], "line": row["line"],
-                                "reason": reason, "detail": str(e)})
+            data = read_data_file(root, row["image"], max_file_bytes)
+            if row.get("digest") and content_digest(data) != row["digest"]:
+                raise BadInput("changed_since_validation", f"{row['image']}: its bytes differ from the validated file")
+            fit(enhance(load_pixels(data, row), cfg), cfg, out=pixels[len(kept)])
+        except BadInput as e:
+            quarantined.append(skip_row(e.reason, e.detail, **where))
             continue
-        kept.append({"image": row["image"], "split": row["split"], "line": row["line"], "caption": row["caption"],
-                     "modality": row.get("modality"), "offset": len(kept)})
+        kept.append({**where, "caption": row["caption"], "modality": row.get("modality"), "offset": len(kept)})
     npy, meta = shard_paths(out_p, k)
     npy.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{npy.name}.", suffix=".npy", dir=npy.parent)
     with os.fdopen(fd, "wb") as f:
         np.save(f, pixels[: len(kept)])
     os.replace(tmp, npy)
-    record = {"chunk": k, "config": cfg.key(), "rows": kept, "quarantined": quarantined}
+    record = {"chunk": k, "config": cfg.key(), "input": rows_digest(rows), "rows": kept, "quarantined": quarantined}
     write_json_atomic(meta, record)
     return {"chunk": k, "skipped": False, **_counts(record)}
 
@@ -268,6 +283,7 @@ def preprocess(
     index: str | os.PathLike | None = None,
     slurm: dict | None = None,
     progress: bool = True,
+    max_file_bytes: int = MAX_FILE_BYTES,
 ) -> dict:
     """Turn the clean index into shards under ``out``; resumes where a previous run stopped."""
     if backend not in BACKENDS:
@@ -280,16 +296,15 @@ def preprocess(
         stale.unlink()
     timings = {"validate_s": 0.0, "cluster_start_s": 0.0}
     if index is None:
-        from lib.data.validate import validate
-
         index = out / "clean_index.jsonl"
         if not index.exists():
             t = time.perf_counter()
-            validate(data_dir, out / "validate_report.json", index, workers=workers, progress=progress)
+            validate(data_dir, out / "validate_report.json", index, workers=workers, progress=progress,
+                     limits=Limits(max_file_bytes=max_file_bytes))
             timings["validate_s"] = time.perf_counter() - t
     n_rows = sum(1 for _ in read_index(index))
     n_chunks = -(-n_rows // chunk_size)
-    task = partial(process_chunk, data_dir=str(data_dir), out=str(out), cfg=cfg)
+    task = partial(process_chunk, data_dir=str(data_dir), out=str(out), cfg=cfg, max_file_bytes=max_file_bytes)
     jobs = chunks(index, chunk_size)
     with tqdm(total=n_chunks, desc=f"preprocess ({backend})", unit="chunk", disable=not progress) as bar:
         if backend == "sequential":
@@ -316,7 +331,7 @@ def _finish(out: Path, n_chunks: int, cfg: PrepConfig, backend, workers, chunk_s
             npy, meta_path = shard_paths(out, k)
             meta = json.loads(meta_path.read_text())
             for row in meta["rows"]:
-                entry = {"id": Path(row["image"]).stem, "shard": npy.name, **row}
+                entry = {"id": row["id"], "shard": npy.name, **row}
                 f.write(json.dumps(entry, ensure_ascii=False) + "\n")
             stored += len(meta["rows"])
             quarantine += meta["quarantined"]

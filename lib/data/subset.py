@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from lib.data.files import BadFile, checked_path
 from lib.data.pmcoa import IMAGE_DIR, image_root, iter_lines, split_files
 from lib.results import write_json_atomic
 
@@ -57,7 +58,7 @@ def subset(data_dir: str | os.PathLike, n: int, out: str | os.PathLike, seed: in
     files = split_files(data_dir)
     sizes = {s: sum(1 for _ in iter_lines(p)) for s, p in files.items()}
     want = allocate(sizes, n)
-    src_root, dst_root = image_root(data_dir).resolve(), out / IMAGE_DIR
+    src_root, dst_root = image_root(data_dir), out / IMAGE_DIR
     dst_root.mkdir(parents=True, exist_ok=True)
     summary = {"source": str(data_dir), "n": n, "seed": seed, "splits": {}, "images_linked": 0, "images_not_found": 0}
     bar = tqdm(total=sum(want.values()), desc="subset", unit="pair", disable=not progress)
@@ -78,9 +79,9 @@ def subset(data_dir: str | os.PathLike, n: int, out: str | os.PathLike, seed: in
                 f.write(raw + b"\n")
                 bar.update()
                 name = _image_name(raw)
-                src = (src_root / name).resolve() if name else None
+                src = _source(src_root, name)
                 # Only safe, existing files are carried over; validate reports the rest on the subset.
-                if src and src.is_relative_to(src_root) and src.is_file():
+                if src:
                     _link(src, dst_root / name)
                     summary["images_linked"] += 1
                 else:
@@ -97,4 +98,15 @@ def _image_name(raw: bytes) -> str | None:
         name = json.loads(raw).get("image")
     except (ValueError, AttributeError):
         return None
-    return name if isinstance(name, str) and name and not os.path.isabs(name) else None
+    return name if isinstance(name, str) else None
+
+
+def _source(root: Path, name: str | None) -> Path | None:
+    """The image file a line names, if it is a regular file inside the image folder (lib.data.files)."""
+    if name is None:
+        return None
+    try:
+        path = checked_path(root, name)
+    except BadFile:
+        return None
+    return path if path.is_file() else None

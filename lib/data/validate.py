@@ -1,9 +1,10 @@
 """Check every PMC-OA pair once; write a report of what was skipped and why, and a clean index.
 
-Each bad pair becomes a row ``{"split", "line", "image", "reason", "detail"}``;
-images in a mode we can convert safely (CMYK, 16-bit, palette, alpha) are kept
-and listed under ``converted``. The clean index (JSONL, one kept pair a line,
-with its image's size and mode) is what every later stage reads.
+Each bad pair becomes a row ``{"split", "line", "image", "reason", "detail"}`` with a reason from
+``lib.data.reasons``; images in a mode we can convert safely (CMYK, 16-bit, palette, alpha, the
+first frame of several) are kept and listed under ``converted``. The report also says, per split,
+whether its file was there and how many lines it held. The clean index (JSONL, one kept pair a line,
+with its id, its image's size, mode, format and a digest of its bytes) is what every later stage reads.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lib.data.images import MAX_PIXELS, BadImage, decode
-from lib.data.pmcoa import BadRecord, image_root, iter_lines, parse_record, split_files
+from lib.data.files import MAX_FILE_BYTES, content_digest, read_data_file
+from lib.data.images import MAX_PIXELS, decode
+from lib.data.pmcoa import SPLITS, image_root, iter_lines, pair_id, parse_record, split_files
+from lib.data.reasons import BadInput, skip_row
 from lib.results import write_json_atomic
 
 
@@ -29,57 +32,52 @@ from lib.results import write_json_atomic
 class Limits:
     max_pixels: int = MAX_PIXELS
     max_caption_chars: int = 10_000
-
-
-def _resolve_image(root: Path, name: str) -> Path:
-    """The image's path under root, or BadRecord if the name could reach outside it."""
-    if "\x00" in name or not name.strip():
-        raise BadRecord("unsafe_path", "empty name or NUL byte")
-    if os.path.isabs(name) or name.startswith("~"):
-        raise BadRecord("unsafe_path", "absolute path")
-    path = (root / name).resolve()  # resolve() also follows symlinks that point outside
-    if not path.is_relative_to(root.resolve()):
-        raise BadRecord("unsafe_path", "escapes the image folder")
-    return path
+    max_file_bytes: int = MAX_FILE_BYTES
 
 
 def check_line(job: tuple[str, int, bytes], root: Path, limits: Limits) -> dict:
     """Everything that can be decided from one line alone (runs in worker processes)."""
     split, line, raw = job
-    row = {"split": split, "line": line}
+    where = {"split": split, "line": line}
+    row = {**where, "id": pair_id(split, line)}
     try:
         rec = parse_record(split, line, raw, limits.max_caption_chars)
         row.update(image=rec.image, caption=rec.caption, modality=rec.modality)
-        path = _resolve_image(root, rec.image)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise BadRecord("missing_file", str(path)) from None
-        except IsADirectoryError:
-            raise BadRecord("missing_file", f"{path} is a folder") from None
-        im, mode, conversion = decode(data, limits.max_pixels)
-    except (BadRecord, BadImage) as bad:
-        if getattr(bad, "image", None):
-            row["image"] = bad.image
-        return {**row, "reason": bad.reason, "detail": bad.detail}
+        data = read_data_file(root, rec.image, limits.max_file_bytes)
+        im = decode(data, limits.max_pixels)
+    except BadInput as bad:
+        return skip_row(bad.reason, bad.detail, **where, image=getattr(bad, "image", None) or row.get("image"))
     except Exception as e:  # noqa: BLE001 - one odd file must not end a 1.65M-pair run
-        return {**row, "reason": "unexpected_error", "detail": f"{type(e).__name__}: {e}"}
+        return skip_row("unexpected_error", f"{type(e).__name__}: {e}", **where, image=row.get("image"))
+    digest = content_digest(data)
     # 64-bit key: ~100 B a pair in the duplicate table for the 1.65M release, collisions ~1e-7 likely.
-    digest = int.from_bytes(hashlib.blake2b(data + b"\x00" + rec.caption.strip().encode(), digest_size=8).digest(), "big")
+    pair_key = int.from_bytes(hashlib.blake2b(f"{digest}\x00{rec.caption.strip()}".encode(), digest_size=8).digest(),
+                              "big")
     return {
-        **row, "width": im.width, "height": im.height, "mode": mode, "format": im.format or _format(data),
-        "bytes": len(data), "conversion": conversion, "digest": digest,
+        **row, "width": im.image.width, "height": im.image.height, "mode": im.mode, "format": im.format,
+        "bytes": len(data), "conversion": im.conversion, "frames": im.frames, "digest": digest, "pair_key": pair_key,
     }
-
-
-def _format(data: bytes) -> str:
-    return "PNG" if data[:8] == b"\x89PNG\r\n\x1a\n" else "JPEG" if data[:2] == b"\xff\xd8" else "unknown"
 
 
 def _jobs(data_dir: Path) -> Iterator[tuple[str, int, bytes]]:
     for split, path in split_files(data_dir).items():
         for line, raw in iter_lines(path):
             yield split, line, raw
+
+
+def _splits(data_dir: Path, counts: Counter, kept: Counter) -> tuple[dict, list[str]]:
+    """Per split: whether its file is there, its non-blank lines and kept pairs; and warnings for
+    splits a study needs that are missing or empty (training wants train, evaluation test)."""
+    splits, warnings = {}, []
+    for split in SPLITS:
+        path = data_dir / f"{split}.jsonl"
+        state = "missing" if not path.is_file() else "empty" if counts[split] == 0 else "present"
+        splits[split] = {"file": state, "lines": counts[split], "kept": kept[split]}
+        if state != "present":
+            warnings.append(f"{path.name} is {'missing' if state == 'missing' else 'empty (no pair in it)'}")
+        elif kept[split] == 0:
+            warnings.append(f"{path.name}: none of its {counts[split]} pairs was kept")
+    return splits, warnings
 
 
 def _checked(data_dir: Path, root: Path, limits: Limits, workers: int) -> Iterator[dict]:
@@ -107,7 +105,7 @@ def validate(
         raise FileNotFoundError(f"{data_dir}: no image folder {root.name}/")
     first_seen: dict[int, tuple[str, int]] = {}
     skipped, converted = [], []
-    kept = 0
+    lines, kept = Counter(), Counter()
     index_tmp = None
     if index_path:
         index_path = Path(index_path)
@@ -116,19 +114,20 @@ def validate(
         index_file = open(index_tmp, "w", encoding="utf-8")
     try:
         for row in tqdm(_checked(data_dir, root, limits, workers), desc="validate", unit="pair", disable=not progress):
+            lines[row["split"]] += 1
             if "reason" not in row:
-                first = first_seen.setdefault(row["digest"], (row["split"], row["line"]))
+                first = first_seen.setdefault(row.pop("pair_key"), (row["split"], row["line"]))
                 if first != (row["split"], row["line"]):
-                    row = {**row, "reason": "duplicate_pair", "detail": f"same image and caption as {first[0]} line {first[1]}"}
+                    row = skip_row("duplicate_pair", f"same image and caption as {first[0]} line {first[1]}",
+                                   **{k: row[k] for k in ("split", "line", "image")})
             if "reason" in row:
                 skipped.append({k: row.get(k) for k in ("split", "line", "image", "reason", "detail")})
                 continue
-            kept += 1
+            kept[row["split"]] += 1
             if row["conversion"]:
-                converted.append({k: row[k] for k in ("split", "line", "image", "mode", "conversion")})
+                converted.append({k: row[k] for k in ("split", "line", "image", "mode", "format", "conversion")})
             if index_tmp:
-                entry = {k: v for k, v in row.items() if k != "digest"}
-                index_file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                index_file.write(json.dumps(row, ensure_ascii=False) + "\n")
         if index_tmp:
             index_file.close()
             os.replace(index_tmp, index_path)
@@ -136,13 +135,17 @@ def validate(
         if index_tmp and not index_file.closed:
             index_file.close()
             index_tmp.unlink(missing_ok=True)
+    splits, warnings = _splits(data_dir, lines, kept)
     report = {
         "data": str(data_dir),
-        "kept": kept,
+        "kept": sum(kept.values()),
         "skipped_count": len(skipped),
         "reasons": dict(sorted(Counter(s["reason"] for s in skipped).items())),
         "conversions": dict(sorted(Counter(c["conversion"] for c in converted).items())),
-        "limits": {"max_pixels": limits.max_pixels, "max_caption_chars": limits.max_caption_chars},
+        "splits": splits,
+        "warnings": warnings,
+        "limits": {"max_pixels": limits.max_pixels, "max_caption_chars": limits.max_caption_chars,
+                   "max_file_bytes": limits.max_file_bytes},
         "skipped": skipped,
         "converted": converted,
     }

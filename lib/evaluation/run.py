@@ -41,7 +41,7 @@ def nearest_captions(train, test) -> dict[str, str]:
     """Each test image gets the caption of the most similar training image (cosine)."""
     a, b = torch.from_numpy(image_vectors(train)), torch.from_numpy(image_vectors(test))
     best = torch.cat([(b[i:i + 1024] @ a.T).argmax(1) for i in range(0, len(b), 1024)]).tolist()
-    return {r.get("id", r["image"]): train.rows[j]["caption"] for r, j in zip(test.rows, best, strict=True)}
+    return {r["id"]: train.rows[j]["caption"] for r, j in zip(test.rows, best, strict=True)}
 
 
 def throughput(vlm, data, n: int, device: str, num_beams: int = 1, repeats: int = 3) -> dict:
@@ -82,7 +82,7 @@ def evaluate(vlm, train, test, cfg: EvalConfig, device: str = "cpu", progress: b
     hyps = {c["id"]: c["generated"] for c in base["captions"]}
     train_caps, ref_list = [r["caption"] for r in train.rows], [v[0] for v in refs.values()]
     nearest = nearest_captions(train, test)
-    modality = {r.get("id", r["image"]): label(r)[0] or "unknown" for r in test.rows}
+    modality = {r["id"]: label(r)[0] or "unknown" for r in test.rows}
     frequent = dict.fromkeys(refs, base["most_frequent"]["caption"])
     by_image: dict[str, list[str]] = {}
     for r in test.rows:
@@ -147,7 +147,7 @@ def gallery_items(captions: list[dict], preprocessed: Path, rows: list[dict], n:
 
     from lib.data.preprocess import open_shard
 
-    where = {r.get("id", r["image"]): r for r in rows}
+    where = {r["id"]: r for r in rows}
     by_modality: dict[str, list[dict]] = {}
     for c in captions:
         by_modality.setdefault(c["modality"], []).append(c)

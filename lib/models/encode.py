@@ -1,8 +1,8 @@
 """The feature cache: the encoder is frozen, so every image is encoded once.
 
 ``out/features/shard-NNNNN.npy`` holds fp16 features [n, T, D] for the pixel shard of the same name
-(row i = offset i), ``out/features/shard-NNNNN.json`` marks it complete, and ``out/index.jsonl`` is
-the preprocessed index. Each shard is written atomically and skipped when already done, so a killed
+(row i = offset i), ``out/features/shard-NNNNN.json`` marks it complete for one encoder (weights
+digest) and one pixel shard (digest of its record), and ``out/index.jsonl`` is the preprocessed index. Each shard is written atomically and skipped when already done, so a killed
 run resumes; training reads these files, never pixels.
 """
 
@@ -51,7 +51,10 @@ def encode(preprocessed: str | os.PathLike, out: str | os.PathLike, encoder: str
     names, done = shards(preprocessed), 0
     for name in tqdm(names, desc="encode", unit="shard", disable=not progress):
         npy, meta = out / "features" / name, out / "features" / name.replace(".npy", ".json")
-        if meta.exists() and json.loads(meta.read_text()) == key:
+        # keyed by the encoder and by the pixel shard's own record (its rows, their sources, its config):
+        # features of a shard that was rebuilt from other images are never reused
+        shard_key = {**key, "pixels": hashlib.sha256((preprocessed / "shards" / meta.name).read_bytes()).hexdigest()}
+        if meta.exists() and json.loads(meta.read_text()) == shard_key:
             done += 1
             continue
         pixels = open_shard(preprocessed, name)
@@ -61,7 +64,7 @@ def encode(preprocessed: str | os.PathLike, out: str | os.PathLike, encoder: str
         with os.fdopen(fd, "wb") as f:
             np.save(f, np.concatenate(feats) if feats else np.zeros((0, 1, model.dim), np.float16))
         os.replace(tmp, npy)
-        write_json_atomic(meta, key)
+        write_json_atomic(meta, shard_key)
     shutil.copyfile(preprocessed / "index.jsonl", out / ".index.jsonl.tmp")
     os.replace(out / ".index.jsonl.tmp", out / "index.jsonl")
     manifest = {**key, "shards": len(names), "resumed_shards": done, "preprocessed": str(preprocessed)}

@@ -1,5 +1,9 @@
 """Checkpoints hold what is trained (projector + LoRA) and the state to continue exactly: optimizer,
-scheduler, RNG, step. Nothing is unpickled on load (safetensors, DCP, ``torch.load(weights_only=True)``).
+scheduler, RNG, step. Loading one never runs code from it: weights come from safetensors or DCP's
+tensor files (``torch.load(weights_only=True)``), DCP's pickled index is read through an allow-list of
+exact classes, and every other value (optimizer settings, ``state.pt``) through
+``torch.load(weights_only=True)``. A checkpoint that asks for more is refused with ``UnsafeCheckpoint``,
+naming what it asked for.
 
 ``step-N/`` holds:
 - ``dcp/``: trained parameters and optimizer state by parameter name, written with
@@ -13,8 +17,10 @@ scheduler, RNG, step. Nothing is unpickled on load (safetensors, DCP, ``torch.lo
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import re
 import shutil
 import warnings
 from contextlib import contextmanager
@@ -132,13 +138,18 @@ def _tensors_only(model):
 
 
 def latest(folder: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint under ``folder`` (a run's out/ckpt), or ``folder`` itself if it is one."""
+    """The newest complete checkpoint under ``folder`` (a run's out/ckpt), or ``folder`` itself if it is one.
+    The ``latest`` pointer may only name a ``step-N`` folder beside it: a shared checkpoint cannot send
+    the reader anywhere else."""
     folder = Path(folder)
     if (folder / "state.pt").exists():
         return folder
     for ckpts in (folder / "ckpt", folder):
-        if (ckpts / "latest").exists():
-            return ckpts / (ckpts / "latest").read_text().strip()
+        if (ckpts / "latest").is_file():
+            name = (ckpts / "latest").read_text(errors="replace").strip()
+            if not re.fullmatch(r"step-\d+", name):
+                raise UnsafeCheckpoint(f"{ckpts / 'latest'} names {name[:80]!r}, not a step-N folder beside it")
+            return ckpts / name
     return None
 
 
@@ -151,7 +162,6 @@ def load_weights(model, ckpt: str | os.PathLike) -> Path:
     """The trained weights of a run's newest checkpoint (or of ``ckpt`` itself) into a plain model:
     from ``trainable.safetensors`` when one rank held the whole model, else from the DCP shards or
     stages, whatever world size wrote them. Returns the checkpoint folder read."""
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     found = latest(ckpt)
@@ -162,8 +172,7 @@ def load_weights(model, ckpt: str | os.PathLike) -> Path:
         return found
     with _tensors_only(model):
         state = {"model": get_model_state_dict(model, options=StateDictOptions(ignore_frozen_params=True))}
-    with _one_process_is_fine():
-        dcp.load(state, storage_reader=_safe_reader(found / "dcp"), no_dist=True)
+    _dcp_load(state, found / "dcp", no_dist=True)
     load_trained_state(model, state["model"], source=str(found))
     return found
 
@@ -181,25 +190,46 @@ def load_trained_state(model, state: dict[str, torch.Tensor], strict: bool = Tru
                 own[n].copy_(t)
 
 
-class _MetadataUnpickler(pickle.Unpickler):
-    """DCP pickles its index (``.metadata``); load it allowing only the types such an index holds."""
+class UnsafeCheckpoint(ValueError):
+    """A checkpoint that asks to be read in a way that could run code; nothing of it is loaded."""
 
-    ALLOWED = {("torch", "Size"), ("torch.serialization", "_get_layout"),
-               ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
-               ("pathlib", "PosixPath"), ("pathlib", "WindowsPath"), ("pathlib", "PurePosixPath")}
+
+def _metadata_classes() -> dict[tuple[str, str], object]:
+    """Every (module, name) a DCP index (``.metadata``) holds, mapped to exactly that object. Nothing
+    is looked up by name at load time, so no dotted name (``metadata.os.system``) can reach further."""
+    from torch.distributed.checkpoint import filesystem, metadata
+    from torch.serialization import _get_layout
+
+    allowed: dict[tuple[str, str], object] = {
+        ("torch", "Size"): torch.Size,
+        ("torch.serialization", "_get_layout"): _get_layout,  # looks a layout up by name, calls nothing else
+        ("torch.distributed.checkpoint.filesystem", "_StorageInfo"): filesystem._StorageInfo,
+        ("pathlib", "PosixPath"): __import__("pathlib").PosixPath,
+        ("pathlib", "PurePosixPath"): __import__("pathlib").PurePosixPath,
+    }
+    for name in ("Metadata", "MetadataIndex", "StorageMeta", "TensorProperties", "TensorStorageMetadata",
+                 "BytesStorageMetadata", "ChunkStorageMetadata", "_MEM_FORMAT_ENCODING"):
+        allowed["torch.distributed.checkpoint.metadata", name] = getattr(metadata, name)
+    for name in dir(torch):  # dtypes (torch.float32, ...) are pickled as torch.<name>
+        if isinstance(getattr(torch, name, None), torch.dtype):
+            allowed["torch", name] = getattr(torch, name)
+    return allowed
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """DCP pickles its index; read it allowing only the exact classes such an index holds."""
 
     def find_class(self, module: str, name: str):
-        obj = super().find_class(module, name) if (
-            (module, name) in self.ALLOWED or module == "torch.distributed.checkpoint.metadata"
-            or (module == "torch" and isinstance(getattr(torch, name, None), torch.dtype))) else None
-        if obj is None:
-            raise pickle.UnpicklingError(f"checkpoint index refers to {module}.{name}, which a DCP index never holds")
-        return obj
+        allowed = _metadata_classes()
+        if (module, name) not in allowed:
+            raise UnsafeCheckpoint(f"checkpoint index asks for {module}.{name}, which a DCP index never holds: "
+                                   f"refused, nothing was loaded")
+        return allowed[module, name]
 
 
 def _safe_reader(path: Path):
-    """A DCP reader whose index is read with ``_MetadataUnpickler``; tensors and other values are
-    already read with ``torch.load(weights_only=True)`` by DCP itself."""
+    """A DCP reader whose index is read with ``_MetadataUnpickler``; DCP itself reads tensors with
+    ``torch.load(weights_only=True)``."""
     from torch.distributed.checkpoint import FileSystemReader
     from torch.distributed.checkpoint.metadata import StorageMeta
 
@@ -215,23 +245,72 @@ def _safe_reader(path: Path):
     return Reader(path)
 
 
+def _safe_planner():
+    """DCP's load planner, except that non-tensor values (optimizer settings such as lr and betas) are
+    read with ``torch.load(weights_only=True)``: DCP's own planner unpickles them without limits."""
+    from torch.distributed.checkpoint import DefaultLoadPlanner
+
+    class Planner(DefaultLoadPlanner):
+        def load_bytes(self, read_item, value):
+            try:
+                loaded = torch.load(value, weights_only=True)
+            except pickle.UnpicklingError as e:
+                raise UnsafeCheckpoint(f"checkpoint value {read_item.dest_index.fqn} needs code to load "
+                                       f"({_what_it_asked(e)}): refused") from None
+            value = io.BytesIO()
+            torch.save(loaded, value)  # hand DCP plain data, re-serialised: it unpickles what it is given
+            value.seek(0)
+            super().load_bytes(read_item, value)
+
+    return Planner()
+
+
+def _what_it_asked(e: pickle.UnpicklingError) -> str:
+    """The line of torch's weights-only refusal that names the global the file asked for."""
+    lines = [x for x in str(e).splitlines() if x.strip()]
+    return next((x for x in lines if "GLOBAL" in x or "global" in x), lines[0] if lines else type(e).__name__)
+
+
+def _dcp_load(state: dict, ckpt_dcp: Path, no_dist: bool) -> None:
+    """``dcp.load`` through the safe reader and planner; a refusal surfaces as ``UnsafeCheckpoint``
+    (DCP wraps every rank's error in its own exception)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    _read_metadata(ckpt_dcp)  # a crafted index is refused here: inside dcp.load its error turns into fallbacks
+    try:
+        with _one_process_is_fine():
+            dcp.load(state, storage_reader=_safe_reader(ckpt_dcp), planner=_safe_planner(), no_dist=no_dist)
+    except CheckpointException as e:
+        refused = [f for f in getattr(e, "failures", {}).values() if isinstance(_root_cause(f), UnsafeCheckpoint)]
+        if refused:
+            raise UnsafeCheckpoint(f"{ckpt_dcp}: {_root_cause(refused[0])}") from None
+        raise
+
+
+def _root_cause(failure) -> BaseException:
+    """DCP keeps each rank's failure as (exception, traceback) or the exception itself."""
+    return failure[0] if isinstance(failure, tuple) else failure
+
+
+def _read_metadata(ckpt_dcp: Path):
+    return _safe_reader(ckpt_dcp).read_metadata()
+
+
 def resume(model, optimizer, scheduler, ckpt: str | os.PathLike, scaler=None) -> int:
     """Restore everything a run needs to continue bit for bit; returns the step to start from.
     Every rank calls it; the checkpoint may come from any world size and strategy."""
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
     ckpt = Path(ckpt)
     if not (ckpt / "dcp").is_dir() or not (ckpt / "state.pt").exists():
         raise FileNotFoundError(f"{ckpt} is not a complete checkpoint (dcp/ and state.pt)")
     target = _dcp_state(model, optimizer)
-    reader = _safe_reader(ckpt / "dcp")
-    saved = reader.read_metadata().state_dict_metadata.keys()
+    saved = _read_metadata(ckpt / "dcp").state_dict_metadata.keys()
     # Parameters the optimizer had not stepped yet (LoRA in the projector-only stage 1) have no state in
     # the checkpoint; they go on without one, as in the run that was not interrupted.
     target["optim"]["state"] = {k: v for k, v in target["optim"]["state"].items() if f"optim.state.{k}.step" in saved}
-    with _one_process_is_fine():
-        dcp.load(target, storage_reader=reader, no_dist=not _distributed())
+    _dcp_load(target, ckpt / "dcp", no_dist=not _distributed())
     # not strict: the frozen weights are not in checkpoints by design; anything else missing is an error
     with _tensors_only(model):
         keys = set_state_dict(model, optimizer, model_state_dict=target["model"], optim_state_dict=target["optim"],
@@ -239,7 +318,10 @@ def resume(model, optimizer, scheduler, ckpt: str | os.PathLike, scaler=None) ->
     wrong = [k for k in keys.missing_keys if _is_trained(k)] + list(keys.unexpected_keys)
     if wrong:
         raise ValueError(f"{ckpt}: checkpoint does not match the model ({wrong[:3]})")
-    state = torch.load(ckpt / "state.pt", weights_only=True)
+    try:
+        state = torch.load(ckpt / "state.pt", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeCheckpoint(f"{ckpt / 'state.pt'} needs code to load ({_what_it_asked(e)}): refused") from None
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler"):  # fp16: the loss scale reached so far
         scaler.load_state_dict(state["scaler"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,11 @@ class CaptionData:
         self.rows = [r for r in map(json.loads, open(index, encoding="utf-8")) if r["split"] == split]
         if not self.rows:
             raise ValueError(f"{index}: no pairs in split {split!r}")
+        ids = Counter(r.get("id") for r in self.rows)
+        if None in ids:
+            raise ValueError(f"{index} predates pair ids: rebuild it (python -m lib preprocess, then encode)")
+        if len(ids) < len(self.rows):  # captions and scores are keyed by id: a repeat would overwrite a pair
+            raise ValueError(f"{index}: pair ids repeat ({', '.join(i for i, n in ids.items() if n > 1)[:200]})")
         self._arrays: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -65,7 +71,7 @@ class CaptionData:
             mask[i, :len(seq)] = 1
         key = "features" if self.source == "features" else "pixels"
         return {key: torch.from_numpy(x), "input_ids": input_ids, "attention_mask": mask,
-                "ids": [r.get("id", r["image"]) for r in rows]}
+                "ids": [r["id"] for r in rows]}
 
 
 class Order:

@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from lib.parallel.pipeline import Pipeline
+from lib.results import write_text_atomic
 from lib.training import checkpoint
 from lib.training.data import CaptionData, Order
 from lib.training.metrics import CollectiveTimer, StepMeter, model_state_bytes
@@ -134,6 +135,8 @@ def train(model, data: CaptionData, cfg: TrainConfig, out: str | Path, resume: s
         raise ValueError(f"batch size {cfg.batch_size} must be a multiple of grad_accum {cfg.grad_accum}")
     order = Order(len(data), cfg.batch_size, cfg.seed, replicas, cfg.grad_accum)
     timer = CollectiveTimer(device, start + 1, max(0, min(cfg.profile_comm, cfg.steps - start - 1)))
+    if rank == 0:
+        _truncate_log(out / "metrics.jsonl", start)
     log = (out / "metrics.jsonl").open("a") if rank == 0 else None
     losses, status, step = [], "finished", start
     model.train()
@@ -200,6 +203,23 @@ def train(model, data: CaptionData, cfg: TrainConfig, out: str | Path, resume: s
     return {"status": status, "start_step": start, "steps": step + 1 if cfg.steps > start else start,
             "losses": losses, **meter.summary(), **timer.summary(),
             "model_state_bytes": model_state_bytes(core, opt)}
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the log's records up to ``step``: a run resumed from an older checkpoint than its last logged
+    step logs those steps again, and each step must appear once."""
+    if not path.exists():
+        return
+    def logged(line: str) -> int | None:
+        try:
+            return json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):  # a line torn by a kill mid-write
+            return None
+
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if (n := logged(line)) is not None and n <= step]
+    if len(kept) != len(lines):
+        write_text_atomic(path, "".join(kept))
 
 
 def _agree(share: float, stop: bool, device: torch.device) -> tuple[float, bool]:
