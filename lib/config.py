@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 PROFILES = ("default", "cluster")
+JOBS = "train"  # <profile>/train.yaml: the model and training settings every job reads
 
 
 def repo_root() -> Path:
@@ -47,11 +48,20 @@ class Profile:
 
     def notebook_params(self, notebook: str) -> dict:
         """Common parameters overlaid with ``<notebook>.yaml`` (the latter wins)."""
-        own = self.folder / f"{notebook}.yaml"
-        merged = dict(self.params)
-        if own.exists():
-            merged.update(_read_yaml(own))
-        return merged
+        return {**self.params, **self._own(notebook)}
+
+    def job_params(self) -> dict:
+        """What every job reads (train, evaluate, baseline, the benchmarks): the common parameters
+        overlaid with ``train.yaml`` (the model, the training recipe, pre-training of the default's models)."""
+        return self.notebook_params(JOBS)
+
+    def source_of(self, key: str) -> Path:
+        """The file a job parameter comes from, for error messages."""
+        return self.folder / (f"{JOBS}.yaml" if key in self._own(JOBS) else "profile.yaml")
+
+    def _own(self, name: str) -> dict:
+        own = self.folder / f"{name}.yaml"
+        return _read_yaml(own) if own.exists() else {}
 
     def apply_env(self) -> None:
         """Export the profile's environment (e.g. HF_HUB_OFFLINE=1) unless the user set it."""

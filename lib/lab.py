@@ -16,6 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_core.paths import jupyter_config_dir
+from jupytext_config.labconfig import LabConfig
+
 KERNEL = "pmcoa"  # the kernelspec name the notebooks' metadata names
 DISPLAY_NAME = "PMC-OA study"
 # JupyterLab reads default setting overrides from <jupyter config dir>/labconfig/ (sys.prefix/etc/jupyter
@@ -25,13 +29,9 @@ OVERRIDES = Path("labconfig") / "default_setting_overrides.json"
 
 def install(user: bool = False) -> dict[str, str]:
     """Register the kernel and the .py default viewer; returns where each went."""
-    from jupyter_core.paths import jupyter_config_dir
-    from jupytext_config.labconfig import LabConfig
-
     where = ["--user"] if user else ["--sys-prefix"]
     subprocess.run([sys.executable, "-m", "ipykernel", "install", *where, "--name", KERNEL,
                     "--display-name", DISPLAY_NAME], check=True, capture_output=True, text=True)
-    from jupyter_client.kernelspec import KernelSpecManager
 
     kernel = KernelSpecManager().get_kernel_spec(KERNEL).resource_dir
     settings = (Path(jupyter_config_dir()) if user else Path(sys.prefix) / "etc" / "jupyter") / OVERRIDES

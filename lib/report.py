@@ -19,10 +19,17 @@ import os
 import re
 from pathlib import Path
 
+from lib.baseline import classify as baseline_run
+from lib.bench import preprocess as bench
+from lib.bench import scaling
+from lib.data import eda
+from lib.evaluation.views import diversity_table, gallery, modality_figure, scores_table, throughput_table
+from lib.results import write_text_atomic
+
 MARKER = re.compile(r"(<!-- generated:(?P<name>[\w-]+) -->\n).*?(<!-- /generated:(?P=name) -->)", re.S)
 
 # The seed studies' published numbers this study sets its own beside (from the issue texts).
-SEED = {
+SEED_STUDY = {
     "preprocess": "~20 img/s sequential; 15x on 16 workers was the target",
     "baseline": "8 img/s sequential -> 75 img/s on 16 cores (9.4x)",
     "ddp": "1.95x on 2 P100s, 2.45x on 3 (81.7% efficiency)",
@@ -100,8 +107,6 @@ def status(res: dict, run: str) -> str:
 
 
 def preprocess(res: dict, run: str) -> str:
-    from lib.bench import preprocess as bench
-
     r = res.get(f"preprocess/{run}")
     if not r:
         return _missing("02_preprocessing")
@@ -112,8 +117,6 @@ def preprocess(res: dict, run: str) -> str:
 
 
 def baseline(res: dict, run: str) -> str:
-    from lib.baseline import run as baseline_run
-
     r = res.get(f"baseline/{run}")
     if not r:
         return _missing("03_baselines")
@@ -131,20 +134,14 @@ def _scaling(res: dict, key: str, notebook: str, tables) -> str:
 
 
 def ddp(res: dict, run: str) -> str:
-    from lib.bench import scaling
-
     return _scaling(res, f"scaling/{run}-ddp", "04_ddp", (scaling.table, scaling.comm_table, scaling.ranks_vs_threads))
 
 
 def fsdp(res: dict, run: str) -> str:
-    from lib.bench import scaling
-
     return _scaling(res, f"scaling/{run}-fsdp", "05_fsdp", (scaling.fsdp_vs_ddp, scaling.memory_table))
 
 
 def model_parallel(res: dict, run: str) -> str:
-    from lib.bench import scaling
-
     return _scaling(res, f"scaling/{run}-model-parallel", "06_model_parallel", (scaling.pipeline_table,))
 
 
@@ -152,7 +149,6 @@ def evaluation(res: dict, run: str) -> str:
     r, t = res.get(f"evaluation/{run}"), res.get(f"training/{run}-single")
     if not r:
         return _missing("07_evaluation")
-    from lib.evaluation.run import diversity_table, scores_table, throughput_table
 
     m = r["metrics"]
     trained = ""
@@ -167,10 +163,8 @@ def evaluation(res: dict, run: str) -> str:
             + source(r))
 
 
-def seed(res: dict, run: str) -> str:
-    """The seed's published figures beside this study's, and whether they compare."""
-    from lib.bench import scaling
-
+def seed_study(res: dict, run: str) -> str:
+    """The seed study's published figures beside this study's, and whether they compare."""
     rows = []
 
     def add(what, ours, comparable, *parts):
@@ -178,7 +172,7 @@ def seed(res: dict, run: str) -> str:
         recs = [res[k] for k in keys if k in res]
         if len(recs) == len(keys):
             hw = ", ".join(sorted({r["provenance"]["hardware"]["tag"] for r in recs}))
-            rows.append({"measure": what, "seed": SEED[what.split()[0]], "this study": ours(*[r["metrics"] for r in recs]),
+            rows.append({"measure": what, "seed": SEED_STUDY[what.split()[0]], "this study": ours(*[r["metrics"] for r in recs]),
                          "hardware": hw, "comparable?": comparable})
 
     add("preprocess throughput", lambda m: ", ".join(f"{r['backend']} x{r['workers']}: {r['img_per_s']:.0f} img/s"
@@ -205,7 +199,7 @@ def seed(res: dict, run: str) -> str:
             w = r["config"]["param_dtype"]
             if w not in best or r["metrics"]["samples_per_s"] > best[w]["metrics"]["samples_per_s"]:
                 best[w] = r
-        rows.append({"measure": "training throughput, full size", "seed": SEED["training"],
+        rows.append({"measure": "training throughput, full size", "seed": SEED_STUDY["training"],
                      "this study": "; ".join(f"{w}: {r['metrics']['samples_per_s']:.0f} samples/s (batch "
                                              f"{r['config']['bench']['batch']}), {r['metrics']['seed_run_projected_hours']:.2f} h"
                                              for w, r in best.items()),
@@ -257,17 +251,11 @@ def gpu(res: dict, run: str) -> str:
 
 
 SECTIONS = {"status": status, "preprocess": preprocess, "baseline": baseline, "ddp": ddp, "fsdp": fsdp,
-            "model-parallel": model_parallel, "evaluation": evaluation, "seed": seed, "gpu": gpu}
+            "model-parallel": model_parallel, "evaluation": evaluation, "seed": seed_study, "gpu": gpu}
 
 
 def figures(res: dict, out: Path, run: str = "default") -> list[Path]:
     """Every figure of the study, from the results files (the evaluation's holds its gallery images)."""
-    from lib import eda
-    from lib.baseline import run as baseline_run
-    from lib.bench import preprocess as bench
-    from lib.bench import scaling
-    from lib.evaluation.run import gallery, modality_figure
-
     m = {k.replace(f"/{run}", "/RUN", 1): r["metrics"] for k, r in res.items() if k.split("/", 1)[1].startswith(run)}
     paths = []
     if "histograms" in m.get("eda/RUN", {}):  # EDA results older than the histograms cannot be redrawn
@@ -307,8 +295,6 @@ def build(results_dir: str | os.PathLike, report: str | os.PathLike, figures_dir
           run: str = "default") -> dict:
     """Rewrite ``report``'s generated blocks (atomically) and, with ``figures_dir``, the figures, from
     the results of ``run`` (a profile's run_name: default, cluster)."""
-    from lib.results import write_text_atomic
-
     res = load(results_dir)
     report = Path(report)
     text, names = fill(report.read_text(encoding="utf-8"), res, run)

@@ -20,6 +20,8 @@ import json
 import re
 from pathlib import Path
 
+from lib.results import write_json_atomic
+
 NOTEBOOK_FILE = re.compile(r"^\d\d_.+\.yaml$")
 
 
@@ -110,6 +112,4 @@ def changed(executed: Path, current: dict) -> list[str]:
 
 
 def record(executed: Path, current: dict) -> None:
-    from lib.results import write_json_atomic
-
     write_json_atomic(stamp_path(executed), current)

@@ -11,9 +11,14 @@ import ast
 import os
 from pathlib import Path
 
+import jupytext
+import papermill as pm
+from papermill.exceptions import PapermillExecutionError
 from tqdm import tqdm
 
+from lib import stale
 from lib.config import load_profile, repo_root, resolve
+from lib.data.generate import generate
 
 
 class NotebookFailed(RuntimeError):
@@ -49,7 +54,7 @@ def parameter_names(nb) -> set[str]:
     return set()
 
 
-def run(
+def run_notebooks(
     notebooks: list[str] | None = None,
     profile: str = "default",
     overrides: dict | None = None,
@@ -62,19 +67,11 @@ def run(
     """Execute the chosen notebooks in order, skipping those whose source, parameters, inputs and
     ``lib`` code are unchanged since their last successful run (``force``: run them all); return the
     executed copies' paths."""
-    import jupytext
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
-
-    from lib import stale
-
     prof = load_profile(profile, params_dir)
     prof.apply_env()
     if params_dir:  # notebooks, and the jobs they launch, read the same profiles
         os.environ["PMCOA_PARAMS_DIR"] = str(Path(params_dir).resolve())
     if prof.generate:
-        from lib.data.generate import generate
-
         spec = prof.generate
         generate(resolve(spec["out"]), n=int(spec["n"]), seed=int(spec["seed"]), progress=progress)
     root = repo_root()

@@ -38,8 +38,8 @@ top_k = 25
 import pandas as pd
 from IPython.display import Image, display
 
-from lib import eda
 from lib.config import resolve
+from lib.data import eda
 from lib.data.validate import validate
 from lib.results import write_results
 

@@ -89,7 +89,7 @@ for a, row in zip(ax[0], rows, strict=True):
 # Dask cluster and merging the index.
 
 # %%
-metrics, config = bench.run(resolve(data_dir), index, backends=bench_backends, max_workers=bench_max_workers,
+metrics, config = bench.measure_backends(resolve(data_dir), index, backends=bench_backends, max_workers=bench_max_workers,
                             chunk_size=chunk_size, cfg=cfg, repeats=bench_repeats, limit=bench_limit or None,
                             scratch=work / "bench")
 out = write_results(resolve(results_dir), "preprocess", run_name, metrics, {**config, "profile": profile}, seed)

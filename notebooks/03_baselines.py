@@ -41,11 +41,13 @@ rounds = 200  # XGBoost boosting rounds
 import pandas as pd
 from IPython.display import Image, display
 
-from lib.baseline import run
+from lib.baseline.classify import figures, table
 from lib.config import resolve
+from lib.jobs.baseline import baseline_job
+from lib.settings import BaselineConfig
 
-cfg = run.BaselineConfig(n_jobs=tuple(n_jobs), rounds=rounds, seed=seed)
-metrics, path = run.job(profile, cfg=cfg, run_name=run_name, results_dir=results_dir)
+cfg = BaselineConfig(n_jobs=tuple(n_jobs), rounds=rounds, seed=seed)
+metrics, path = baseline_job(profile, cfg=cfg, run_name=run_name, results_dir=results_dir)
 print(f"wrote {path}")
 display(pd.DataFrame(metrics["labels"]).T)
 
@@ -55,7 +57,7 @@ display(pd.DataFrame(metrics["labels"]).T)
 # always answers the commonest class would reach the accuracy printed below the table.
 
 # %%
-display(pd.DataFrame(run.table(metrics)).set_index("classifier").round(3))
+display(pd.DataFrame(table(metrics)).set_index("classifier").round(3))
 print(f"commonest class alone: accuracy {metrics['majority_class_accuracy']:.3f}")
 
 # %% [markdown]
@@ -70,7 +72,7 @@ display(pd.Series({**zs["templates"], "ensemble of all": zs["accuracy"]}, name="
 # Row-normalised confusion matrices: rows are the true modality.
 
 # %%
-paths = run.figures(metrics, resolve(figures_dir))
+paths = figures(metrics, resolve(figures_dir))
 display(Image(filename=str(paths[0])))
 
 # %% [markdown]

@@ -58,7 +58,7 @@ from lib.config import resolve
 configs = scaling.grid(["ddp"], worlds, batches, threads, amps, compare_threads or None)
 mid = batches[len(batches) // 2]
 configs += [c for c in scaling.grid(["ddp"], worlds, [mid], threads, amp_compare, None) if c not in configs]
-metrics = scaling.run(configs, resolve(scratch), profile, steps=steps, repeats=repeats)
+metrics = scaling.sweep(configs, resolve(scratch), profile, steps=steps, repeats=repeats)
 first_ddp = next(r for r in metrics["runs"] if r["strategy"] == "ddp")
 display(pd.DataFrame([first_ddp["model_state"]], index=["model state bytes, rank 0"]))
 

@@ -55,7 +55,7 @@ from lib.config import resolve
 
 # %%
 configs = scaling.grid(["ddp", "fsdp"], worlds, batches, threads, amps, compare_threads=None)
-metrics = scaling.run(configs, resolve(scratch), profile, steps=steps, repeats=repeats)
+metrics = scaling.sweep(configs, resolve(scratch), profile, steps=steps, repeats=repeats)
 out = scaling.record(metrics, configs, resolve(results_dir), f"{run_name}-fsdp", profile, seed)
 print(f"wrote {out}")
 display(pd.DataFrame(scaling.table(metrics)))

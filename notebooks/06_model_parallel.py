@@ -63,7 +63,7 @@ from lib.config import resolve
 
 # %%
 configs = scaling.pipeline_grid(worlds, batches, schedules, microbatches, threads, layers=layer_split, ddp=ddp)
-metrics = scaling.run(configs, resolve(scratch), profile, steps=steps, repeats=repeats)
+metrics = scaling.sweep(configs, resolve(scratch), profile, steps=steps, repeats=repeats)
 out = scaling.record(metrics, configs, resolve(results_dir), f"{run_name}-model-parallel", profile, seed)
 print(f"wrote {out}")
 

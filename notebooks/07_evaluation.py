@@ -45,9 +45,11 @@ throughput_images = 32  # images captioned one at a time without cache (the slow
 import pandas as pd
 from IPython.display import Image, display
 
-from lib.captioner import ensure_trained
 from lib.config import resolve
-from lib.evaluation import run
+from lib.evaluation import views
+from lib.jobs.evaluate import evaluate_job
+from lib.jobs.train import ensure_trained
+from lib.settings import EvalConfig
 from lib.training.checkpoint import latest
 
 # %% [markdown]
@@ -60,10 +62,9 @@ out = ensure_trained(train_run, profile, train_steps or None)
 print("finished run, newest checkpoint", latest(out))
 
 # %%
-cfg = run.EvalConfig(split=split, num_beams=beams, resamples=resamples, seed=seed,
-                     throughput_images=throughput_images)
-record, path = run.job(str(out), str(out / f"eval-{split}"), profile, cfg=cfg, run_name=run_name,
-                       figures_dir=figures_dir, results_dir=results_dir)
+cfg = EvalConfig(split=split, num_beams=beams, resamples=resamples, seed=seed, throughput_images=throughput_images)
+record, path = evaluate_job(str(out), str(out / f"eval-{split}"), profile, cfg=cfg, run_name=run_name,
+                            figures_dir=figures_dir, results_dir=results_dir)
 print(f"wrote {path}")
 
 # %% [markdown]
@@ -71,7 +72,7 @@ print(f"wrote {path}")
 # Intervals are 95% percentile bootstrap intervals over resampled test images.
 
 # %%
-display(pd.DataFrame(run.scores_table(record)).set_index("captions from")
+display(pd.DataFrame(views.scores_table(record)).set_index("captions from")
         .rename_axis(f"{record['split']}, {record['pairs']} images"))
 print("reference vs reference:", record["reference_agreement"])
 print("SPICE:", record["spice"])
@@ -83,7 +84,7 @@ print("SPICE:", record["spice"])
 # `generic_share`: captions that are one of the 10 commonest training captions word for word.
 
 # %%
-display(pd.DataFrame(run.diversity_table(record)).set_index("captions from").round(3))
+display(pd.DataFrame(views.diversity_table(record)).set_index("captions from").round(3))
 
 # %% [markdown]
 # ## By modality
@@ -99,7 +100,7 @@ display(Image(filename=str(resolve(figures_dir) / "07_per_modality.png")))
 
 # %%
 t = record["throughput"]
-display(pd.DataFrame(run.throughput_table(record)).set_index("decoding").round(3))
+display(pd.DataFrame(views.throughput_table(record)).set_index("decoding").round(3))
 print(f"batched KV cache: {t['speedup']:.1f}x one at a time without cache ({t['images']} images)")
 
 # %% [markdown]

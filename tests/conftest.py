@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _tiny_lm():
-    from lib.models.language import TinyLM
+    from lib.settings import TinyLM
 
     return TinyLM(vocab_size=400, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
@@ -33,18 +33,19 @@ def small_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def world(small_data, tmp_path_factory):
     """Everything training needs, at test size: shards, a briefly pre-trained tiny CLIP and LM, features."""
-    from lib.data.preprocess import PrepConfig, preprocess
+    from lib.data.preprocess import preprocess
     from lib.data.validate import validate
     from lib.models import encoder as enc
     from lib.models import language
-    from lib.models.encode import encode
+    from lib.models.feature_cache import encode
+    from lib.settings import EncoderPretrain, LMPretrain, PrepConfig
 
     root = tmp_path_factory.mktemp("world")
     validate(small_data, root / "report.json", root / "index.jsonl", progress=False)
     preprocess(small_data, root / "pre", chunk_size=64, cfg=PrepConfig(size=64), index=root / "index.jsonl",
                progress=False)
-    enc.pretrain(root / "pre", root / "encoder", enc.PretrainConfig(epochs=1, batch_size=32), progress=False)
-    language.pretrain(root / "pre" / "index.jsonl", root / "lm", language.LMPretrain(epochs=1, model=TINY_LM),
+    enc.pretrain(root / "pre", root / "encoder", EncoderPretrain(epochs=1, batch_size=32), progress=False)
+    language.pretrain(root / "pre" / "index.jsonl", root / "lm", LMPretrain(epochs=1, model=TINY_LM),
                       progress=False)
     encode(root / "pre", root / "features", f"local-dir:{root / 'encoder'}", progress=False)
     return root

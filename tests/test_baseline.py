@@ -6,9 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from lib.baseline import modality, run
+from lib.baseline import modality
+from lib.baseline.classify import classify, figures
 from lib.baseline.features import NAMES, extract, image_features
 from lib.data.modality import labelled
+from lib.settings import BaselineConfig
 
 
 def test_labels_come_from_the_dataset_or_one_caption_term_and_skips_are_counted():
@@ -81,8 +83,8 @@ def test_every_classifier_gets_a_constructed_split_right(world, tmp_path):
     rows = _constructed(tmp_path, world)
     features, _ = extract(tmp_path / "pre", rows, n_jobs=2, chunk=7)
     assert np.array_equal(features[5], image_features(np.load(tmp_path / "pre" / "shards" / "shard-00000.npy")[5]))
-    m = run.run(tmp_path / "pre", tmp_path / "feats", f"local-dir:{world / 'encoder'}",
-                run.BaselineConfig(n_jobs=(1, 2), rounds=20, chunk=7), progress=False)
+    m = classify(tmp_path / "pre", tmp_path / "feats", f"local-dir:{world / 'encoder'}",
+                BaselineConfig(n_jobs=(1, 2), rounds=20, chunk=7), progress=False)
     assert m["classes"] == ["xray", "histology"] and m["pairs"] == {"train": 24, "test": 16}
     assert m["labels"]["train"] == {"sources": {"dataset": 24}, "skipped": {}}
     for name, r in m["classifiers"].items():
@@ -90,5 +92,5 @@ def test_every_classifier_gets_a_constructed_split_right(world, tmp_path):
     assert set(m["classifiers"]["clip_zero_shot"]["templates"]) == set(modality.TEMPLATES)
     assert [r["n_jobs"] for r in m["scaling"]["features"]] == [1, 2] and m["scaling"]["same_predictions"]
     assert m["majority_class_accuracy"] == 0.5
-    paths = run.figures(m, tmp_path / "figures")
+    paths = figures(m, tmp_path / "figures")
     assert all(p.stat().st_size > 1000 for p in paths)

@@ -8,7 +8,8 @@ import torch
 from transformers import MistralConfig
 
 from lib.bench.lm import BIOMISTRAL_7B
-from lib.models.language import LoraSpec, random_lm
+from lib.models.language import random_lm
+from lib.settings import LoraSpec
 
 from conftest import cli
 

@@ -1,7 +1,7 @@
 import pytest
 
-from lib.evaluation import captions
-from lib.evaluation.captions import collapse, most_frequent_caption, score, tokenize
+from lib.evaluation import scores
+from lib.evaluation.scores import collapse, most_frequent_caption, score, tokenize
 
 REFS = {
     "a": ["Axial CT of the chest with a 12 mm nodule in the right upper lung zone."],
@@ -77,8 +77,8 @@ def test_diversity_on_constructed_captions():
     refs = ["Axial CT of the head.", "H&E section of liver.", "Knee radiograph."]  # 10 distinct words
     train = ["Knee radiograph."] * 3 + ["Axial CT of the head."] * 2 + ["Other."]
     hyps = ["Knee radiograph.", "Knee radiograph.", "Axial CT of the knee."]
-    d = captions.diversity(hyps, refs, train, generic_top=1)
-    assert captions.words("H&E section, 50 µm.") == ["h&e", "section", "50", "µm"]
+    d = scores.diversity(hyps, refs, train, generic_top=1)
+    assert scores.words("H&E section, 50 µm.") == ["h&e", "section", "50", "µm"]
     assert (d["vocab"], d["reference_vocab"], d["words_not_in_references"]) == (6, 10, 0)
     assert d["vocab_share"] == 0.6
     assert d["generic_share"] == 2 / 3 and d["reference_generic_share"] == 1 / 3  # "Knee radiograph." only
@@ -90,7 +90,7 @@ def test_scores_by_group_equal_scores_of_each_group():
     refs = {f"{k}{i}": v for i in range(2) for k, v in REFS.items()}
     hyps = {f"{k}{i}": v for i in range(2) for k, v in HYPS.items()}
     groups = {k: "ct" if k.startswith("a") else "other" for k in refs}
-    out = captions.by_group(refs, hyps, groups)
+    out = scores.by_group(refs, hyps, groups)
     assert {g: v["n"] for g, v in out.items()} == {"ct": 2, "other": 4}
     for g, v in out.items():
         ids = [k for k in refs if groups[k] == g]
@@ -99,6 +99,6 @@ def test_scores_by_group_equal_scores_of_each_group():
 
 
 def test_reference_agreement_needs_several_references():
-    assert captions.reference_agreement({"x": ["a b c"], "y": ["d e f"]})["images"] == 0
-    same = captions.reference_agreement({"x": [REFS["a"][0]] * 2, "y": [REFS["b"][0]] * 3, "z": ["only one"]})
+    assert scores.reference_agreement({"x": ["a b c"], "y": ["d e f"]})["images"] == 0
+    same = scores.reference_agreement({"x": [REFS["a"][0]] * 2, "y": [REFS["b"][0]] * 3, "z": ["only one"]})
     assert same["images"] == 2 and same["bleu4"] > 0.99 and same["rouge_l"] == pytest.approx(1)

@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lib.data.generate import MANIFEST, PATIENT_SIDE, REGIONS, describe, figure, generate
+from lib.data.generate import MANIFEST, describe, figure, generate
 from lib.data.pmcoa import SPLITS, iter_lines, parse_record
+from lib.data.scenes import PATIENT_SIDE, REGIONS
 
 from conftest import cli
 

@@ -13,17 +13,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib import captioner
 from lib.data import files
 from lib.data.files import BadFile, read_data_file
 from lib.data.pmcoa import read_index
 from lib.data.preprocess import PrepConfig, preprocess
 from lib.data.reasons import REASONS
 from lib.data.validate import validate
-from lib.models.encode import encode
+from lib.evaluation.evaluate import score_split
+from lib.models.build import build
+from lib.models.feature_cache import encode
+from lib.settings import ModelSpec, TrainConfig
 from lib.training import checkpoint
 from lib.training.data import CaptionData
-from lib.training.loop import TrainConfig, train
+from lib.training.loop import train
 
 import badfiles
 from conftest import ROOT
@@ -160,8 +162,7 @@ def test_shards_and_features_made_from_another_index_of_the_same_length_are_rebu
 
 def _model(world, seed: int = 0):
     torch.manual_seed(seed)
-    spec = captioner.ModelSpec(encoder=f"local-dir:{world / 'encoder'}", lm=str(world / "lm"), projector_hidden=32)
-    return captioner.build(spec)
+    return build(ModelSpec(encoder=f"local-dir:{world / 'encoder'}", lm=str(world / "lm"), projector_hidden=32))
 
 
 def test_one_figure_twice_and_one_stem_twice_are_all_captioned_and_scored(world, tmp_path):
@@ -178,7 +179,7 @@ def test_one_figure_twice_and_one_stem_twice_are_all_captioned_and_scored(world,
     vlm, tok = _model(world)
     train_split, test_split = CaptionData(tmp_path / "features", "train", tok), CaptionData(tmp_path / "features", "test", tok)
     assert [r["image"] for r in test_split.rows] == ["good.jpg", "good.jpg", "a.jpg", "a.png"]
-    scored = captioner.evaluate(vlm, train_split, test_split, resamples=10)
+    scored = score_split(vlm, train_split, test_split, resamples=10)
     assert scored["test_pairs"] == 4
     assert [c["id"] for c in scored["captions"]] == [r["id"] for r in test_split.rows]
     assert [c["reference"] for c in scored["captions"]] == [r["caption"] for r in test]

@@ -12,13 +12,15 @@ import pytest
 import torch
 import yaml
 
-from lib.captioner import ModelSpec, build
 from lib.models import ModelUnavailable, language
 from lib.models import encoder as enc
-from lib.models.encode import encode, open_features
+from lib.models.build import build
+from lib.models.feature_cache import encode, open_features
+from lib.models.vlm import is_trained
+from lib.settings import LoraSpec, ModelSpec, TrainConfig
 from lib.training import checkpoint
 from lib.training.data import CaptionData, Order
-from lib.training.loop import StopFlag, TrainConfig, train
+from lib.training.loop import StopFlag, train
 
 from conftest import ROOT, TINY_LM, cli, tiny_profile
 
@@ -98,14 +100,14 @@ def test_pipeline_stages_chained_give_the_whole_models_loss_and_keep_parameter_n
     data = CaptionData(world / "features", "train", tok)
     batch = data.batch(range(6), width=data.max_tokens)
     whole = vlm(batch)  # padding-masked attention, the LM's own loss
-    names = {n for n, _ in vlm.named_parameters() if checkpoint._is_trained(n)}
+    names = {n for n, _ in vlm.named_parameters() if is_trained(n)}
     first, last = (prune_to_stage(copy.deepcopy(vlm), s, 2) for s in (0, 1))
     ids, mask = batch["input_ids"], batch["attention_mask"]
     labels = caption_labels(ids, mask, 4)
     with torch.no_grad():
         loss = caption_loss(last(first(batch["features"], ids)), labels)
     torch.testing.assert_close(loss, whole, rtol=1e-5, atol=1e-5)
-    parts = [{n for n, _ in s.named_parameters() if checkpoint._is_trained(n)} for s in (first, last)]
+    parts = [{n for n, _ in s.named_parameters() if is_trained(n)} for s in (first, last)]
     assert parts[0] | parts[1] == names and not parts[0] & parts[1]
     assert any(n.startswith("projector.") for n in parts[0]) and "layers.1." in " ".join(parts[1])
 
@@ -267,7 +269,7 @@ def test_unknown_local_encoder_folder_is_a_clear_error(tmp_path):
 def test_lora_trains_on_quantised_base_weights(world, quant):
     """QLoRA-style: bitsandbytes int8 / NF4 base (runs on CPU with bitsandbytes >= 0.50), LoRA in full precision."""
     torch.manual_seed(0)
-    lm = language.load_lm(str(world / "lm"), language.LoraSpec(), quant=quant)
+    lm = language.load_lm(str(world / "lm"), LoraSpec(), quant=quant)
     base = lm.get_base_model().model.layers[0].self_attn.q_proj.base_layer
     assert type(base).__name__ == {"8bit": "Linear8bitLt", "4bit": "Linear4bit"}[quant]
     ids = torch.randint(3, TINY_LM.vocab_size, (2, 12))

@@ -5,8 +5,8 @@ import nbformat
 import pytest
 import yaml
 
-from lib import eda
-from lib.study import NotebookFailed, parameter_names, run
+from lib.data import eda
+from lib.study import NotebookFailed, parameter_names, run_notebooks
 
 from conftest import ROOT, cli, tiny_profile, tiny_training
 
@@ -53,7 +53,7 @@ def test_failing_notebook_is_named_with_its_cell(tmp_path):
         '# %% tags=["parameters"]\nx = 1\n\n# %%\ny = x + 1\n\n# %%\nraise ValueError("bad input 42")\n'
     )
     with pytest.raises(NotebookFailed) as e:
-        run(["01"], params_dir=params, notebooks_dir=nbdir, output_dir=tmp_path / "out", progress=False)
+        run_notebooks(["01"], params_dir=params, notebooks_dir=nbdir, output_dir=tmp_path / "out", progress=False)
     msg = str(e.value)
     assert "01_broken" in msg and "cell 3" in msg and "ValueError: bad input 42" in msg
     assert "raise ValueError" in msg

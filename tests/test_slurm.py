@@ -101,9 +101,8 @@ def jobs(cluster, tmp_path_factory):
     before = os.environ.get("PMCOA_PARAMS_DIR")
     os.environ["PMCOA_PARAMS_DIR"] = str(params)  # for load_profile in this process, then restored
     try:
-        from lib.captioner import prepare
-        from lib.config import load_profile
         from lib.data.generate import generate
+        from lib.jobs.artefacts import for_profile
 
         generate(tmp / "data", n=60, seed=1, workers=1, progress=False)
         j = Jobs(tmp, params)
@@ -118,9 +117,7 @@ def jobs(cluster, tmp_path_factory):
                               opts=("--array=0-2", "--gres=gpu:1", "--cpus-per-task=1", "--mem=2G"),
                               BATCHES="2 4 8", SIZE="tiny", DEVICE="cpu", AMP="off", RESULTS=str(tmp / "results")),
         }
-        profile = load_profile("default")
-        p = profile.notebook_params("train")
-        prepare(profile, p, progress=False, pretrain_cfg=p.get("pretrain"))
+        for_profile("default", progress=False)
         two = ("--cpus-per-task=2", "--mem=4G")
         # its USR1 warning comes ~30 s in, wherever the job has got to by then (queued behind others or
         # still building its model, it checkpoints after its first step)

@@ -6,7 +6,7 @@ import json
 import yaml
 
 from lib import stale
-from lib.study import run
+from lib.study import run_notebooks
 
 from conftest import tiny_profile
 
@@ -56,7 +56,7 @@ def test_only_stale_notebooks_run_again(tmp_path):
     (params / "default" / "02_second.yaml").write_text(yaml.safe_dump({"x": 1}))
 
     def go(**kw):
-        return [p.stem for p in run(params_dir=params, notebooks_dir=nbs, output_dir=tmp_path / "out",
+        return [p.stem for p in run_notebooks(params_dir=params, notebooks_dir=nbs, output_dir=tmp_path / "out",
                                     progress=False, **kw)]
 
     assert go() == ["01_first", "02_second"]

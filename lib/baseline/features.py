@@ -15,6 +15,10 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from joblib import Parallel, delayed
+from tqdm import tqdm
+
+from lib.data.preprocess import open_shard
 
 NAMES = ([f"hist{i:02d}" for i in range(16)]
          + ["mean", "std", "skew", "kurtosis", "p05", "p50", "p95", "dark", "bright"]
@@ -58,8 +62,6 @@ def image_features(rgb: np.ndarray) -> np.ndarray:
 
 
 def _shard_features(preprocessed: str, shard: str, offsets: list[int]) -> np.ndarray:
-    from lib.data.preprocess import open_shard
-
     pixels = open_shard(Path(preprocessed), shard)
     return np.stack([image_features(pixels[i]) for i in offsets])
 
@@ -80,9 +82,6 @@ def extract(preprocessed: str | Path, rows: list[dict], n_jobs: int = 1, chunk: 
     """Features of ``rows`` (index rows: shard, offset) in their order, and the seconds it took.
     n_jobs=1 runs in this process; more use joblib's loky process pool (started before the clock:
     workers stay warm between calls, as they do in a long session)."""
-    from joblib import Parallel, delayed
-    from tqdm import tqdm
-
     tasks = _tasks(rows, chunk)
     pool = Parallel(n_jobs=n_jobs, backend="loky" if n_jobs > 1 else "sequential", return_as="generator")
     if n_jobs > 1:  # warm the pool: process start-up is not feature extraction

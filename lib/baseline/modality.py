@@ -14,6 +14,12 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+from xgboost import XGBClassifier
+
+from lib.models.encoder import create
 
 # What the classes are called in zero-shot prompts: the words a caption uses for them.
 NAMES = {"xray": "radiograph", "ct": "CT", "mri": "MRI", "ultrasound": "ultrasound",
@@ -24,8 +30,6 @@ TEMPLATES = ("{}", "a {} image", "{} of the patient", "a medical figure: {}", "a
 def scores(truth: list[str], pred: list[str], classes: list[str]) -> dict:
     """Accuracy, macro-F1 (every class weighs the same, however rare), per-class recall, confusion
     matrix (rows: true class, columns: predicted, in ``classes`` order)."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
-
     cm = confusion_matrix(truth, pred, labels=classes)
     recall = cm.diagonal() / np.maximum(cm.sum(axis=1), 1)
     return {"accuracy": float(accuracy_score(truth, pred)),
@@ -37,8 +41,6 @@ def scores(truth: list[str], pred: list[str], classes: list[str]) -> dict:
 def xgboost(x_train, y_train, x_test, classes: list[str], n_jobs: int = 1, seed: int = 0,
             rounds: int = 200) -> tuple[list[str], float]:
     """Predicted classes of ``x_test`` from an XGBoost ``hist`` model, and its training seconds."""
-    from xgboost import XGBClassifier
-
     code = {c: i for i, c in enumerate(classes)}
     model = XGBClassifier(tree_method="hist", n_estimators=rounds, max_depth=6, learning_rate=0.1,
                           subsample=0.9, colsample_bytree=0.9, n_jobs=n_jobs, random_state=seed)
@@ -50,8 +52,6 @@ def xgboost(x_train, y_train, x_test, classes: list[str], n_jobs: int = 1, seed:
 
 def linear_probe(x_train, y_train, x_test, seed: int = 0) -> tuple[list[str], float]:
     """Logistic regression on L2-normalised embeddings (CLIP's linear-probe protocol)."""
-    from sklearn.linear_model import LogisticRegression
-
     norm = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-8)  # noqa: E731
     model = LogisticRegression(max_iter=3000, C=10.0, random_state=seed)
     t0 = time.perf_counter()
@@ -62,10 +62,6 @@ def linear_probe(x_train, y_train, x_test, seed: int = 0) -> tuple[list[str], fl
 def prompt_embeddings(encoder: str, classes: list[str], templates: tuple[str, ...] = TEMPLATES) -> np.ndarray:
     """[templates, classes, D] L2-normalised text embeddings of every template filled with every
     class name, from the CLIP text tower."""
-    import torch
-
-    from lib.models.encoder import create
-
     model, tokenizer = create(encoder)
     model.eval()
     with torch.no_grad():

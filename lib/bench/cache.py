@@ -14,15 +14,17 @@ from pathlib import Path
 
 import torch
 
+from lib.jobs.artefacts import Artefacts
+from lib.models.build import build, local_spec
+from lib.models.feature_cache import encode
 from lib.training.data import CaptionData
-from lib.training.loop import TrainConfig, train
+from lib.training.loop import train
 
 
-def run(art, spec, cfg: TrainConfig, steps: int = 20, device: str = "cpu", progress: bool = True) -> tuple[dict, dict]:
-    from lib.captioner import build, local_spec
-    from lib.models.encode import encode
-
-    cfg = replace(cfg, steps=steps, ckpt_every=10**9, align_steps=0)
+def measure_cache(art: Artefacts, steps: int = 20, device: str = "cpu", progress: bool = True) -> tuple[dict, dict]:
+    """(metrics, config): the profile's recipe for ``steps`` steps from cached features and from pixels."""
+    spec = art.spec
+    cfg = replace(art.settings.train, steps=steps, ckpt_every=10**9, align_steps=0)
     metrics = {}
     for source, root in (("features", art.features), ("pixels", art.preprocessed)):
         torch.manual_seed(cfg.seed)

@@ -10,14 +10,17 @@ seed's run (47.5K samples x 3 epochs, 511.7 h on their hardware) would take at t
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from types import SimpleNamespace
 
 import numpy as np
 import torch
+from transformers import MistralConfig
 
 from lib.models.language import LoraSpec, n_elements, random_lm
-from lib.training.loop import TrainConfig, train
+from lib.models.vlm import CaptionVLM, Projector
+from lib.settings import LMBench, TrainConfig
+from lib.training.loop import train
 
 # BioMistral-7B's config.json (Mistral-7B-Instruct-v0.1 architecture)
 BIOMISTRAL_7B = {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
@@ -26,22 +29,13 @@ BIOMISTRAL_7B = {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 
 TINY = {"vocab_size": 400, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256, "sliding_window": None}
 SIZES = {"biomistral-7b": BIOMISTRAL_7B, "tiny": TINY}
-SEED_RUN = {"samples": 47_500, "epochs": 3, "hours": 511.7}  # the seed's model-parallel run
+SEED_STUDY_RUN = {"samples": 47_500, "epochs": 3, "hours": 511.7}  # the seed study's model-parallel run
 
 
-@dataclass
-class LMBench:
-    size: str = "biomistral-7b"
-    batch: int = 16
-    caption_tokens: int = 64  # every caption padded to this: the worst case of a max-length-64 run
-    visual_tokens: int = 4
-    feature_dim: int = 512  # BiomedCLIP's pooled image embedding
-    steps: int = 20
-    amp: str = "bf16"
-    grad_ckpt: bool = False
-    quant: str | None = None  # None | 8bit | 4bit (bitsandbytes base weights under LoRA: QLoRA)
-    lr: float = 2e-4
-    seed: int = 0
+def summary(metrics: dict) -> str:
+    mfu = f", MFU {metrics['mfu']:.1%}" if metrics["mfu"] is not None else ""
+    return (f"{metrics['tokens_per_s']:.0f} tokens/s, {metrics['samples_per_s']:.1f} samples/s{mfu}; the seed "
+            f"study's 47.5K x 3-epoch run: {metrics['seed_run_projected_hours']:.2f} h")
 
 
 class RandomCaptions:
@@ -67,11 +61,7 @@ class RandomCaptions:
                 "ids": [str(i) for i in indices]}
 
 
-def run(cfg: LMBench, device: str = "cuda", progress: bool = True) -> tuple[dict, dict]:
-    from transformers import MistralConfig
-
-    from lib.models.vlm import CaptionVLM, Projector
-
+def measure_lm(cfg: LMBench, device: str = "cuda", progress: bool = True) -> tuple[dict, dict]:
     if cfg.size not in SIZES:
         raise ValueError(f"unknown size {cfg.size!r} ({', '.join(SIZES)})")
     torch.manual_seed(cfg.seed)
@@ -90,13 +80,13 @@ def run(cfg: LMBench, device: str = "cuda", progress: bool = True) -> tuple[dict
         summary = train(vlm, data, tcfg, tmp, device=device, progress=progress)
     n_params = sum(n_elements(p) for p in vlm.parameters())
     trained = sum(p.numel() for p in vlm.parameters() if p.requires_grad)
-    hours = SEED_RUN["samples"] * SEED_RUN["epochs"] / summary["samples_per_s"] / 3600
+    hours = SEED_STUDY_RUN["samples"] * SEED_STUDY_RUN["epochs"] / summary["samples_per_s"] / 3600
     metrics = {"tokens_per_s": summary["tokens_per_s"], "samples_per_s": summary["samples_per_s"],
                "mfu": summary["mfu"], "step_s": summary["step_s"], "timed_steps": summary["timed_steps"],
                "peak_memory_bytes": summary["peak_memory_bytes"], "flops_per_token": summary["flops_per_token"],
                "parameters": n_params, "trained_parameters": trained, "final_loss": summary["losses"][-1],
-               "seed_run_projected_hours": hours, "seed_run": SEED_RUN,
-               "seed_run_speedup": SEED_RUN["hours"] / hours}
+               "seed_run_projected_hours": hours, "seed_run": SEED_STUDY_RUN,
+               "seed_run_speedup": SEED_STUDY_RUN["hours"] / hours}
     config = {"bench": asdict(cfg), "architecture": SIZES[cfg.size], "device": device,
               "weights": "random (architecture only)", "param_dtype": cfg.quant or str(dtype).removeprefix("torch."),
               "workload": "projector+LoRA steps on image features; tokens/s and MFU count caption tokens only "

@@ -28,6 +28,7 @@ from lib import plots
 from lib.data.files import read_data_file
 from lib.data.pmcoa import image_root, read_index
 from lib.data.preprocess import PrepConfig, _cv2, enhance, fit, load_pixels, preprocess, resize_plan
+from lib.data.validate import validate
 
 BACKEND_COLOURS = {"sequential": "#4C72B0", "dask-processes": "#55A868", "dask-threads": "#C44E52",
                    "dask-slurm": "#8172B2"}
@@ -93,7 +94,7 @@ def _median(samples: list[dict], key: str) -> float:
     return statistics.median(s[key] for s in samples)
 
 
-def run(data_dir, index, backends=("sequential", "dask-processes", "dask-threads"), max_workers: int = 2,
+def measure_backends(data_dir, index, backends=("sequential", "dask-processes", "dask-threads"), max_workers: int = 2,
         chunk_size: int = 256, cfg: PrepConfig | None = None, repeats: int = 1, limit: int | None = None,
         scratch: str | os.PathLike = "outputs/bench", progress: bool = True) -> tuple[dict, dict]:
     """(metrics, config) of the whole benchmark; ``lib.results.write_results`` records them.
@@ -109,8 +110,6 @@ def run(data_dir, index, backends=("sequential", "dask-processes", "dask-threads
     floors, samples, digests = [], {c: [] for c in configs}, set()
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         if index is None:  # validate once, outside the timed runs
-            from lib.data.validate import validate
-
             index = Path(tmp) / "clean_index.jsonl"
             validate(data_dir, Path(tmp) / "validate_report.json", index, workers=max_workers, progress=progress)
         if limit:

@@ -27,6 +27,8 @@ from tqdm import tqdm
 
 from lib import plots
 from lib.config import repo_root
+from lib.results import write_results
+from lib.settings import SCHEDULES
 
 COLOURS = {"single": "#4C72B0", "ddp": "#55A868", "fsdp": "#C44E52", "pipeline": "#8172B3", "layers": "#937860"}
 DATA_PARALLEL = ("ddp", "fsdp")
@@ -64,7 +66,7 @@ def grid(strategies=("ddp", "fsdp"), worlds=(2,), batches=(16,), threads: int = 
     return list(dict.fromkeys(configs))
 
 
-def pipeline_grid(worlds=(2,), batches=(32,), schedules=("gpipe", "1f1b"), microbatches=(1, 2, 4, 8),
+def pipeline_grid(worlds=(2,), batches=(32,), schedules=SCHEDULES, microbatches=(1, 2, 4, 8),
                   threads: int = 1, amps=("off",), layers: bool = True, ddp: bool = True) -> list[Config]:
     """Model parallelism at a fixed batch: one process, the layer split (one process, blocks over
     devices), each pipeline schedule at each micro-batch count and, for contrast, DDP on the same
@@ -99,7 +101,7 @@ def launch(cfg: Config, out: Path, profile: str, params_dir: str | None, steps: 
     return json.loads((out / "train.json").read_text())
 
 
-def run(configs: list[Config], scratch: str | os.PathLike, profile: str = "default",
+def sweep(configs: list[Config], scratch: str | os.PathLike, profile: str = "default",
         params_dir: str | None = None, steps: int = 30, progress: bool = True, profile_comm: int = 5,
         repeats: int = 1) -> dict:
     """Launch every configuration ``repeats`` times, in turn (a slow spell on the machine then hits
@@ -124,8 +126,6 @@ def run(configs: list[Config], scratch: str | os.PathLike, profile: str = "defau
 def record(metrics: dict, configs: list[Config], results_dir: str | os.PathLike, name: str, profile: str,
            seed: int | None) -> Path:
     """Write a sweep to ``<results_dir>/scaling/<name>.json`` with its configuration and provenance."""
-    from lib.results import write_results
-
     config = {"profile": profile, "configs": [c.name for c in configs], "steps": metrics["steps"],
               "repeats": metrics["repeats"], "profiled_steps": metrics["profiled_steps"],
               "workload": "projector+LoRA steps on cached features, stage 2, no evaluation"}

@@ -19,9 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from lib.data.reasons import BadInput
-
-# PMC-OA figures average ~20 KB and real scans rarely reach 50 MB; 256 MiB is far above any figure.
-MAX_FILE_BYTES = 256 * 2**20
+from lib.settings import MAX_FILE_BYTES
 
 _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))

@@ -16,9 +16,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from lib.data.reasons import BadInput
-
-# PMC-OA figures are ~271x238 px; a declared size beyond this is a decompression bomb, not a figure.
-MAX_PIXELS = 40_000_000
+from lib.settings import MAX_PIXELS
 
 
 class BadImage(BadInput):

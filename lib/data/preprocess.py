@@ -26,44 +26,34 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from functools import partial
 from itertools import islice
 from pathlib import Path
 
+import cv2
+import dask
 import numpy as np
+from dask_jobqueue import SLURMCluster
+from distributed import Client, LocalCluster, as_completed
+from distributed.client import FutureCancelledError
+from distributed.scheduler import KilledWorker
 from tqdm import tqdm
 
-from lib.data.files import MAX_FILE_BYTES, content_digest, read_data_file
+from lib.data.files import content_digest, read_data_file
 from lib.data.images import decode
 from lib.data.pmcoa import image_root, pair_id, read_index
 from lib.data.reasons import BadInput, skip_row
-from lib.data.validate import Limits, validate
+from lib.data.validate import validate
 from lib.results import write_json_atomic
-
-BACKENDS = ("sequential", "dask-processes", "dask-threads", "dask-slurm")
+from lib.settings import BACKENDS, MAX_FILE_BYTES, Limits, PrepConfig
 
 
 class WorkerDied(RuntimeError):
     """A chunk's Dask worker died more often than retries allow; finished chunks are kept."""
 
 
-@dataclass(frozen=True)
-class PrepConfig:
-    size: int = 224
-    fit: str = "pad"  # pad: keep the whole figure (captions name locations); crop: CLIP-style centre crop
-    clahe: bool = False  # contrast-limited equalisation on the L channel of LAB (glaucoma study)
-    gamma: float = 1.0  # gamma correction; 1.0 = off
-    denoise: int = 0  # median filter aperture (odd); 0 = off
-
-    def key(self) -> str:
-        """Changes whenever the pixels a chunk holds would change."""
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
-
-
 def _cv2():
-    import cv2
-
     cv2.setNumThreads(1)  # parallelism comes from the backend; OpenCV's own threads would oversubscribe
     return cv2
 
@@ -205,17 +195,12 @@ def chunks(index_path: str | os.PathLike, chunk_size: int) -> Iterator[tuple[int
 
 def slurm_cluster(spec: dict):
     """dask-jobqueue SLURMCluster from a parameter mapping (papermill_params/cluster/02_preprocessing.yaml)."""
-    from dask_jobqueue import SLURMCluster
-
     keys = ("cores", "memory", "processes", "queue", "account", "walltime", "job_extra_directives",
             "job_script_prologue", "local_directory", "log_directory", "interface")
     return SLURMCluster(**{k: spec[k] for k in keys if spec.get(k) is not None})
 
 
 def _cluster(backend: str, workers: int, slurm: dict | None):
-    import dask
-    from distributed import LocalCluster
-
     if backend == "dask-processes":
         # Dask's nanny gives workers MALLOC_TRIM_THRESHOLD_=64 KiB; that freezes glibc's mmap threshold, so
         # every ~200 KB image buffer is mmap'd and page-faulted afresh (sequential loop with it: 815 -> 474
@@ -236,10 +221,6 @@ def _warm() -> None:
 
 
 def _run_dask(backend, workers, slurm, jobs: Iterator, task, bar, timings: dict) -> list[dict]:
-    from distributed import Client, as_completed
-    from distributed.client import FutureCancelledError
-    from distributed.scheduler import KilledWorker
-
     results = []
     start = time.perf_counter()
     with _cluster(backend, workers, slurm) as cluster, Client(cluster) as client:

@@ -14,25 +14,18 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 
 from tqdm import tqdm
 
-from lib.data.files import MAX_FILE_BYTES, content_digest, read_data_file
-from lib.data.images import MAX_PIXELS, decode
+from lib.data.files import content_digest, read_data_file
+from lib.data.images import decode
 from lib.data.pmcoa import SPLITS, image_root, iter_lines, pair_id, parse_record, split_files
 from lib.data.reasons import BadInput, skip_row
 from lib.results import write_json_atomic
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_pixels: int = MAX_PIXELS
-    max_caption_chars: int = 10_000
-    max_file_bytes: int = MAX_FILE_BYTES
+from lib.settings import Limits
 
 
 def check_line(job: tuple[str, int, bytes], root: Path, limits: Limits) -> dict:

@@ -1,5 +1,15 @@
 """Model parts: frozen image encoder, projector, language model (+LoRA), the VLM joining them. No parallelism here."""
 
+import logging
+import warnings
+
+# Set before any model module imports peft: peft imports bitsandbytes whenever it is installed, and on CPU
+# that logs an error about an optional kernels package even when no quantised weights are used.
+# Quantised runs say what they use in their results.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+# transformers deprecation raised inside peft's gradient-checkpointing set-up, not in our code.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
 
 class ModelUnavailable(RuntimeError):
     """A model could not be loaded (no network, missing local folder); the message names the way out."""

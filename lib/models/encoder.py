@@ -13,16 +13,22 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.loss import ClipLoss
+from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
+from lib.data.preprocess import open_shard
 from lib.models import ModelUnavailable, pretrain_step
+from lib.results import write_json_atomic
+from lib.settings import EncoderPretrain
 
 BIOMEDCLIP = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
 
@@ -45,8 +51,6 @@ def _hub_error(spec: str, err: Exception) -> ModelUnavailable:
 
 def create(spec: str):
     """(open_clip model, tokenizer, preprocess config) from 'hf-hub:org/name' or 'local-dir:/path'."""
-    import open_clip
-
     if not spec.startswith(("hf-hub:", "local-dir:")) and Path(spec).is_dir():
         spec = f"local-dir:{spec}"
     try:
@@ -119,32 +123,16 @@ def load_encoder(spec: str, output: str = "pooled") -> FrozenEncoder:
     return FrozenEncoder(create(spec)[0], output=output)
 
 
-@dataclass
-class PretrainConfig:
-    epochs: int = 12
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    seed: int = 0
-
-
 def _train_rows(preprocessed: Path) -> list[dict]:
     rows = [json.loads(line) for line in open(preprocessed / "index.jsonl", encoding="utf-8")]
     return [r for r in rows if r["split"] == "train"]
 
 
-def pretrain(preprocessed: str | os.PathLike, out: str | os.PathLike, cfg: PretrainConfig | None = None,
+def pretrain(preprocessed: str | os.PathLike, out: str | os.PathLike, cfg: EncoderPretrain | None = None,
              progress: bool = True) -> dict:
     """Train the tiny CLIP contrastively on the training split of preprocessed shards; save it to ``out``
     in open_clip's local-dir layout. Cached: a folder already holding this config is returned as is."""
-    import open_clip
-    from open_clip.loss import ClipLoss
-    from safetensors.torch import save_file
-
-    from lib.data.preprocess import open_shard
-    from lib.results import write_json_atomic
-
-    cfg = cfg or PretrainConfig()
+    cfg = cfg or EncoderPretrain()
     out, preprocessed = Path(out), Path(preprocessed)
     record = {"model_cfg": TINY_CLIP, "pretrain": asdict(cfg), "data": str(preprocessed)}
     done = out / "pretrain.json"

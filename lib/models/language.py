@@ -15,53 +15,30 @@ weights (bitsandbytes) are applied on top, the same way for both.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import warnings
-from dataclasses import asdict, dataclass, field
+import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from peft import LoraConfig, get_peft_model
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from tqdm import tqdm
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    MistralConfig,
+    MistralForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 from lib.models import ModelUnavailable, pretrain_step
-
-# peft imports bitsandbytes whenever it is installed; on CPU it warns about an optional kernels
-# package even when no quantised weights are used. Quantised runs say what they use in their results.
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-# transformers deprecation raised inside peft's gradient-checkpointing set-up, not in our code.
-warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+from lib.results import write_json_atomic
+from lib.settings import LMPretrain, LoraSpec
 
 BIOMISTRAL = "BioMistral/BioMistral-7B"
 SPECIAL = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
-
-
-@dataclass
-class TinyLM:
-    vocab_size: int = 2048
-    hidden_size: int = 256
-    intermediate_size: int = 688
-    num_hidden_layers: int = 4
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2  # grouped-query attention, as in Mistral-7B (32 heads, 8 KV heads)
-    max_position_embeddings: int = 256
-
-
-@dataclass
-class LMPretrain:
-    epochs: int = 6
-    batch_size: int = 32
-    lr: float = 2e-3
-    seed: int = 0
-    model: TinyLM = field(default_factory=TinyLM)
-
-
-@dataclass
-class LoraSpec:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    targets: tuple[str, ...] = ("q_proj", "v_proj")
 
 
 def _hub_error(spec: str, err: Exception) -> ModelUnavailable:
@@ -74,9 +51,6 @@ def _hub_error(spec: str, err: Exception) -> ModelUnavailable:
 
 def train_tokenizer(captions: list[str], out: str | os.PathLike, vocab_size: int):
     """Byte-level BPE on the captions, saved so ``AutoTokenizer.from_pretrained(out)`` loads it."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
     tok = Tokenizer(models.BPE(unk_token=SPECIAL["unk_token"]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tok.decoder = decoders.ByteLevel()
@@ -114,10 +88,6 @@ def _partners(rows: list[dict], seed: int) -> list[int]:
 def pretrain(index: str | os.PathLike, out: str | os.PathLike, cfg: LMPretrain | None = None,
              progress: bool = True) -> dict:
     """Tokenizer + tiny Mistral pre-trained on the training captions; cached in ``out``."""
-    from transformers import MistralConfig, MistralForCausalLM
-
-    from lib.results import write_json_atomic
-
     cfg = cfg or LMPretrain()
     out = Path(out)
     done = out / "pretrain.json"
@@ -153,8 +123,6 @@ def pretrain(index: str | os.PathLike, out: str | os.PathLike, cfg: LMPretrain |
 
 
 def load_tokenizer(spec: str):
-    from transformers import AutoTokenizer
-
     try:
         tok = AutoTokenizer.from_pretrained(spec)
     except OSError as e:
@@ -171,12 +139,8 @@ def load_lm(spec: str, lora: LoraSpec | None, quant: str | None = None,
     quant: None, "8bit" or "4bit" (bitsandbytes NF4 with bf16 compute); LoRA then trains on top of
     the quantised base, as in QLoRA.
     """
-    from transformers import AutoModelForCausalLM
-
     kwargs = {"dtype": dtype}
     if quant:
-        from transformers import BitsAndBytesConfig
-
         if quant not in ("8bit", "4bit"):
             raise ValueError(f"quant must be '8bit' or '4bit', got {quant!r}")
         kwargs["quantization_config"] = (
@@ -194,7 +158,6 @@ def add_lora(model, lora: LoraSpec | None):
     model.requires_grad_(False)
     if lora is None:
         return model
-    from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=list(lora.targets), task_type="CAUSAL_LM")
@@ -208,13 +171,10 @@ def random_lm(config, lora: LoraSpec | None, dtype: torch.dtype, device: str | t
 
     quant: bitsandbytes quantises while loading, so the random weights are saved and loaded back
     through ``load_lm``: the path real weights take (CUDA only)."""
-    from transformers import AutoModelForCausalLM
-
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     if not quant:
         return add_lora(model, lora)
-    import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)

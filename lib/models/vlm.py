@@ -38,6 +38,17 @@ class Projector(nn.Module):
         return self.fc2(x)
 
 
+def is_trained(name: str) -> bool:
+    """The one rule of what the captioner trains: the projector and the LoRA adapters (by parameter name,
+    so it holds for a wrapped, sharded or cut model too). Everything else is frozen."""
+    return name.startswith("projector.") or "lora_" in name
+
+
+def is_lora(name: str) -> bool:
+    """Trained in stage 2 only (stage 1 aligns the projector with the LM frozen)."""
+    return "lora_" in name
+
+
 def caption_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor, n_visual: int) -> torch.Tensor:
     """LM targets for [visual tokens][caption]: -100 (no loss) on the visual prefix and on padding."""
     prefix = input_ids.new_full((len(input_ids), n_visual), -100)

@@ -1,28 +1,39 @@
-"""Wrappers applied to a CaptionVLM from outside, as torchtitan's ``parallelize_*``.
+"""Wrappers applied to a CaptionVLM from outside, as torchtitan's ``parallelize_*``, and
+``parallelize``: the one function that knows the strategies, returning what the training loop needs
+to know of the wrapped model (``Parallelized``). The model code knows nothing of ranks.
 
-The loop marks every parameter either stage trains (projector + LoRA) as requiring gradients and
-wraps the model once, before building the optimizer (FSDP2 replaces parameters with their shards);
+Every parameter either stage trains (projector + LoRA) requires gradients from the start, and the
+model is wrapped once, before the optimizer is built (FSDP2 replaces parameters with their shards);
 stage 1 then discards the LoRA gradients instead of changing what the wrapper sees.
 """
 
 from __future__ import annotations
 
+import logging
+from contextlib import nullcontext
+
 import torch
+import torch.distributed as dist
+from accelerate import dispatch_model
 from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
+from torch.nn.parallel import DistributedDataParallel
 
 from lib.parallel.dist import Dist
-from lib.parallel.pipeline import apply_pipeline, base_lm, stage_layers
-from lib.training.checkpoint import is_sharded, trainable_state
+from lib.parallel.pipeline import Pipeline, base_lm, stage_layers, stage_of
+from lib.settings import STRATEGIES
+from lib.training.checkpoint import trainable_state
+from lib.training.loop import Parallelized
+from lib.training.metrics import flops_per_token
 
 
-def apply_ddp(model: nn.Module, d: Dist) -> nn.Module:
+def apply_ddp(model: nn.Module, d: Dist) -> DistributedDataParallel:
     """DistributedDataParallel over the trained parameters only (LoRA + projector): DDP registers only
     parameters with requires_grad, so the frozen encoder and LM base weights are never all-reduced."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    core = getattr(model, "module", model)
     # buffers (rotary tables, CLIP's) are the same on every rank: no broadcast before each forward
-    return DistributedDataParallel(core, device_ids=[d.device.index] if d.device.type == "cuda" else None,
+    return DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None,
                                    forward_sync_buffers=False)
 
 
@@ -35,8 +46,6 @@ def apply_fsdp(model: nn.Module, d: Dist, mixed_precision: bool | None = None, c
     """FSDP2 (``fully_shard``): each LM block is one unit (its frozen base weights and LoRA adapters are
     sharded together; FSDP2 keeps per-parameter requires_grad), the rest (embeddings, head, projector)
     is the root unit. bf16 compute with fp32 gradient reduction on GPU unless told otherwise."""
-    from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
-
     if isinstance(model, FSDPModule):
         return model
     if mixed_precision is None:
@@ -72,11 +81,6 @@ def apply_layer_split(model: nn.Module, devices: list[str]) -> nn.Module:
     """Naive model parallelism in one process (the seed's set-up): each device holds a run of LM blocks
     and accelerate's hooks move activations from one device to the next, so one device computes at a
     time. The pipeline strategy keeps them all busy with micro-batches instead."""
-    import logging
-
-    from accelerate import dispatch_model
-
-    core = getattr(model, "module", model)
     log = logging.getLogger("accelerate.big_modeling")
     level = log.level
     if set(devices) == {"cpu"}:  # it warns of CPU offload whenever a map says "cpu"; with a CPU main device nothing is offloaded
@@ -84,7 +88,7 @@ def apply_layer_split(model: nn.Module, devices: list[str]) -> nn.Module:
     try:
         # force_hooks: the hooks are placed even when every block lands on one device (CPU here), so
         # the same code path runs on a laptop and on a multi-GPU node
-        return dispatch_model(core, layer_split_map(core, devices), main_device=devices[0], force_hooks=True)
+        return dispatch_model(model, layer_split_map(model, devices), main_device=devices[0], force_hooks=True)
     finally:
         log.setLevel(level)
 
@@ -98,40 +102,51 @@ def split_devices(spec: str | None, device: torch.device) -> list[str]:
     return ["cpu", "cpu"]
 
 
-STRATEGIES = ("single", "ddp", "fsdp", "pipeline", "layers")
-
-
-def parallelizer(strategy: str, d: Dist, cpu_offload: bool = False, schedule: str = "1f1b", microbatches: int = 4,
-                 devices: list[str] | None = None):
-    """The function the loop calls once to wrap the model for ``strategy`` (a pipeline returns the
-    ``Pipeline`` the loop drives instead of a module)."""
+def parallelize(vlm: nn.Module, strategy: str, d: Dist, *, schedule: str = "1f1b", microbatches: int = 4,
+                devices: str | None = None, cpu_offload: bool = False) -> Parallelized:
+    """Wrap, shard, cut or spread ``vlm`` for ``strategy`` on this rank; what the loop needs to know of it."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r} ({', '.join(STRATEGIES)})")
     if strategy in ("single", "layers") and d.world > 1:
         raise ValueError(f"strategy {strategy!r} runs in one process; use ddp, fsdp or pipeline under torchrun")
-    if strategy == "single":
-        return lambda m: getattr(m, "module", m)
+    fpt = flops_per_token(vlm)  # of the whole model, before a pipeline cuts it
     if strategy == "layers":
-        return lambda m: apply_layer_split(m, devices or split_devices(None, d.device))
+        split = split_devices(devices, d.device)
+        return Parallelized(apply_layer_split(vlm, split), devices=len(set(split)), flops_per_token=fpt,
+                            name=strategy, settings={"devices": split})
     if strategy == "ddp":
-        return lambda m: apply_ddp(m, d)
+        ddp = apply_ddp(vlm, d)
+        return Parallelized(vlm, module=ddp, replicas=d.world, devices=d.world, flops_per_token=fpt, name=strategy,
+                            grad_sync=lambda last: nullcontext() if last else ddp.no_sync())
     if strategy == "fsdp":
-        return lambda m: apply_fsdp(m, d, cpu_offload=cpu_offload)
+        fsdp = apply_fsdp(vlm, d, cpu_offload=cpu_offload)
+
+        def sync(last: bool):
+            fsdp.set_requires_gradient_sync(last)
+            return nullcontext()
+
+        return Parallelized(fsdp, replicas=d.world, devices=d.world, whole=False, grad_sync=sync,
+                            flops_per_token=fpt, name=strategy)
     if strategy == "pipeline":
-        return lambda m: apply_pipeline(m, d, schedule, microbatches)
-    raise ValueError(f"unknown strategy {strategy!r} ({', '.join(STRATEGIES)})")
+        pipe = Pipeline(vlm, d, schedule, microbatches)
+        return Parallelized(vlm, module=pipe, step=pipe.step, microbatches=microbatches, devices=d.world,
+                            whole=False, norm_across_ranks=True, flops_per_token=fpt, name=f"pipeline-{schedule}",
+                            settings={"schedule": schedule, "microbatches": microbatches})
+    return Parallelized(vlm, flops_per_token=fpt)
+
+
+def is_sharded(model: nn.Module) -> bool:
+    return any(isinstance(p, DTensor) for p in model.parameters())
 
 
 def full_trained_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The trained parameters (projector + LoRA) as full CPU tensors by name. Under FSDP or a pipeline
     every rank must call it (shards are all-gathered, stages gathered); the result is complete on rank 0."""
-    import torch.distributed as dist
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    core = getattr(model, "module", model)
-    if getattr(core, "pipeline_stage", None) is not None:  # each stage's parameters keep their full names
+    if stage_of(model) is not None:  # each stage's parameters keep their full names
         parts = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
-        dist.gather_object(trainable_state(core), parts, dst=0)
+        dist.gather_object(trainable_state(model), parts, dst=0)
         return {k: v for part in parts or [] for k, v in part.items()}
-    if not is_sharded(core):
-        return trainable_state(core)
+    if not is_sharded(model):
+        return trainable_state(model)
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
-    return get_model_state_dict(core, options=opts)
+    return get_model_state_dict(model, options=opts)

@@ -15,15 +15,25 @@ throughput counts real tokens only.
 from __future__ import annotations
 
 from contextlib import nullcontext
+from weakref import WeakKeyDictionary
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+from transformers.masking_utils import create_causal_mask
 
 from lib.models.vlm import caption_labels
 from lib.parallel.dist import Dist
 
-SCHEDULES = ("gpipe", "1f1b")
+_SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}  # by the names lib.settings.SCHEDULES gives
+
+_STAGES: WeakKeyDictionary[nn.Module, tuple[int, int]] = WeakKeyDictionary()
+
+
+def stage_of(model: nn.Module) -> tuple[int, int] | None:
+    """(stage, stages) when ``model`` was cut to one pipeline stage, else None: the one place that knows."""
+    return _STAGES.get(model)
 
 
 def base_lm(model: nn.Module) -> nn.Module:
@@ -53,8 +63,6 @@ class Stage(nn.Module):
     def forward(self, x: torch.Tensor, input_ids: torch.Tensor | None = None) -> torch.Tensor:
         """First stage: (features or pixels [b, ...], input_ids [b, L]) -> hidden [b, V+L, H];
         later stages: hidden -> hidden, or logits [b, V+L, vocab] on the last."""
-        from transformers.masking_utils import create_causal_mask
-
         lm = base_lm(self)
         if self.first:
             feats = self.encoder(x) if self.encoder is not None else x
@@ -85,7 +93,7 @@ def prune_to_stage(vlm: nn.Module, stage: int, n_stages: int) -> Stage:
         vlm.projector, vlm.encoder, lm.model.embed_tokens = None, None, None
     if not last:
         lm.model.norm, lm.lm_head = None, None
-    vlm.pipeline_stage = (stage, n_stages)  # read by checkpointing: this model is one part of the whole
+    _STAGES[vlm] = (stage, n_stages)
     return Stage(vlm, first, last)
 
 
@@ -99,10 +107,8 @@ class Pipeline:
     one whole batch through all stages; the loss comes back on the last stage (None elsewhere)."""
 
     def __init__(self, vlm: nn.Module, d: Dist, schedule: str = "1f1b", microbatches: int = 4):
-        from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
-
-        if schedule not in SCHEDULES:
-            raise ValueError(f"unknown pipeline schedule {schedule!r} ({', '.join(SCHEDULES)})")
+        if schedule not in _SCHEDULES:
+            raise ValueError(f"unknown pipeline schedule {schedule!r} ({', '.join(_SCHEDULES)})")
         if d.world < 2:
             raise ValueError("a pipeline needs at least 2 ranks: launch it with torchrun --nproc_per_node=N")
         self.n_visual = vlm.projector.n_tokens
@@ -110,9 +116,9 @@ class Pipeline:
         self.module, self.microbatches, self.device = vlm, microbatches, d.device
         self.first, self.last = self.stage.first, self.stage.last
         runner = PipelineStage(self.stage, d.rank, d.world, d.device)  # sends, receives, runs micro-batches
-        cls = ScheduleGPipe if schedule == "gpipe" else Schedule1F1B
         # scale_grads: gradients are the mean over micro-batches, as gradient accumulation gives
-        self.schedule = cls(runner, n_microbatches=microbatches, loss_fn=caption_loss, scale_grads=True)
+        self.schedule = _SCHEDULES[schedule](runner, n_microbatches=microbatches, loss_fn=caption_loss,
+                                            scale_grads=True)
 
     def train(self, mode: bool = True) -> Pipeline:
         self.module.train(mode)
@@ -131,6 +137,3 @@ class Pipeline:
             self.schedule.step(*args, **kwargs)
         return float(torch.stack(losses).detach().mean()) if self.last else None
 
-
-def apply_pipeline(model: nn.Module, d: Dist, schedule: str = "1f1b", microbatches: int = 4) -> Pipeline:
-    return Pipeline(getattr(model, "module", model), d, schedule, microbatches)

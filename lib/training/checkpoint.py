@@ -12,13 +12,14 @@ naming what it asked for.
   Any later run reshards them on load: another world size, another strategy, or one process.
 - ``state.pt``: step, scheduler, RNG, loss scale (rank 0).
 - ``trainable.safetensors``: the trained weights in one file for whoever only wants the model
-  (evaluation, sharing); written when one rank holds the whole model.
+  (evaluation, sharing); written when one rank holds the whole model (the caller says: ``whole``).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import pathlib
 import pickle
 import re
 import shutil
@@ -27,24 +28,34 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 from safetensors.torch import load_file, save_file
+from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader, filesystem, metadata
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.metadata import StorageMeta
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
+from torch.serialization import _get_layout
+
+from lib.models.vlm import is_trained
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Every parameter that is trained in any stage (projector and LoRA), by name."""
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if _is_trained(n)}
-
-
-def _is_trained(name: str) -> bool:
-    return name.startswith("projector.") or "lora_" in name
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if is_trained(n)}
 
 
 def save(folder: str | os.PathLike, model, optimizer, scheduler, step: int, extra: dict | None = None,
-         scaler=None, rank: int = 0, keep: int = 3) -> Path:
+         scaler=None, rank: int = 0, keep: int = 3, whole: bool = True) -> Path:
     """Write ``folder/step-NNNNNN`` via a temp folder + rename, point ``latest`` at it, and delete all
-    but the ``keep`` newest. Every rank calls it (DCP is collective under a process group)."""
-    import torch.distributed.checkpoint as dcp
-
+    but the ``keep`` newest. Every rank calls it (DCP is collective under a process group). ``whole``:
+    this rank holds every trained parameter (not an FSDP shard or a pipeline stage), so rank 0 also
+    writes them as one safetensors file."""
     folder = Path(folder)
     final = folder / f"step-{step:06d}"
     tmp = folder / f".tmp-step-{step:06d}"
@@ -55,7 +66,7 @@ def save(folder: str | os.PathLike, model, optimizer, scheduler, step: int, extr
     with _one_process_is_fine():
         dcp.save(_dcp_state(model, optimizer), checkpoint_id=tmp / "dcp", no_dist=not _distributed())
     if rank == 0:
-        if not holds_part(model):
+        if whole:
             save_file(trainable_state(model), tmp / "trainable.safetensors")
         torch.save({"step": step, "scheduler": scheduler.state_dict(), "rng": _rng(), "extra": extra or {},
                     "scaler": scaler.state_dict() if scaler else None}, tmp / "state.pt")
@@ -70,8 +81,6 @@ def save(folder: str | os.PathLike, model, optimizer, scheduler, step: int, extr
 
 
 def _distributed() -> bool:
-    import torch.distributed as dist
-
     return dist.is_available() and dist.is_initialized()
 
 
@@ -84,8 +93,6 @@ def _one_process_is_fine():
 
 
 def _barrier() -> None:
-    import torch.distributed as dist
-
     if _distributed():
         dist.barrier()
 
@@ -97,22 +104,9 @@ def _rng() -> dict:
     return rng
 
 
-def is_sharded(model) -> bool:
-    from torch.distributed.tensor import DTensor
-
-    return any(isinstance(p, DTensor) for p in model.parameters())
-
-
-def holds_part(model) -> bool:
-    """Whether this rank's model is only part of the whole: FSDP shards or one pipeline stage."""
-    return is_sharded(model) or getattr(model, "pipeline_stage", None) is not None
-
-
 def _dcp_state(model, optimizer) -> dict:
     """Trained parameters and optimizer state keyed by parameter name (frozen weights come from the
     base model, never from checkpoints); the same keys for sharded and plain models."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
     with _tensors_only(model):
         msd, osd = get_state_dict(model, optimizer, options=StateDictOptions(ignore_frozen_params=True))
     return {"model": msd, "optim": osd}
@@ -162,8 +156,6 @@ def load_weights(model, ckpt: str | os.PathLike) -> Path:
     """The trained weights of a run's newest checkpoint (or of ``ckpt`` itself) into a plain model:
     from ``trainable.safetensors`` when one rank held the whole model, else from the DCP shards or
     stages, whatever world size wrote them. Returns the checkpoint folder read."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
     found = latest(ckpt)
     if found is None:
         raise FileNotFoundError(f"no checkpoint under {ckpt} (a run's out folder, its ckpt/, or a step-N folder)")
@@ -180,7 +172,7 @@ def load_weights(model, ckpt: str | os.PathLike) -> Path:
 def load_trained_state(model, state: dict[str, torch.Tensor], strict: bool = True, source: str = "state") -> None:
     """Copy trained weights by name into a plain model; strict: exactly its trained parameters."""
     own = dict(model.named_parameters())
-    missing = [n for n in own if _is_trained(n) and n not in state]
+    missing = [n for n in own if is_trained(n) and n not in state]
     unknown = [n for n in state if n not in own]
     if strict and (missing or unknown):
         raise ValueError(f"{source}: weights do not match the model (missing {missing[:3]}, unknown {unknown[:3]})")
@@ -197,15 +189,12 @@ class UnsafeCheckpoint(ValueError):
 def _metadata_classes() -> dict[tuple[str, str], object]:
     """Every (module, name) a DCP index (``.metadata``) holds, mapped to exactly that object. Nothing
     is looked up by name at load time, so no dotted name (``metadata.os.system``) can reach further."""
-    from torch.distributed.checkpoint import filesystem, metadata
-    from torch.serialization import _get_layout
-
     allowed: dict[tuple[str, str], object] = {
         ("torch", "Size"): torch.Size,
         ("torch.serialization", "_get_layout"): _get_layout,  # looks a layout up by name, calls nothing else
         ("torch.distributed.checkpoint.filesystem", "_StorageInfo"): filesystem._StorageInfo,
-        ("pathlib", "PosixPath"): __import__("pathlib").PosixPath,
-        ("pathlib", "PurePosixPath"): __import__("pathlib").PurePosixPath,
+        ("pathlib", "PosixPath"): pathlib.PosixPath,
+        ("pathlib", "PurePosixPath"): pathlib.PurePosixPath,
     }
     for name in ("Metadata", "MetadataIndex", "StorageMeta", "TensorProperties", "TensorStorageMetadata",
                  "BytesStorageMetadata", "ChunkStorageMetadata", "_MEM_FORMAT_ENCODING"):
@@ -216,53 +205,46 @@ def _metadata_classes() -> dict[tuple[str, str], object]:
     return allowed
 
 
+_METADATA_CLASSES = _metadata_classes()
+
+
 class _MetadataUnpickler(pickle.Unpickler):
     """DCP pickles its index; read it allowing only the exact classes such an index holds."""
 
     def find_class(self, module: str, name: str):
-        allowed = _metadata_classes()
-        if (module, name) not in allowed:
+        if (module, name) not in _METADATA_CLASSES:
             raise UnsafeCheckpoint(f"checkpoint index asks for {module}.{name}, which a DCP index never holds: "
                                    f"refused, nothing was loaded")
-        return allowed[module, name]
+        return _METADATA_CLASSES[module, name]
 
 
-def _safe_reader(path: Path):
-    """A DCP reader whose index is read with ``_MetadataUnpickler``; DCP itself reads tensors with
+class _SafeReader(FileSystemReader):
+    """DCP's reader, with its index read by ``_MetadataUnpickler``; DCP itself reads tensors with
     ``torch.load(weights_only=True)``."""
-    from torch.distributed.checkpoint import FileSystemReader
-    from torch.distributed.checkpoint.metadata import StorageMeta
 
-    class Reader(FileSystemReader):
-        def read_metadata(self, *args, **kwargs):
-            with self.fs.create_stream(self._get_metadata_path(kwargs.get("rank")), "rb") as f:
-                metadata = _MetadataUnpickler(f).load()
-            if getattr(metadata, "storage_meta", None) is None:
-                metadata.storage_meta = StorageMeta()
-            metadata.storage_meta.load_id = self.load_id
-            return metadata
-
-    return Reader(path)
+    def read_metadata(self, *args, **kwargs):
+        with self.fs.create_stream(self._get_metadata_path(kwargs.get("rank")), "rb") as f:
+            index = _MetadataUnpickler(f).load()
+        if getattr(index, "storage_meta", None) is None:
+            index.storage_meta = StorageMeta()
+        index.storage_meta.load_id = self.load_id
+        return index
 
 
-def _safe_planner():
+class _SafePlanner(DefaultLoadPlanner):
     """DCP's load planner, except that non-tensor values (optimizer settings such as lr and betas) are
     read with ``torch.load(weights_only=True)``: DCP's own planner unpickles them without limits."""
-    from torch.distributed.checkpoint import DefaultLoadPlanner
 
-    class Planner(DefaultLoadPlanner):
-        def load_bytes(self, read_item, value):
-            try:
-                loaded = torch.load(value, weights_only=True)
-            except pickle.UnpicklingError as e:
-                raise UnsafeCheckpoint(f"checkpoint value {read_item.dest_index.fqn} needs code to load "
-                                       f"({_what_it_asked(e)}): refused") from None
-            value = io.BytesIO()
-            torch.save(loaded, value)  # hand DCP plain data, re-serialised: it unpickles what it is given
-            value.seek(0)
-            super().load_bytes(read_item, value)
-
-    return Planner()
+    def load_bytes(self, read_item, value):
+        try:
+            loaded = torch.load(value, weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise UnsafeCheckpoint(f"checkpoint value {read_item.dest_index.fqn} needs code to load "
+                                   f"({_what_it_asked(e)}): refused") from None
+        value = io.BytesIO()
+        torch.save(loaded, value)  # plain data now, re-serialised for DCP's own (unrestricted) unpickling
+        value.seek(0)
+        super().load_bytes(read_item, value)
 
 
 def _what_it_asked(e: pickle.UnpicklingError) -> str:
@@ -274,13 +256,10 @@ def _what_it_asked(e: pickle.UnpicklingError) -> str:
 def _dcp_load(state: dict, ckpt_dcp: Path, no_dist: bool) -> None:
     """``dcp.load`` through the safe reader and planner; a refusal surfaces as ``UnsafeCheckpoint``
     (DCP wraps every rank's error in its own exception)."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.api import CheckpointException
-
     _read_metadata(ckpt_dcp)  # a crafted index is refused here: inside dcp.load its error turns into fallbacks
     try:
         with _one_process_is_fine():
-            dcp.load(state, storage_reader=_safe_reader(ckpt_dcp), planner=_safe_planner(), no_dist=no_dist)
+            dcp.load(state, storage_reader=_SafeReader(ckpt_dcp), planner=_SafePlanner(), no_dist=no_dist)
     except CheckpointException as e:
         refused = [f for f in getattr(e, "failures", {}).values() if isinstance(_root_cause(f), UnsafeCheckpoint)]
         if refused:
@@ -294,14 +273,12 @@ def _root_cause(failure) -> BaseException:
 
 
 def _read_metadata(ckpt_dcp: Path):
-    return _safe_reader(ckpt_dcp).read_metadata()
+    return _SafeReader(ckpt_dcp).read_metadata()
 
 
 def resume(model, optimizer, scheduler, ckpt: str | os.PathLike, scaler=None) -> int:
     """Restore everything a run needs to continue bit for bit; returns the step to start from.
     Every rank calls it; the checkpoint may come from any world size and strategy."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
     ckpt = Path(ckpt)
     if not (ckpt / "dcp").is_dir() or not (ckpt / "state.pt").exists():
         raise FileNotFoundError(f"{ckpt} is not a complete checkpoint (dcp/ and state.pt)")
@@ -315,7 +292,7 @@ def resume(model, optimizer, scheduler, ckpt: str | os.PathLike, scaler=None) ->
     with _tensors_only(model):
         keys = set_state_dict(model, optimizer, model_state_dict=target["model"], optim_state_dict=target["optim"],
                               options=StateDictOptions(ignore_frozen_params=True, strict=False))
-    wrong = [k for k in keys.missing_keys if _is_trained(k)] + list(keys.unexpected_keys)
+    wrong = [k for k in keys.missing_keys if is_trained(k)] + list(keys.unexpected_keys)
     if wrong:
         raise ValueError(f"{ckpt}: checkpoint does not match the model ({wrong[:3]})")
     try:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DistributedSampler
 
 
 class CaptionData:
@@ -96,8 +97,6 @@ class Order:
         self._epoch: tuple[int, list[list[int]]] | None = None
 
     def _slots(self, epoch: int) -> list[list[int]]:
-        from torch.utils.data import DistributedSampler
-
         if self._epoch is None or self._epoch[0] != epoch:
             dealt = []
             for s in range(self.slots):

@@ -1,5 +1,7 @@
-"""The one training loop every strategy uses (parallel wrappers change the model, not the loop; a
-pipeline, whose schedule runs forward and backward itself, is the one branch, as in torchtitan).
+"""The one training loop every strategy uses. Parallelism reaches it only as a ``Parallelized``
+(what ``lib.parallel`` built around the model): which module to call, how gradients are synchronised,
+how many replicas share a step. A pipeline, whose schedule runs forward and backward itself, is the
+one branch, and the loop knows it by that interface, as torchtitan's does.
 
 Two stages, as LLaVA: steps < align_steps train the projector with the LM frozen; later steps train
 the projector and the LoRA adapters. Gradient accumulation, clipping, AdamW, warm-up + cosine, AMP
@@ -12,37 +14,49 @@ from __future__ import annotations
 import json
 import math
 import signal
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+from torch import nn
 from tqdm import tqdm
 
-from lib.parallel.pipeline import Pipeline
+from lib.models.vlm import is_lora, is_trained
 from lib.results import write_text_atomic
+from lib.settings import TrainConfig
 from lib.training import checkpoint
 from lib.training.data import CaptionData, Order
-from lib.training.metrics import CollectiveTimer, StepMeter, model_state_bytes
+from lib.training.metrics import CollectiveTimer, StepMeter, flops_per_token, model_state_bytes
+
+
+def _sync_always(last: bool) -> AbstractContextManager:
+    return nullcontext()
 
 
 @dataclass
-class TrainConfig:
-    steps: int = 300
-    align_steps: int = 60  # stage 1 (projector only); 0 skips it
-    batch_size: int = 32  # global, per optimizer step
-    grad_accum: int = 1
-    lr: float = 2e-3
-    warmup: int = 20
-    weight_decay: float = 0.0
-    clip: float = 1.0
-    amp: str = "auto"  # auto | off | bf16 | fp16
-    grad_ckpt: bool = False
-    seed: int = 0
-    ckpt_every: int = 100
-    keep_ckpts: int = 3  # newest checkpoints kept on disk
-    profile_comm: int = 0  # steps (after the first) run under the profiler to time communication
-    log_every: int = 10
+class Parallelized:
+    """What the loop knows of a parallel strategy; ``lib.parallel.parallelize`` builds it, a one-process
+    run is ``Parallelized(model)``."""
+    core: nn.Module  # the captioner itself (sharded, cut to a stage or spread over devices in place)
+    module: nn.Module | None = None  # what the loop calls, module(batch) -> loss (a DDP wrapper); default: core
+    step: Callable | None = None  # runs forward and backward of a whole batch itself (a pipeline schedule)
+    microbatches: int = 1  # the schedule's micro-batches: its gradient accumulation
+    replicas: int = 1  # data-parallel copies: each step processes ``replicas`` times this rank's batch
+    devices: int = 1  # devices the job's model spans (the MFU denominator counts each one's peak)
+    whole: bool = True  # this rank holds every trained parameter (checkpoints add one safetensors file)
+    grad_sync: Callable[[bool], AbstractContextManager] = _sync_always  # reduce gradients on this micro-batch?
+    norm_across_ranks: bool = False  # the trained parameters are spread over ranks: sum the norms first
+    flops_per_token: float | None = None  # of the whole model, counted before it was cut or sharded
+    name: str = "single"
+    settings: dict = field(default_factory=dict)  # what the results file records of the strategy
+
+    def __post_init__(self):
+        self.module = self.module or self.core
+        if self.flops_per_token is None:
+            self.flops_per_token = flops_per_token(self.core)
 
 
 def lr_lambda(cfg: TrainConfig):
@@ -82,81 +96,70 @@ class StopFlag:
             signal.signal(s, h)
 
 
-def trained_parameters(model) -> tuple[list, list]:
-    """(all trained parameters, the LoRA ones). Both stages' parameters require gradients throughout,
-    so a parallel wrapper is built once over a fixed set; stage 1 discards the LoRA gradients."""
-    named = [(n, p) for n, p in model.named_parameters() if n.startswith("projector.") or "lora_" in n]
-    for _, p in named:
-        p.requires_grad_(True)
-    return [p for _, p in named], [p for n, p in named if "lora_" in n]
+def trained_parameters(model: nn.Module) -> tuple[list, list]:
+    """(every parameter either stage trains, the LoRA ones). Both stages' parameters require gradients
+    throughout, so a parallel wrapper is built once over a fixed set; stage 1 discards the LoRA gradients."""
+    named = [(n, p) for n, p in model.named_parameters() if is_trained(n)]
+    return [p for _, p in named], [p for n, p in named if is_lora(n)]
 
 
-def train(model, data: CaptionData, cfg: TrainConfig, out: str | Path, resume: str | Path | None = None,
-          device: str | torch.device = "cpu", rank: int = 0, world: int = 1, progress: bool = True,
-          on_step=None, parallelize=None, stop: StopFlag | None = None) -> dict:
-    """Train ``model`` (a CaptionVLM) and checkpoint under ``out/ckpt``. ``parallelize`` wraps it
-    (``lib.parallel``: DDP, FSDP, layer split) or cuts it to this rank's pipeline stage, after the
-    trained parameters are marked and before the optimizer sees them (FSDP replaces them with shards).
-    Returns a summary: status (finished | preempted), steps, losses, throughput, communication time
-    and memory."""
+def train(model: nn.Module | Parallelized, data: CaptionData, cfg: TrainConfig, out: str | Path,
+          resume: str | Path | None = None, device: str | torch.device = "cpu", rank: int = 0, world: int = 1,
+          progress: bool = True, on_step=None, stop: StopFlag | None = None) -> dict:
+    """Train a captioner (a CaptionVLM, or one ``lib.parallel.parallelize`` wrapped) and checkpoint under
+    ``out/ckpt``. Returns a summary: status (finished | preempted), steps, losses, throughput,
+    communication time and memory."""
     out, device = Path(out), torch.device(device)
     out.mkdir(parents=True, exist_ok=True)
-    core = getattr(model, "module", model)
-    trained_parameters(core)
-    pipe = None
-    replicas = world  # data-parallel copies; a pipeline's ranks share one batch
-    meter = StepMeter(core, device, world)  # before wrapping: FLOPs per token of the whole model
-    model = parallelize(core) if parallelize else core
-    if isinstance(model, Pipeline):
-        pipe, replicas = model, 1
-        if cfg.grad_accum != pipe.microbatches:
-            raise ValueError(f"a pipeline's micro-batches ({pipe.microbatches}) are its gradient accumulation: "
-                             f"grad_accum must be the same, got {cfg.grad_accum}")
-        meter.replicas = 1
-    devices = set(getattr(model, "hf_device_map", {}).values())
-    if len(devices) > 1:  # a layer split: MFU over every device the one process uses
-        meter.world = len(devices)
-    params, lora = trained_parameters(core)  # a pipeline rank: only its stage's
+    par = model if isinstance(model, Parallelized) else Parallelized(model)
+    accum = par.microbatches if par.step else cfg.grad_accum
+    if par.step and cfg.grad_accum != par.microbatches:
+        raise ValueError(f"a pipeline's micro-batches ({par.microbatches}) are its gradient accumulation: "
+                         f"set --microbatches, not --grad-accum ({cfg.grad_accum})")
+    meter = StepMeter(par.flops_per_token, device, replicas=par.replicas, devices=par.devices)
+    params, lora = trained_parameters(par.core)  # a pipeline rank: only its stage's
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     dtype = amp_dtype(cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-    if pipe and scaler:
+    if par.step and scaler:
         raise ValueError("fp16 loss scaling is not supported in a pipeline; use --amp bf16")
     start = 0
     if resume is not None:
         ckpt = checkpoint.latest(resume)
         if ckpt is None:
             raise FileNotFoundError(f"no checkpoint under {resume}")
-        start = checkpoint.resume(core, opt, sched, ckpt, scaler)
+        start = checkpoint.resume(par.core, opt, sched, ckpt, scaler)
     if cfg.grad_ckpt:
-        core.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if cfg.batch_size % cfg.grad_accum:
-        raise ValueError(f"batch size {cfg.batch_size} must be a multiple of grad_accum {cfg.grad_accum}")
-    order = Order(len(data), cfg.batch_size, cfg.seed, replicas, cfg.grad_accum)
+        par.core.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.batch_size % accum:
+        raise ValueError(f"batch size {cfg.batch_size} must be a multiple of grad_accum {accum}")
+    order = Order(len(data), cfg.batch_size, cfg.seed, par.replicas, accum)
     timer = CollectiveTimer(device, start + 1, max(0, min(cfg.profile_comm, cfg.steps - start - 1)))
     if rank == 0:
         _truncate_log(out / "metrics.jsonl", start)
     log = (out / "metrics.jsonl").open("a") if rank == 0 else None
     losses, status, step = [], "finished", start
-    model.train()
+    par.module.train()
     bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not progress or rank != 0)
     with nullcontext(stop) if stop else StopFlag() as stop:
         for step in range(start, cfg.steps):
             meter.start()
             timer.start(step)
-            if pipe:
-                total, tokens, samples = _pipeline_step(pipe, data, order, step, cfg.grad_accum, device, dtype)
+            if par.step:  # a pipeline: every stage reads the whole batch, padded to one width (buffers are sized once)
+                rows = [i for a in range(accum) for i in order.indices(step, 0, a)]
+                batch = _to(data.batch(rows, width=data.longest()), device)
+                total = par.step(batch, dtype) or 0.0  # the loss comes back on the last stage only
+                tokens, samples = int(batch["attention_mask"].sum()), len(rows)
             else:
                 total, tokens, samples = 0.0, 0, 0
-                for a in range(cfg.grad_accum):
+                for a in range(accum):
                     batch = _to(data.batch(order.indices(step, rank, a)), device)
                     tokens += int(batch["attention_mask"].sum())
                     samples += len(batch["input_ids"])
-                    last = a == cfg.grad_accum - 1
-                    with _grad_sync(model, last):
+                    with par.grad_sync(a == accum - 1):  # reduce across ranks on the last micro-batch only
                         with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
-                            loss = model(batch) / cfg.grad_accum
+                            loss = par.module(batch) / accum
                         (scaler.scale(loss) if scaler else loss).backward()
                     total += loss.item()
             if step < cfg.align_steps:  # stage 1: the LM, adapters included, stays as it is
@@ -164,7 +167,7 @@ def train(model, data: CaptionData, cfg: TrainConfig, out: str | Path, resume: s
                     p.grad = None
             if scaler:
                 scaler.unscale_(opt)
-            grad_norm = _clip(params, cfg.clip, across_ranks=pipe is not None)
+            grad_norm = _clip(params, cfg.clip, across_ranks=par.norm_across_ranks)
             if scaler:
                 scaler.step(opt)
                 scaler.update()
@@ -174,9 +177,8 @@ def train(model, data: CaptionData, cfg: TrainConfig, out: str | Path, resume: s
             sched.step()
             stopping = stop.signal
             if world > 1:  # one all-reduce: the job's loss, and whether any rank was told to stop
-                # data parallel: the mean of the ranks' losses; pipeline: the last stage's, the others add 0
-                share = (total if pipe.last else 0.0) if pipe else total / world
-                total, stopped = _agree(share, stopping is not None, device)
+                # data parallel: the mean of the replicas' losses; pipeline: the last stage's, the others add 0
+                total, stopped = _agree(total / par.replicas, stopping is not None, device)
                 stopping = stopping or ("signal on another rank" if stopped else None)
             losses.append(total)
             m = meter.stop(samples, tokens, count=not timer.active(step))
@@ -192,8 +194,8 @@ def train(model, data: CaptionData, cfg: TrainConfig, out: str | Path, resume: s
             bar.update()
             done = step + 1
             if stopping or done % cfg.ckpt_every == 0 or done == cfg.steps:
-                checkpoint.save(out / "ckpt", core, opt, sched, done, extra={"config": asdict(cfg)},
-                                scaler=scaler, rank=rank, keep=cfg.keep_ckpts)
+                checkpoint.save(out / "ckpt", par.core, opt, sched, done, extra={"config": asdict(cfg)},
+                                scaler=scaler, rank=rank, keep=cfg.keep_ckpts, whole=par.whole)
                 if stopping:  # every rank stops after the same step, so the checkpoint is collective
                     status = f"preempted ({stopping})"
                     break
@@ -202,7 +204,7 @@ def train(model, data: CaptionData, cfg: TrainConfig, out: str | Path, resume: s
         log.close()
     return {"status": status, "start_step": start, "steps": step + 1 if cfg.steps > start else start,
             "losses": losses, **meter.summary(), **timer.summary(),
-            "model_state_bytes": model_state_bytes(core, opt)}
+            "model_state_bytes": model_state_bytes(par.core, opt)}
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -225,8 +227,6 @@ def _truncate_log(path: Path, step: int) -> None:
 def _agree(share: float, stop: bool, device: torch.device) -> tuple[float, bool]:
     """(sum of the ranks' loss shares, whether any rank got SIGTERM/SIGUSR1): signals reach ranks at
     different moments, and a rank that stopped alone would leave the others waiting in a collective."""
-    import torch.distributed as dist
-
     t = torch.tensor([share, float(stop)], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t[0].item(), bool(t[1].item() > 0)
@@ -235,8 +235,6 @@ def _agree(share: float, stop: bool, device: torch.device) -> tuple[float, bool]
 def _clip(params: list, max_norm: float, across_ranks: bool = False) -> torch.Tensor:
     """Clip by the global gradient norm. A pipeline rank holds only its stage's gradients, so the
     squared norms of all stages are summed first (FSDP's DTensor norm is already global)."""
-    import torch.distributed as dist
-
     with_grad = [p for p in params if p.grad is not None]
     if not across_ranks:
         norm = torch.nn.utils.clip_grad_norm_(with_grad, max_norm)
@@ -249,25 +247,6 @@ def _clip(params: list, max_norm: float, across_ranks: bool = False) -> torch.Te
     norm = sq.sqrt().float()
     torch.nn.utils.clip_grads_with_norm_(with_grad, max_norm, norm)
     return norm
-
-
-def _pipeline_step(pipe: Pipeline, data: CaptionData, order: Order, step: int, micro: int,
-                   device: torch.device, dtype) -> tuple[float, int, int]:
-    """Every stage reads the whole batch (its micro-batches in order, so they are the groups
-    gradient accumulation would see), padded to one width: the stages' buffers are sized once."""
-    rows = [i for a in range(micro) for i in order.indices(step, 0, a)]
-    batch = _to(data.batch(rows, width=data.longest()), device)
-    loss = pipe.step(batch, dtype)
-    return loss or 0.0, int(batch["attention_mask"].sum()), len(rows)
-
-
-def _grad_sync(model, last: bool):
-    """Reduce gradients across ranks only on the last micro-batch of a step (accumulate locally before)."""
-    if hasattr(model, "set_requires_gradient_sync"):  # FSDP2
-        model.set_requires_gradient_sync(last)
-    elif hasattr(model, "no_sync") and not last:  # DDP
-        return model.no_sync()
-    return nullcontext()
 
 
 def _to(batch: dict, device: torch.device) -> dict:

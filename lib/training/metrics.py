@@ -8,6 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.profiler import ProfilerActivity, profile
+
+from lib.models.language import n_elements
+from lib.models.vlm import is_trained
 
 # Dense peak TFLOP/s by device name fragment, for the MFU estimate (bf16/fp16 tensor cores; P100: fp16).
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "V100": 125.0,
@@ -25,11 +29,9 @@ def peak_tflops(device: torch.device) -> float | None:
 def flops_per_token(model) -> float:
     """Training FLOPs per token: forward 2N, backward 2N for activation gradients through the frozen
     LM, plus 2N_trained for weight gradients (LoRA + projector): 4N + 2N_trained."""
-    from lib.models.language import n_elements
-
     lm = getattr(model, "lm", model)
     n = sum(n_elements(p) for p in lm.parameters())
-    trained = sum(p.numel() for name, p in model.named_parameters() if "lora_" in name or name.startswith("projector."))
+    trained = sum(p.numel() for name, p in model.named_parameters() if is_trained(name))
     return 4.0 * n + 2.0 * trained
 
 
@@ -69,11 +71,12 @@ def model_state_bytes(model, optimizer) -> dict[str, int]:
 class StepMeter:
     """Step timing and throughput; samples and tokens are this rank's, rates are for the whole job
     (ranks step in lockstep, so the job processes ``replicas`` times this rank's share per step:
-    ``world`` data-parallel ranks, or 1 for a pipeline, whose ranks all see the one batch)."""
+    ``world`` data-parallel ranks, or 1 for a pipeline, whose ranks all see the one batch). MFU divides
+    by the peak of every device the job's model spans."""
 
-    def __init__(self, model, device: torch.device, world: int = 1):
-        self.device, self.fpt, self.peak = device, flops_per_token(model), peak_tflops(device)
-        self.world, self.replicas = world, world
+    def __init__(self, flops_per_token: float, device: torch.device, replicas: int = 1, devices: int = 1):
+        self.device, self.fpt, self.peak = device, flops_per_token, peak_tflops(device)
+        self.replicas, self.devices = replicas, devices
         reset_peak_memory(device)
         self.steps, self.seconds, self.samples, self.tokens = 0, 0.0, 0, 0
         self.durations: list[float] = []
@@ -98,7 +101,7 @@ class StepMeter:
         tps = self.replicas * tokens / seconds
         return {"samples_per_s": self.replicas * samples / seconds, "tokens_per_s": tps,
                 # MFU per device: the job's FLOPs over the job's peak
-                "mfu": tps * self.fpt / (self.world * self.peak * 1e12) if self.peak else None}
+                "mfu": tps * self.fpt / (self.devices * self.peak * 1e12) if self.peak else None}
 
     def summary(self) -> dict:
         """Mean rates over the timed steps (what a run delivers), and the same at the median step time,
@@ -129,8 +132,6 @@ class CollectiveTimer:
         return step in self.steps
 
     def start(self, step: int) -> None:
-        from torch.profiler import ProfilerActivity, profile
-
         if self.active(step):
             acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
             self.prof = profile(activities=acts)

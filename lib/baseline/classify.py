@@ -1,26 +1,21 @@
-"""``python -m lib baseline``: the three modality classifiers on one split, the n_jobs scaling of the
-CPU baseline, a results file and its figures."""
+"""The modality classifiers on one split (hand-crafted features + XGBoost, CLIP zero-shot, a linear
+probe and XGBoost on CLIP embeddings), the n_jobs scaling of the CPU baseline, and their tables and
+figures."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from lib import plots
 from lib.baseline import features as hand
 from lib.baseline import modality as mod
 from lib.data.modality import TERMS, labelled
-
-
-@dataclass
-class BaselineConfig:
-    n_jobs: tuple[int, ...] = (1, 2)  # joblib workers and XGBoost threads to time; 1 must be among them
-    rounds: int = 200  # XGBoost boosting rounds
-    chunk: int = 64  # images per joblib task
-    test_split: str = "test"
-    seed: int = 0
+from lib.models.feature_cache import open_features
+from lib.settings import BaselineConfig
 
 
 def _rows(preprocessed: Path, split: str) -> list[dict]:
@@ -28,13 +23,11 @@ def _rows(preprocessed: Path, split: str) -> list[dict]:
 
 
 def _cached(features: Path, rows: list[dict]) -> np.ndarray:
-    from lib.models.encode import open_features
-
     return mod.pooled(np.stack([open_features(features, r["shard"])[r["offset"]] for r in rows]))
 
 
-def run(preprocessed: Path, pooled_features: Path, encoder: str, cfg: BaselineConfig,
-        progress: bool = True) -> dict:
+def classify(preprocessed: Path, pooled_features: Path, encoder: str, cfg: BaselineConfig,
+             progress: bool = True) -> dict:
     """Train on the train split, score on ``cfg.test_split``. ``pooled_features``: an ``encode
     --output pooled`` cache of the same shards (CLIP's joint image-text space, which zero-shot needs)."""
     if 1 not in cfg.n_jobs:
@@ -100,10 +93,17 @@ def table(metrics: dict) -> list[dict]:
              "macro_f1": r["macro_f1"], "train_s": r["train_s"]} for k, r in metrics["classifiers"].items()]
 
 
+def summary(metrics: dict) -> str:
+    """A few lines for the terminal: each classifier's scores and the n_jobs speed-ups."""
+    lines = [f"{r['classifier']:<26} accuracy {r['accuracy']:.3f}  macro-F1 {r['macro_f1']:.3f}  "
+             f"train {r['train_s']:.2f} s" for r in table(metrics)]
+    lines += [f"{key} " + ", ".join(f"n_jobs={r['n_jobs']}: {r['speedup']:.2f}x" for r in metrics["scaling"][key])
+              for key in ("features", "xgboost")]
+    return "\n".join(lines)
+
+
 def figures(metrics: dict, out: str | Path, prefix: str = "03_baselines") -> list[Path]:
     """Row-normalised confusion matrices of every classifier, and the n_jobs scaling."""
-    from lib import plots
-
     out, paths = Path(out), []
     names = list(metrics["classifiers"])
     fig, axes = plots.figure(ncols=len(names), width=3.3, height=3.3)
@@ -137,30 +137,3 @@ def figures(metrics: dict, out: str | Path, prefix: str = "03_baselines") -> lis
         ax.legend()
     paths.append(plots.save(fig, out / f"{prefix}_njobs.png"))
     return paths
-
-
-def job(profile_name: str = "default", params_dir: str | None = None, cfg: BaselineConfig | None = None, *,
-        run_name: str | None = None, figures_dir: str | None = None, results_dir: str | None = None,
-        progress: bool = True) -> tuple[dict, Path]:
-    """Build what is missing (the same cached artefacts training uses, plus pooled CLIP embeddings
-    when training uses patch tokens), classify, write ``results/baseline/<run>.json`` (and figures)."""
-    from lib.captioner import local_spec, prepare
-    from lib.config import load_profile, resolve
-    from lib.models.encode import encode
-    from lib.results import write_results
-
-    cfg = cfg or BaselineConfig()
-    profile = load_profile(profile_name, params_dir)
-    profile.apply_env()
-    params = profile.notebook_params("train")
-    art, spec = prepare(profile, params, progress=progress, pretrain_cfg=params.get("pretrain"))
-    encoder = local_spec(spec.encoder)
-    pooled = art.features.parent / "pooled"
-    if spec.encoder_output != "pooled":
-        encode(art.preprocessed, pooled, encoder, output="pooled", progress=progress)
-    metrics = run(art.preprocessed, pooled, encoder, cfg, progress=progress)
-    path = write_results(resolve(results_dir or params["results_dir"]), "baseline", run_name or profile_name,
-                         metrics, {"profile": profile_name, **config(cfg, art.preprocessed, spec.encoder)}, cfg.seed)
-    if figures_dir:
-        figures(metrics, resolve(figures_dir))
-    return metrics, path

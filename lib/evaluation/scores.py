@@ -8,17 +8,19 @@ it downloads Stanford CoreNLP at first use, which an offline cluster node cannot
 from __future__ import annotations
 
 import re
+import shutil
 from collections import Counter
 
 import numpy as np
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.meteor.meteor import Meteor
+from pycocoevalcap.rouge.rouge import Rouge
+from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
 
 def tokenize(captions: dict[str, list[str]]) -> dict[str, list[str]]:
     """PTB-tokenised, lower-cased captions (Stanford's tokenizer, run through Java by pycocoevalcap)."""
-    import shutil
-
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
-
     if shutil.which("java") is None:
         raise RuntimeError("pycocoevalcap's PTB tokenizer needs Java: install a JRE (apt-get install default-jre-headless)")
     return PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()})
@@ -31,9 +33,6 @@ def _tokenized(refs: dict[str, list[str]], hyps: dict[str, str]) -> tuple[dict, 
 
 
 def _bleu_cider(gts: dict, res: dict) -> dict[str, float]:
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     cider, _ = Cider().compute_score(gts, res)  # document frequencies from these references
     return {**{f"bleu{i + 1}": float(b) for i, b in enumerate(bleu)}, "cider": float(cider)}
@@ -42,9 +41,6 @@ def _bleu_cider(gts: dict, res: dict) -> dict[str, float]:
 def _per_caption(gts: dict, res: dict, meteor: bool) -> dict[str, np.ndarray]:
     """ROUGE-L (and METEOR) of each caption, in the order of ``gts``: both corpus scores are means of
     these (METEOR's Java scorer aggregates its own way, so its corpus value comes from it)."""
-    from pycocoevalcap.meteor.meteor import Meteor
-    from pycocoevalcap.rouge.rouge import Rouge
-
     out = {"rouge_l": np.asarray(Rouge().compute_score(gts, res)[1], dtype=float)}
     if meteor:
         corpus, each = Meteor().compute_score(gts, res)

@@ -1,0 +1,1 @@
+"""Jobs: what one `python -m lib <command>` runs, from a profile to its results file."""

@@ -1,0 +1,129 @@
+"""``python -m lib train``: one training run, in one process or as one rank of a torchrun job.
+
+Reads top to bottom: settings -> distributed set-up -> artefacts -> model -> parallelize -> loop ->
+gather -> caption the test split -> results. Strategies differ only inside ``lib.parallel.parallelize``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from lib.config import resolve
+from lib.evaluation.evaluate import score_split
+from lib.jobs.artefacts import for_profile, settings
+from lib.models.build import build
+from lib.parallel import dist
+from lib.parallel.apply import full_trained_state, parallelize
+from lib.results import write_json_atomic, write_jsonl_atomic, write_results
+from lib.settings import ModelSpec, TrainJob
+from lib.training.checkpoint import latest, load_trained_state
+from lib.training.data import CaptionData
+from lib.training.loop import StopFlag, train
+
+
+def train_job(job: TrainJob) -> dict | None:
+    """Run ``job``; the record on rank 0 (None on other ranks)."""
+    with StopFlag() as stop:  # from here a SIGUSR1/SIGTERM is a request to checkpoint, not the end
+        if job.threads:
+            torch.set_num_threads(job.threads)
+        d = dist.init(job.device)
+        try:
+            return _train(job, d, stop)
+        finally:
+            dist.close()  # after _train returned: the model and optimizer holding the group are garbage
+
+
+def _train(job: TrainJob, d: dist.Dist, stop: StopFlag) -> dict | None:
+    # settings: the profile's recipe, with what the command line overrides
+    s = settings(job.profile, job.params_dir)
+    cfg = dataclasses.replace(s.train, **job.overrides)
+    # artefacts: rank 0 builds what is missing, the other ranks then find it cached
+    for turn in ((0,), range(1, d.world)):
+        if d.rank in turn:
+            art = for_profile(job.profile, job.params_dir, progress=d.main)
+        dist.barrier(d)
+    # model: the same seed gives the same projector and LoRA initialisation on every rank
+    torch.manual_seed(cfg.seed)
+    vlm, tok = build(art.spec, with_encoder=job.source == "pixels", device=str(d.device))
+    root = art.features if job.source == "features" else art.preprocessed
+    data = CaptionData(root, "train", tok, source=job.source)
+    # parallelize: wrap, shard, cut or spread the model for the strategy
+    par = parallelize(vlm, job.strategy, d, schedule=job.schedule, microbatches=job.microbatches,
+                      devices=job.devices, cpu_offload=job.cpu_offload)
+    if par.step:  # a pipeline accumulates gradients over its schedule's micro-batches
+        cfg = dataclasses.replace(cfg, grad_accum=job.overrides.get("grad_accum", par.microbatches))
+    # loop
+    out = resolve(job.out)
+    summary = train(par, data, cfg, out, resume=job.resume, device=d.device, rank=d.rank, world=d.world,
+                    progress=d.main, stop=stop)
+    # gather: the trained weights (collective under FSDP and pipeline) and every rank's numbers, on rank 0
+    trained = full_trained_state(par.core)
+    ranks = dist.gather({"rank": d.rank, **{k: summary[k] for k in ("peak_memory_bytes", "model_state_bytes",
+                                                                      "step_s", "comm_s", "comm_ops")},
+                         "final_loss": summary["losses"][-1] if summary["losses"] else None}, d)
+    record = None
+    if d.main:
+        print(f"{summary['status']} at step {summary['steps']}: {summary['samples_per_s'] or 0:.1f} samples/s "
+              f"({d.world} rank{'s' if d.world > 1 else ''}, {par.name})")
+        record = {"strategy": job.strategy, **par.settings, "world_size": d.world,
+                  "threads_per_rank": torch.get_num_threads(), "source": job.source,
+                  **{k: v for k, v in summary.items() if k != "losses"},
+                  "final_loss": summary["losses"][-1] if summary["losses"] else None,
+                  "losses": summary["losses"], "ranks": ranks}
+        if "devices" in par.settings and d.device.type == "cuda":  # the layer split: what each GPU held
+            record["device_peak_memory_bytes"] = {x: torch.cuda.max_memory_allocated(x)
+                                                  for x in set(par.settings["devices"])}
+        # caption the test split with the gathered weights
+        if summary["status"] == "finished" and not job.no_eval:
+            record["eval"] = _caption_test_split(art.spec, trained, job.source, data, root, tok, d.device)
+            captions = record["eval"].pop("captions")  # all of them beside the run; a sample in the results
+            write_jsonl_atomic(out / "captions.jsonl", captions)
+            record["eval"]["examples"] = captions[:8]
+        # results
+        write_json_atomic(out / "train.json", record)
+        config = {"profile": job.profile, "train": asdict(cfg), "model": asdict(art.spec), "device": str(d.device),
+                  "strategy": job.strategy, **par.settings, "world_size": d.world,
+                  "threads_per_rank": torch.get_num_threads(),
+                  "workload": f"projector+LoRA on {'cached features' if job.source == 'features' else 'pixels'}"}
+        name = job.name or (f"{job.profile}-{par.name}" + (f"-{d.world}" if d.world > 1 else ""))
+        path = write_results(resolve(job.results_dir) if job.results_dir else s.results_dir, "training", name,
+                             record, config, cfg.seed)
+        print(f"wrote {path}")
+    dist.barrier(d)
+    return record
+
+
+def _caption_test_split(spec: ModelSpec, trained: dict, source: str, data: CaptionData, root: Path, tok,
+                        device) -> dict:
+    """Caption the test split with a fresh single-process model holding the trained weights (the trained
+    model may be sharded or wrapped; generation runs unwrapped on one device)."""
+    vlm, _ = build(spec, with_encoder=source == "pixels", device=str(device))
+    load_trained_state(vlm, trained, source="trained weights")
+    result = score_split(vlm, data, CaptionData(root, "test", tok, source=source), str(device))
+    m, base = result["model"], result["most_frequent"]
+    print(f"test BLEU-4 {m['bleu4']:.3f} (most frequent caption {base['bleu4']:.3f}), CIDEr {m['cider']:.3f} "
+          f"({base['cider']:.3f}), identical captions {m['identical_share']:.1%} "
+          f"(references {result['references']['identical_share']:.1%}), commonest caption {m['top_share']:.1%}")
+    return result
+
+
+def ensure_trained(out: str, profile: str = "default", max_steps: int | None = None) -> Path:
+    """A finished training run in ``out``: left as it is when there is one, resumed from its newest
+    checkpoint when interrupted, else trained. Runs `python -m lib train` in a child process (as
+    SLURM would), so a notebook's kernel never holds the training job's memory. Returns ``out``."""
+    out = resolve(out)
+    done = out / "train.json"
+    if done.exists() and json.loads(done.read_text())["status"] == "finished":
+        return out
+    cmd = [sys.executable, "-m", "lib", "train", "--profile", profile, "--out", str(out), "--no-eval"]
+    cmd += ["--max-steps", str(max_steps)] if max_steps else []
+    cmd += ["--resume", str(out)] if latest(out) else []
+    subprocess.run(cmd, check=True)
+    return out
