@@ -25,11 +25,11 @@ study: setup
 test: setup lint
 	$(PY) -m pytest -q
 
-## lint: the pre-commit checks on every file (ruff, notebooks without outputs, .py/.ipynb pairs in sync)
+## lint: the pre-commit checks on every file (ruff check and format, notebooks without outputs, .py/.ipynb pairs in sync)
 lint: setup
 	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
 		PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pre_commit run --all-files --show-diff-on-failure; \
-	else $(PY) -m ruff check lib tests notebooks; fi
+	else $(PY) -m ruff check lib tests notebooks && $(PY) -m ruff format --check lib tests notebooks; fi
 
 ## sync: pair notebooks/*.py with their .ipynb after editing either side
 sync: setup

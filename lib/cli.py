@@ -28,13 +28,21 @@ def _validate(a):
     from lib.data.validate import validate
     from lib.settings import Limits
 
-    report = validate(a.data, a.report, a.index, workers=a.workers,
-                      limits=Limits(max_pixels=a.max_pixels, max_caption_chars=a.max_caption_chars,
-                                    max_file_bytes=a.max_file_bytes))
+    report = validate(
+        a.data,
+        a.report,
+        a.index,
+        workers=a.workers,
+        limits=Limits(
+            max_pixels=a.max_pixels, max_caption_chars=a.max_caption_chars, max_file_bytes=a.max_file_bytes
+        ),
+    )
     for warning in report["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"kept {report['kept']}, skipped {report['skipped_count']} {report['reasons']}, "
-          f"converted {sum(report['conversions'].values())} {report['conversions']} -> {a.report}")
+    print(
+        f"kept {report['kept']}, skipped {report['skipped_count']} {report['reasons']}, "
+        f"converted {sum(report['conversions'].values())} {report['conversions']} -> {a.report}"
+    )
 
 
 def _subset(a):
@@ -51,8 +59,17 @@ def _preprocess(a):
     slurm = None
     if a.backend == "dask-slurm":
         slurm = load_profile(a.profile).notebook_params("02_preprocessing").get("slurm") or {}
-    manifest = preprocess(a.data, a.out, backend=a.backend, workers=a.workers, chunk_size=a.chunk_size,
-                          cfg=from_args(PrepConfig, a), index=a.index, slurm=slurm, max_file_bytes=a.max_file_bytes)
+    manifest = preprocess(
+        a.data,
+        a.out,
+        backend=a.backend,
+        workers=a.workers,
+        chunk_size=a.chunk_size,
+        cfg=from_args(PrepConfig, a),
+        index=a.index,
+        slurm=slurm,
+        max_file_bytes=a.max_file_bytes,
+    )
     print(json.dumps(manifest))
 
 
@@ -60,8 +77,15 @@ def _pretrain_encoder(a):
     from lib.models.encoder import pretrain
     from lib.settings import EncoderPretrain
 
-    print(json.dumps({k: v for k, v in pretrain(a.shards, a.out, from_args(EncoderPretrain, a)).items()
-                      if k != "model_cfg"}))
+    print(
+        json.dumps(
+            {
+                k: v
+                for k, v in pretrain(a.shards, a.out, from_args(EncoderPretrain, a)).items()
+                if k != "model_cfg"
+            }
+        )
+    )
 
 
 def _pretrain_lm(a):
@@ -74,7 +98,11 @@ def _pretrain_lm(a):
 def _encode(a):
     from lib.models.feature_cache import encode
 
-    print(json.dumps(encode(a.shards, a.out, a.encoder, output=a.output, batch_size=a.batch_size, device=a.device)))
+    print(
+        json.dumps(
+            encode(a.shards, a.out, a.encoder, output=a.output, batch_size=a.batch_size, device=a.device)
+        )
+    )
 
 
 def _train(a):
@@ -89,8 +117,16 @@ def _evaluate(a):
     from lib.jobs.evaluate import evaluate_job
     from lib.settings import EvalConfig
 
-    rec, path = evaluate_job(a.checkpoint, a.out, a.profile, a.params_dir, from_args(EvalConfig, a), run_name=a.run,
-                             figures_dir=a.figures, device=a.device)
+    rec, path = evaluate_job(
+        a.checkpoint,
+        a.out,
+        a.profile,
+        a.params_dir,
+        from_args(EvalConfig, a),
+        run_name=a.run,
+        figures_dir=a.figures,
+        device=a.device,
+    )
     print(f"{summary(rec)}\nwrote {path}")
 
 
@@ -99,8 +135,13 @@ def _baseline(a):
     from lib.jobs.baseline import baseline_job
     from lib.settings import BaselineConfig
 
-    metrics, path = baseline_job(a.profile, a.params_dir, from_args(BaselineConfig, a, n_jobs=INTS(a.n_jobs)),
-                                 run_name=a.run, figures_dir=a.figures)
+    metrics, path = baseline_job(
+        a.profile,
+        a.params_dir,
+        from_args(BaselineConfig, a, n_jobs=INTS(a.n_jobs)),
+        run_name=a.run,
+        figures_dir=a.figures,
+    )
     print(f"{summary(metrics)}\nwrote {path}")
 
 
@@ -109,8 +150,10 @@ def _report(a):
     from lib.report import build
 
     out = build(resolve(a.results), resolve(a.report), None if a.no_figures else resolve(a.figures), a.run)
-    print(f"{out['results']} results files -> {len(out['blocks'])} tables in {a.report} "
-          f"({'changed' if out['report_changed'] else 'unchanged'}), {len(out['figures'])} figures")
+    print(
+        f"{out['results']} results files -> {len(out['blocks'])} tables in {a.report} "
+        f"({'changed' if out['report_changed'] else 'unchanged'}), {len(out['figures'])} figures"
+    )
 
 
 def _jupyter(a):
@@ -129,8 +172,14 @@ def _run(a):
         if not sep:
             raise ValueError(f"-p expects key=value, got {item!r}")
         overrides[key] = yaml.safe_load(value)  # so numbers and lists keep their types
-    for path in run_notebooks(a.notebooks, profile=a.profile, overrides=overrides, params_dir=a.params_dir,
-                              output_dir=a.output_dir, force=a.force):
+    for path in run_notebooks(
+        a.notebooks,
+        profile=a.profile,
+        overrides=overrides,
+        params_dir=a.params_dir,
+        output_dir=a.output_dir,
+        force=a.force,
+    ):
         print(f"executed {path}")
 
 
@@ -180,8 +229,12 @@ def parser() -> argparse.ArgumentParser:
     pp.add_argument("--profile", default="cluster", help="where dask-slurm reads its SLURMCluster parameters")
     pp.set_defaults(fn=_preprocess)
 
-    bench_parsers(sub.add_parser("bench", help="benchmarks that write results files")
-                  .add_subparsers(dest="bench", required=True), _profile_options)
+    bench_parsers(
+        sub.add_parser("bench", help="benchmarks that write results files").add_subparsers(
+            dest="bench", required=True
+        ),
+        _profile_options,
+    )
 
     pe = sub.add_parser("pretrain-encoder", help="contrastively pre-train the default's tiny CLIP (cached)")
     pe.add_argument("--shards", required=True, help="a preprocess output folder")
@@ -189,7 +242,9 @@ def parser() -> argparse.ArgumentParser:
     add_options(pe, s.EncoderPretrain)
     pe.set_defaults(fn=_pretrain_encoder)
 
-    pl = sub.add_parser("pretrain-lm", help="train the default's tokenizer and tiny Mistral on captions (cached)")
+    pl = sub.add_parser(
+        "pretrain-lm", help="train the default's tokenizer and tiny Mistral on captions (cached)"
+    )
     pl.add_argument("--index", required=True, help="index.jsonl with a split field (preprocess output)")
     pl.add_argument("--out", required=True)
     add_options(pl, s.LMPretrain)
@@ -204,14 +259,23 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="cpu")
     e.set_defaults(fn=_encode)
 
-    t = sub.add_parser("train", help="train the captioner (builds missing artefacts), then caption the test split")
+    t = sub.add_parser(
+        "train", help="train the captioner (builds missing artefacts), then caption the test split"
+    )
     add_options(t, s.TrainJob)
-    add_options(t.add_argument_group("the recipe (default: the profile's train.yaml)"), s.TrainConfig, overrides=True)
+    add_options(
+        t.add_argument_group("the recipe (default: the profile's train.yaml)"), s.TrainConfig, overrides=True
+    )
     t.set_defaults(fn=_train)
 
-    ev = sub.add_parser("evaluate", help="caption a split with a trained checkpoint; pycocoevalcap scores with "
-                        "intervals, reference points, diversity, per-modality, generation throughput")
-    ev.add_argument("--checkpoint", required=True, help="a train run's out folder, its ckpt/, or a step-N folder")
+    ev = sub.add_parser(
+        "evaluate",
+        help="caption a split with a trained checkpoint; pycocoevalcap scores with "
+        "intervals, reference points, diversity, per-modality, generation throughput",
+    )
+    ev.add_argument(
+        "--checkpoint", required=True, help="a train run's out folder, its ckpt/, or a step-N folder"
+    )
     ev.add_argument("--out", required=True, help="folder for eval.json and captions.jsonl")
     _profile_options(ev)
     add_options(ev, s.EvalConfig)
@@ -220,16 +284,23 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--name", dest="run", help="results file name (default: the profile)")
     ev.set_defaults(fn=_evaluate)
 
-    bl = sub.add_parser("baseline", help="modality classifiers: hand-crafted features + XGBoost (joblib, n_jobs "
-                        "scaling), CLIP zero-shot, linear probe")
+    bl = sub.add_parser(
+        "baseline",
+        help="modality classifiers: hand-crafted features + XGBoost (joblib, n_jobs "
+        "scaling), CLIP zero-shot, linear probe",
+    )
     _profile_options(bl)
-    bl.add_argument("--n-jobs", default="1,2", help="joblib workers / XGBoost threads to time (must include 1)")
+    bl.add_argument(
+        "--n-jobs", default="1,2", help="joblib workers / XGBoost threads to time (must include 1)"
+    )
     add_options(bl, s.BaselineConfig)
     bl.add_argument("--figures", help="folder for the figures (default: none)")
     bl.add_argument("--name", dest="run", help="results file name (default: the profile)")
     bl.set_defaults(fn=_baseline)
 
-    rp = sub.add_parser("report", help="rebuild FINAL_REPORT.md's tables and the figures from results files alone")
+    rp = sub.add_parser(
+        "report", help="rebuild FINAL_REPORT.md's tables and the figures from results files alone"
+    )
     rp.add_argument("--results", default="results")
     rp.add_argument("--report", default="FINAL_REPORT.md")
     rp.add_argument("--figures", default="figures")
@@ -237,18 +308,29 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--run", default="default", help="whose results: a profile's run_name (default, cluster)")
     rp.set_defaults(fn=_report)
 
-    jp = sub.add_parser("jupyter", help="register the study's kernel (pmcoa) and open notebooks/*.py as notebooks "
-                                        "in JupyterLab")
-    jp.add_argument("--user", action="store_true",
-                    help="into ~/.jupyter and ~/.local (a JupyterLab of another environment, e.g. Open OnDemand's) "
-                         "instead of this environment")
+    jp = sub.add_parser(
+        "jupyter",
+        help="register the study's kernel (pmcoa) and open notebooks/*.py as notebooks in JupyterLab",
+    )
+    jp.add_argument(
+        "--user",
+        action="store_true",
+        help="into ~/.jupyter and ~/.local (a JupyterLab of another environment, e.g. Open OnDemand's) "
+        "instead of this environment",
+    )
     jp.set_defaults(fn=_jupyter)
 
     r = sub.add_parser("run", help="execute numbered notebooks with papermill")
     r.add_argument("notebooks", nargs="*", help="e.g. 01_eda or 01 (default: all)")
     r.add_argument("--profile", default="default")
-    r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a notebook parameter")
+    r.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a notebook parameter",
+    )
     r.add_argument("--params-dir", help="folder of profiles (default: papermill_params/)")
     r.add_argument("--output-dir", help="executed notebooks go to <this>/<profile>/ (default: outputs/)")
     r.add_argument("--force", action="store_true", help="run every chosen notebook, also those up to date")
@@ -264,7 +346,13 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args.fn(args)
-    except (FileNotFoundError, ValueError, NotebookFailed, WorkerDied, ModelUnavailable) as e:  # expected failures
+    except (
+        FileNotFoundError,
+        ValueError,
+        NotebookFailed,
+        WorkerDied,
+        ModelUnavailable,
+    ) as e:  # expected failures
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -52,7 +52,8 @@ class Profile:
 
     def job_params(self) -> dict:
         """What every job reads (train, evaluate, baseline, the benchmarks): the common parameters
-        overlaid with ``train.yaml`` (the model, the training recipe, pre-training of the default's models)."""
+        overlaid with ``train.yaml`` (the model, the training recipe, pre-training of the default's
+        models)."""
         return self.notebook_params(JOBS)
 
     def source_of(self, key: str) -> Path:
@@ -85,7 +86,9 @@ def load_profile(name: str, params_dir: str | os.PathLike | None = None) -> Prof
     spec = folder / "profile.yaml"
     if not spec.exists():
         known = sorted(p.parent.name for p in folder.parent.glob("*/profile.yaml"))
-        raise FileNotFoundError(f"no profile {name!r}: {spec} is missing (known: {', '.join(known) or 'none'})")
+        raise FileNotFoundError(
+            f"no profile {name!r}: {spec} is missing (known: {', '.join(known) or 'none'})"
+        )
     raw = _read_yaml(spec)
     return Profile(
         name=name,

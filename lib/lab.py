@@ -30,8 +30,22 @@ OVERRIDES = Path("labconfig") / "default_setting_overrides.json"
 def install(user: bool = False) -> dict[str, str]:
     """Register the kernel and the .py default viewer; returns where each went."""
     where = ["--user"] if user else ["--sys-prefix"]
-    subprocess.run([sys.executable, "-m", "ipykernel", "install", *where, "--name", KERNEL,
-                    "--display-name", DISPLAY_NAME], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ipykernel",
+            "install",
+            *where,
+            "--name",
+            KERNEL,
+            "--display-name",
+            DISPLAY_NAME,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
 
     kernel = KernelSpecManager().get_kernel_spec(KERNEL).resource_dir
     settings = (Path(jupyter_config_dir()) if user else Path(sys.prefix) / "etc" / "jupyter") / OVERRIDES

@@ -17,8 +17,14 @@ from typing import Any
 _MISSING = dataclasses.MISSING
 
 
-def option(help: str, *, flags: tuple[str, ...] = (), choices: tuple | None = None, metavar: str | None = None,
-           cli: bool = True) -> dict:
+def option(
+    help: str,
+    *,
+    flags: tuple[str, ...] = (),
+    choices: tuple | None = None,
+    metavar: str | None = None,
+    cli: bool = True,
+) -> dict:
     """Metadata of a settings field: its help text, extra option strings (aliases), allowed values;
     ``cli=False`` keeps it off the command line (set from a profile only)."""
     return {"help": help, "flags": flags, "choices": choices, "metavar": metavar, "cli": cli}
@@ -32,8 +38,9 @@ def _base_type(hint) -> type:
     return typing.get_origin(hint) or hint
 
 
-def add_options(parser: argparse.ArgumentParser, cls: type, *, overrides: bool = False,
-                skip: tuple[str, ...] = ()) -> None:
+def add_options(
+    parser: argparse.ArgumentParser, cls: type, *, overrides: bool = False, skip: tuple[str, ...] = ()
+) -> None:
     """One ``--name`` option per field of ``cls`` that has ``option()`` metadata. With ``overrides``
     every option defaults to None: the value then comes from elsewhere (a profile) unless it is given."""
     hints = typing.get_type_hints(cls)
@@ -62,7 +69,11 @@ def from_args(cls: type, args: argparse.Namespace, **fixed):
 
 def given(cls: type, args: argparse.Namespace) -> dict:
     """The fields of ``cls`` given on the command line (options added with ``overrides``)."""
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
+    return {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(cls)
+        if getattr(args, f.name, None) is not None
+    }
 
 
 def strict(cls: type, values: dict | None, where: str):
@@ -71,6 +82,8 @@ def strict(cls: type, values: dict | None, where: str):
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"{where}: unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
-                         f"(known: {', '.join(sorted(known))})")
+        raise ValueError(
+            f"{where}: unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+            f"(known: {', '.join(sorted(known))})"
+        )
     return cls(**values)

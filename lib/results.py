@@ -21,9 +21,26 @@ from typing import Any
 
 # Distributions whose versions change the numbers; only installed ones are recorded.
 TRACKED_LIBRARIES = (
-    "numpy", "pillow", "opencv-python-headless", "matplotlib", "torch", "torchvision", "transformers",
-    "peft", "open_clip_torch", "tokenizers", "bitsandbytes", "dask", "distributed", "xgboost", "xgboost-cpu",
-    "dask-jobqueue", "scikit-learn", "joblib", "pycocoevalcap", "papermill",
+    "numpy",
+    "pillow",
+    "opencv-python-headless",
+    "matplotlib",
+    "torch",
+    "torchvision",
+    "transformers",
+    "peft",
+    "open_clip_torch",
+    "tokenizers",
+    "bitsandbytes",
+    "dask",
+    "distributed",
+    "xgboost",
+    "xgboost-cpu",
+    "dask-jobqueue",
+    "scikit-learn",
+    "joblib",
+    "pycocoevalcap",
+    "papermill",
 )
 
 
@@ -47,7 +64,9 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def write_jsonl_atomic(path: str | os.PathLike, rows: list[dict]) -> Path:
-    return write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False, default=_jsonable) + "\n" for r in rows))
+    return write_text_atomic(
+        path, "".join(json.dumps(r, ensure_ascii=False, default=_jsonable) + "\n" for r in rows)
+    )
 
 
 def _jsonable(obj: Any) -> Any:
@@ -78,7 +97,9 @@ def git_state(root: str | os.PathLike | None = None) -> dict:
         # commit it is, and nobody can say whether it was changed since
         return {"commit": os.environ["STUDY_GIT_COMMIT"], "dirty": None, "from": "STUDY_GIT_COMMIT"}
     # the study rewrites results/ and figures/ as it runs: only code and parameters make a run "dirty"
-    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results", ":(exclude)figures")
+    status = git(
+        "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results", ":(exclude)figures"
+    )
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
@@ -97,7 +118,10 @@ def _gpus() -> list[dict]:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         return [
-            {"name": torch.cuda.get_device_name(i), "memory_bytes": torch.cuda.get_device_properties(i).total_memory}
+            {
+                "name": torch.cuda.get_device_name(i),
+                "memory_bytes": torch.cuda.get_device_properties(i).total_memory,
+            }
             for i in range(torch.cuda.device_count())
         ]
     smi = shutil.which("nvidia-smi")
@@ -106,7 +130,9 @@ def _gpus() -> list[dict]:
     try:
         out = subprocess.run(
             [smi, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=10,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
     except (OSError, subprocess.TimeoutExpired):
         return []

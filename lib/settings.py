@@ -25,17 +25,28 @@ MAX_FILE_BYTES = 256 * 2**20  # PMC-OA figures average ~20 KB and real scans rar
 @dataclass(frozen=True)
 class Limits:
     """What `validate` (and `preprocess`, for file sizes) refuses."""
-    max_pixels: int = field(default=MAX_PIXELS, metadata=option("larger declared images are decompression bombs"))
+
+    max_pixels: int = field(
+        default=MAX_PIXELS, metadata=option("larger declared images are decompression bombs")
+    )
     max_caption_chars: int = field(default=10_000, metadata=option("longer captions are skipped"))
-    max_file_bytes: int = field(default=MAX_FILE_BYTES, metadata=option("larger image files are refused unread"))
+    max_file_bytes: int = field(
+        default=MAX_FILE_BYTES, metadata=option("larger image files are refused unread")
+    )
 
 
 @dataclass(frozen=True)
 class PrepConfig:
     """What a shard's pixels depend on; each field is also a `preprocess` option."""
+
     size: int = field(default=224, metadata=option("side of the square shard images, px"))
-    fit: str = field(default="pad", metadata=option(
-        "pad: keep the whole figure (captions name locations); crop: CLIP-style centre crop", choices=("pad", "crop")))
+    fit: str = field(
+        default="pad",
+        metadata=option(
+            "pad: keep the whole figure (captions name locations); crop: CLIP-style centre crop",
+            choices=("pad", "crop"),
+        ),
+    )
     clahe: bool = field(default=False, metadata=option("CLAHE on the L channel of LAB (glaucoma study)"))
     gamma: float = field(default=1.0, metadata=option("gamma correction; 1.0 = off"))
     denoise: int = field(default=0, metadata=option("median filter aperture (odd); 0 = off"))
@@ -49,6 +60,7 @@ class PrepConfig:
 @dataclass
 class EncoderPretrain:
     """The default's tiny CLIP, pre-trained contrastively on the training split (BiomedCLIP's recipe)."""
+
     epochs: int = field(default=12, metadata=option("passes over the training split"))
     batch_size: int = field(default=128, metadata=option("image-caption pairs per contrastive batch"))
     lr: float = field(default=1e-3, metadata=option("peak learning rate (one-cycle)"))
@@ -59,6 +71,7 @@ class EncoderPretrain:
 @dataclass
 class TinyLM:
     """The default's tiny Mistral (a MistralConfig)."""
+
     vocab_size: int = 2048
     hidden_size: int = 256
     intermediate_size: int = 688
@@ -71,6 +84,7 @@ class TinyLM:
 @dataclass
 class LMPretrain:
     """The default's tokenizer and tiny LM, pre-trained on pairs of training captions."""
+
     epochs: int = field(default=6, metadata=option("passes over the training captions"))
     batch_size: int = field(default=32, metadata=option("caption pairs per batch"))
     lr: float = field(default=2e-3, metadata=option("peak learning rate (one-cycle)"))
@@ -89,6 +103,7 @@ class LoraSpec:
 @dataclass
 class ModelSpec:
     """The captioner: a profile's train.yaml (and profile.yaml) fill it."""
+
     encoder: str  # "hf-hub:..." or "local-dir:/path"
     lm: str  # hub id or local folder
     encoder_output: str = "pooled"  # pooled | tokens
@@ -102,6 +117,7 @@ class ModelSpec:
 @dataclass
 class TrainConfig:
     """The training recipe: ``train:`` in a profile's train.yaml, each field also a `train` option."""
+
     steps: int = field(default=300, metadata=option("optimizer steps in all", flags=("--max-steps",)))
     align_steps: int = field(default=60, metadata=option("stage-1 steps (projector only); 0 skips stage 1"))
     batch_size: int = field(default=32, metadata=option("global batch per optimizer step"))
@@ -110,43 +126,78 @@ class TrainConfig:
     warmup: int = field(default=20, metadata=option("linear warm-up steps before the cosine decay"))
     weight_decay: float = field(default=0.0, metadata=option("AdamW weight decay"))
     clip: float = field(default=1.0, metadata=option("gradient clipping by global norm"))
-    amp: str = field(default="auto", metadata=option("autocast (auto: bf16 on a GPU, off on CPU)",
-                                                     choices=("auto", "off", "bf16", "fp16")))
+    amp: str = field(
+        default="auto",
+        metadata=option(
+            "autocast (auto: bf16 on a GPU, off on CPU)", choices=("auto", "off", "bf16", "fp16")
+        ),
+    )
     grad_ckpt: bool = field(default=False, metadata=option("activation (gradient) checkpointing in the LM"))
     seed: int = field(default=0, metadata=option("seed of the initial weights and the data order"))
     ckpt_every: int = field(default=100, metadata=option("steps between checkpoints"))
     keep_ckpts: int = field(default=3, metadata=option("newest checkpoints kept on disk"))
-    profile_comm: int = field(default=0, metadata=option(
-        "steps (after the first) timed by the profiler for communication; left out of throughput", metavar="STEPS"))
+    profile_comm: int = field(
+        default=0,
+        metadata=option(
+            "steps (after the first) timed by the profiler for communication; left out of throughput",
+            metavar="STEPS",
+        ),
+    )
     log_every: int = field(default=10, metadata=option("steps between lines of metrics.jsonl"))
 
 
 @dataclass
 class TrainJob:
     """How one `train` run is set up; the recipe is ``TrainConfig`` (profile + ``overrides``)."""
+
     out: str = field(metadata=option("run folder: checkpoints, metrics.jsonl, train.json, captions.jsonl"))
     profile: str = field(default="default", metadata=option("papermill_params/<profile>/"))
-    params_dir: str | None = field(default=None, metadata=option("folder of profiles (default: papermill_params/)"))
-    strategy: str = field(default="single", metadata=option(
-        "ddp / fsdp / pipeline under torchrun (torchrun --nproc_per_node=N -m lib train --strategy ddp ...); "
-        "layers: one process, LM blocks split over --devices", choices=STRATEGIES))
-    schedule: str = field(default="1f1b", metadata=option("pipeline: the micro-batch schedule", choices=SCHEDULES))
-    microbatches: int = field(default=4, metadata=option(
-        "pipeline: micro-batches per step (they are its gradient accumulation)"))
-    devices: str | None = field(default=None, metadata=option(
-        "layers: e.g. cuda:0,cuda:1 (default: every visible GPU; cpu,cpu without one)"))
-    cpu_offload: bool = field(default=False, metadata=option("fsdp: keep parameters and optimizer state on CPU"))
-    resume: str | None = field(default=None, metadata=option("a run folder (its latest checkpoint) or a checkpoint"))
-    source: str = field(default="features", metadata=option(
-        "cached features, or pixels through the frozen encoder every step", choices=("features", "pixels")))
-    device: str = field(default="auto", metadata=option(
-        "auto (cuda:LOCAL_RANK when there is a GPU, else cpu), cpu, cuda"))
-    threads: int | None = field(default=None, metadata=option("torch threads per process (torchrun sets 1 per rank)"))
+    params_dir: str | None = field(
+        default=None, metadata=option("folder of profiles (default: papermill_params/)")
+    )
+    strategy: str = field(
+        default="single",
+        metadata=option(
+            "ddp / fsdp / pipeline under torchrun (torchrun --nproc_per_node=N -m lib train --strategy "
+            "ddp ...); layers: one process, LM blocks split over --devices",
+            choices=STRATEGIES,
+        ),
+    )
+    schedule: str = field(
+        default="1f1b", metadata=option("pipeline: the micro-batch schedule", choices=SCHEDULES)
+    )
+    microbatches: int = field(
+        default=4, metadata=option("pipeline: micro-batches per step (they are its gradient accumulation)")
+    )
+    devices: str | None = field(
+        default=None,
+        metadata=option("layers: e.g. cuda:0,cuda:1 (default: every visible GPU; cpu,cpu without one)"),
+    )
+    cpu_offload: bool = field(
+        default=False, metadata=option("fsdp: keep parameters and optimizer state on CPU")
+    )
+    resume: str | None = field(
+        default=None, metadata=option("a run folder (its latest checkpoint) or a checkpoint")
+    )
+    source: str = field(
+        default="features",
+        metadata=option(
+            "cached features, or pixels through the frozen encoder every step", choices=("features", "pixels")
+        ),
+    )
+    device: str = field(
+        default="auto", metadata=option("auto (cuda:LOCAL_RANK when there is a GPU, else cpu), cpu, cuda")
+    )
+    threads: int | None = field(
+        default=None, metadata=option("torch threads per process (torchrun sets 1 per rank)")
+    )
     no_eval: bool = field(default=False, metadata=option("skip captioning the test split"))
-    name: str | None = field(default=None, metadata=option(
-        "results file name (default: <profile>-<strategy>[-<ranks>])"))
-    results_dir: str | None = field(default=None, metadata=option(
-        "where results/training/<name>.json goes (default: the profile's)"))
+    name: str | None = field(
+        default=None, metadata=option("results file name (default: <profile>-<strategy>[-<ranks>])")
+    )
+    results_dir: str | None = field(
+        default=None, metadata=option("where results/training/<name>.json goes (default: the profile's)")
+    )
     overrides: dict = field(default_factory=dict)  # TrainConfig fields given on the command line
 
 
@@ -154,39 +205,52 @@ class TrainJob:
 @dataclass
 class EvalConfig:
     """How `evaluate` captions and scores a split; each field with help is also an `evaluate` option."""
+
     split: str = field(default="test", metadata=option("the split to caption and score"))
     num_beams: int = field(default=1, metadata=option("1: greedy; more: beam search", flags=("--beams",)))
     resamples: int = field(default=200, metadata=option("bootstrap resamples of the 95%% intervals"))
     seed: int = field(default=0, metadata=option("seed of the bootstrap"))
-    throughput_images: int = field(default=32, metadata=option(
-        "images captioned one at a time without cache (the slow reference of generation throughput)"))
+    throughput_images: int = field(
+        default=32,
+        metadata=option(
+            "images captioned one at a time without cache (the slow reference of generation throughput)"
+        ),
+    )
     gallery: int = 6  # images in the gallery figure, one per modality first
 
 
 @dataclass
 class BaselineConfig:
     """How `baseline` classifies; each field with help is also a `baseline` option."""
+
     n_jobs: tuple[int, ...] = (1, 2)  # joblib workers and XGBoost threads to time; 1 must be among them
     rounds: int = field(default=200, metadata=option("XGBoost boosting rounds"))
     chunk: int = 64  # images per joblib task
-    test_split: str = field(default="test", metadata=option("the split to score on (train on train)",
-                                                            flags=("--split",)))
+    test_split: str = field(
+        default="test", metadata=option("the split to score on (train on train)", flags=("--split",))
+    )
     seed: int = field(default=0, metadata=option("seed of XGBoost and the probe"))
 
 
 @dataclass
 class LMBench:
     """One full-size throughput measurement; each field with help is also a `bench lm` option."""
-    size: str = field(default="biomistral-7b", metadata=option("architecture", choices=("biomistral-7b", "tiny")))
+
+    size: str = field(
+        default="biomistral-7b", metadata=option("architecture", choices=("biomistral-7b", "tiny"))
+    )
     batch: int = field(default=16, metadata=option("samples per step", flags=("--batch-size",)))
-    caption_tokens: int = field(default=64, metadata=option(
-        "every caption padded to this: the worst case of a max-length-64 run"))
+    caption_tokens: int = field(
+        default=64, metadata=option("every caption padded to this: the worst case of a max-length-64 run")
+    )
     visual_tokens: int = field(default=4, metadata=option("visual tokens from the projector"))
     feature_dim: int = 512  # BiomedCLIP's pooled image embedding
     steps: int = field(default=20, metadata=option("training steps (the first is not timed)"))
     amp: str = field(default="bf16", metadata=option("autocast precision", choices=("off", "bf16", "fp16")))
     grad_ckpt: bool = field(default=False, metadata=option("activation checkpointing in the LM"))
-    quant: str | None = field(default=None, metadata=option(
-        "bitsandbytes base weights under LoRA (CUDA only)", choices=("8bit", "4bit")))
+    quant: str | None = field(
+        default=None,
+        metadata=option("bitsandbytes base weights under LoRA (CUDA only)", choices=("8bit", "4bit")),
+    )
     lr: float = 2e-4
     seed: int = 0

@@ -40,7 +40,12 @@ def lib_imports(source: str) -> set[str]:
                 names.add("lib.cli")
         if isinstance(node, ast.Import):
             names |= {a.name for a in node.names if a.name.split(".")[0] == "lib"}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.split(".")[0] == "lib":
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.level == 0
+            and node.module.split(".")[0] == "lib"
+        ):
             names.add(node.module)
             names |= {f"{node.module}.{a.name}" for a in node.names}
     return names
@@ -77,11 +82,16 @@ def _inputs(data_dir: str | None) -> dict[str, str]:
     return {f.name: _digest(f.read_bytes()) for f in sorted(Path(data_dir).glob("*.json*")) if f.is_file()}
 
 
-def fingerprint(notebook: Path, params: dict, profile_dir: Path, root: Path, data_dir: str | None = None) -> dict:
+def fingerprint(
+    notebook: Path, params: dict, profile_dir: Path, root: Path, data_dir: str | None = None
+) -> dict:
     """What a notebook's last successful run depended on, as hashes by part."""
     source = notebook.read_text(encoding="utf-8")
-    shared = {f.name: _digest(f.read_bytes()) for f in sorted(profile_dir.glob("*.yaml"))
-              if not NOTEBOOK_FILE.match(f.name)}
+    shared = {
+        f.name: _digest(f.read_bytes())
+        for f in sorted(profile_dir.glob("*.yaml"))
+        if not NOTEBOOK_FILE.match(f.name)
+    }
     return {
         "source": _digest(source.encode()),
         "params": _digest(json.dumps(params, sort_keys=True, default=str).encode()),

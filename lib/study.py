@@ -48,9 +48,13 @@ def parameter_names(nb) -> set[str]:
     for cell in nb.cells:
         if "parameters" in cell.get("metadata", {}).get("tags", []):
             tree = ast.parse(cell.source)
-            return {t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
-                    for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
-                    if isinstance(t, ast.Name)}
+            return {
+                t.id
+                for node in tree.body
+                if isinstance(node, (ast.Assign, ast.AnnAssign))
+                for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                if isinstance(t, ast.Name)
+            }
     return set()
 
 
@@ -84,7 +88,10 @@ def run_notebooks(
         params = {k: v for k, v in prof.notebook_params(path.stem).items() if k in declared}
         unknown = set(overrides or {}) - declared
         if unknown:
-            raise NotebookFailed(f"{path.stem} has no parameter {', '.join(sorted(unknown))} (it takes: {', '.join(sorted(declared))})")
+            raise NotebookFailed(
+                f"{path.stem} has no parameter {', '.join(sorted(unknown))} "
+                f"(it takes: {', '.join(sorted(declared))})"
+            )
         params.update(overrides or {})
         if "profile" in declared:
             params.setdefault("profile", profile)
@@ -98,8 +105,15 @@ def run_notebooks(
             continue
         tqdm.write(f"running {path.stem}: {', '.join(why[:4])}{' ...' if len(why) > 4 else ''}")
         try:
-            pm.execute_notebook(nb, str(target), parameters=params, kernel_name="python3", language="python",
-                                cwd=str(root), progress_bar=progress)
+            pm.execute_notebook(
+                nb,
+                str(target),
+                parameters=params,
+                kernel_name="python3",
+                language="python",
+                cwd=str(root),
+                progress_bar=progress,
+            )
         except PapermillExecutionError as e:
             # Count cells as the author sees them in the .py (papermill's index includes injected ones).
             number = next((i for i, c in enumerate(nb.cells, 1) if c.source == e.source), None)

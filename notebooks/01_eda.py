@@ -54,22 +54,31 @@ report_path, index_path = work / "validate_report.json", work / "index.jsonl"
 # %%
 report = validate(data, report_path, index_path, workers=workers)
 print(f"kept {report['kept']} pairs, skipped {report['skipped_count']}")
-display(pd.DataFrame(
-    [{"outcome": "skipped", "reason": r, "pairs": n} for r, n in report["reasons"].items()]
-    + [{"outcome": "converted", "reason": c, "pairs": n} for c, n in report["conversions"].items()],
-    columns=["outcome", "reason", "pairs"],
-))
+display(
+    pd.DataFrame(
+        [{"outcome": "skipped", "reason": r, "pairs": n} for r, n in report["reasons"].items()]
+        + [{"outcome": "converted", "reason": c, "pairs": n} for c, n in report["conversions"].items()],
+        columns=["outcome", "reason", "pairs"],
+    )
+)
 
 # %% [markdown]
 # ## Captions, vocabulary, modalities, images
 
 # %%
 summary, arrays = eda.summarize(index_path, top_k=top_k)
-display(pd.DataFrame({k: summary[k] for k in ("caption_chars", "caption_words", "image_width", "image_height")}).T)
+display(
+    pd.DataFrame({k: summary[k] for k in ("caption_chars", "caption_words", "image_width", "image_height")}).T
+)
 display(pd.DataFrame(summary["top_terms"], columns=["term", "count"]).head(15))
-display(pd.DataFrame({
-    "modality": list(summary["modalities"]), "pairs": list(summary["modalities"].values()),
-}))
+display(
+    pd.DataFrame(
+        {
+            "modality": list(summary["modalities"]),
+            "pairs": list(summary["modalities"].values()),
+        }
+    )
+)
 display(pd.DataFrame(summary["colour_modes"]).T)
 
 # %%
@@ -82,7 +91,10 @@ for p in paths:
 # The numbers above, with config, git commit, seed, hardware and library versions.
 
 # %%
-metrics = {**summary, "validation": {k: report[k] for k in ("kept", "skipped_count", "reasons", "conversions")}}
+metrics = {
+    **summary,
+    "validation": {k: report[k] for k in ("kept", "skipped_count", "reasons", "conversions")},
+}
 config = {"profile": profile, "data_dir": str(data), "top_k": top_k, "workers": workers}
 out = write_results(resolve(results_dir), "eda", run_name, metrics, config, seed)
 print(f"wrote {out}")

@@ -64,10 +64,22 @@ cfg = PrepConfig(size=size)
 # Chunks already complete are skipped, so re-running this cell after an interruption resumes.
 
 # %%
-manifest = preprocess(resolve(data_dir), work / "preprocessed", backend=backend, workers=workers,
-                      chunk_size=chunk_size, cfg=cfg, index=index, slurm=slurm)
-display(pd.Series({k: manifest[k] for k in ("stored", "quarantined", "chunks", "resumed_chunks", "backend",
-                                             "workers")}, name="preprocess").to_frame())
+manifest = preprocess(
+    resolve(data_dir),
+    work / "preprocessed",
+    backend=backend,
+    workers=workers,
+    chunk_size=chunk_size,
+    cfg=cfg,
+    index=index,
+    slurm=slurm,
+)
+display(
+    pd.Series(
+        {k: manifest[k] for k in ("stored", "quarantined", "chunks", "resumed_chunks", "backend", "workers")},
+        name="preprocess",
+    ).to_frame()
+)
 quarantine = json.loads((work / "preprocessed" / "quarantine.json").read_text())
 display(pd.DataFrame(quarantine, columns=["image", "split", "reason", "detail"]))
 
@@ -75,7 +87,9 @@ display(pd.DataFrame(quarantine, columns=["image", "split", "reason", "detail"])
 # What the encoder will see: a few stored images, read back through the memory map.
 
 # %%
-rows = [json.loads(line) for _, line in zip(range(6), open(work / "preprocessed" / "index.jsonl"), strict=False)]
+rows = [
+    json.loads(line) for _, line in zip(range(6), open(work / "preprocessed" / "index.jsonl"), strict=False)
+]
 fig, ax = plots.figure(ncols=len(rows), width=2.2, height=2.6)
 for a, row in zip(ax[0], rows, strict=True):
     a.imshow(open_shard(work / "preprocessed", row["shard"])[row["offset"]])
@@ -89,10 +103,20 @@ for a, row in zip(ax[0], rows, strict=True):
 # Dask cluster and merging the index.
 
 # %%
-metrics, config = bench.measure_backends(resolve(data_dir), index, backends=bench_backends, max_workers=bench_max_workers,
-                            chunk_size=chunk_size, cfg=cfg, repeats=bench_repeats, limit=bench_limit or None,
-                            scratch=work / "bench")
-out = write_results(resolve(results_dir), "preprocess", run_name, metrics, {**config, "profile": profile}, seed)
+metrics, config = bench.measure_backends(
+    resolve(data_dir),
+    index,
+    backends=bench_backends,
+    max_workers=bench_max_workers,
+    chunk_size=chunk_size,
+    cfg=cfg,
+    repeats=bench_repeats,
+    limit=bench_limit or None,
+    scratch=work / "bench",
+)
+out = write_results(
+    resolve(results_dir), "preprocess", run_name, metrics, {**config, "profile": profile}, seed
+)
 print(f"wrote {out}")
 display(pd.DataFrame(bench.table(metrics)))
 
@@ -107,10 +131,15 @@ for path in bench.figures(metrics, resolve(figures_dir)):
 # per image (the JPEG read was ~15 KB).
 
 # %%
-display(pd.Series({
-    "bare OpenCV img/s (1 core)": round(metrics["floor_opencv"]["img_per_s"], 1),
-    "best 1 worker / bare OpenCV": round(metrics["one_worker_vs_floor"], 2),
-    "best 2 workers / best 1 worker": round(metrics["two_workers_vs_one"] or float("nan"), 2),
-    "identical shards on every backend": metrics["identical_outputs"],
-}, name="value").to_frame())
+display(
+    pd.Series(
+        {
+            "bare OpenCV img/s (1 core)": round(metrics["floor_opencv"]["img_per_s"], 1),
+            "best 1 worker / bare OpenCV": round(metrics["one_worker_vs_floor"], 2),
+            "best 2 workers / best 1 worker": round(metrics["two_workers_vs_one"] or float("nan"), 2),
+            "identical shards on every backend": metrics["identical_outputs"],
+        },
+        name="value",
+    ).to_frame()
+)
 display(pd.Series(metrics["breakdown"]["ms_per_img"], name="ms per image").round(3).to_frame())

@@ -65,7 +65,9 @@ print(f"commonest class alone: accuracy {metrics['majority_class_accuracy']:.3f}
 
 # %%
 zs = metrics["classifiers"]["clip_zero_shot"]
-display(pd.Series({**zs["templates"], "ensemble of all": zs["accuracy"]}, name="accuracy").to_frame().round(3))
+display(
+    pd.Series({**zs["templates"], "ensemble of all": zs["accuracy"]}, name="accuracy").to_frame().round(3)
+)
 
 # %% [markdown]
 # ## Where they err

@@ -43,7 +43,9 @@ batches = [32]  # the whole batch per step
 schedules = ["gpipe", "1f1b"]
 microbatches = [1, 2, 4, 8]
 threads = 1  # torch threads per rank
-layer_split = True  # also one process with the blocks split over devices (every GPU; two CPU parts without one)
+layer_split = (
+    True  # also one process with the blocks split over devices (every GPU; two CPU parts without one)
+)
 ddp = True  # also DDP on the same ranks with the same global batch
 steps = 30
 repeats = 1  # each job this many times, in turn; the median is reported
@@ -62,7 +64,9 @@ from lib.config import resolve
 # --microbatches 4 ...`; the sweep below launches that job for every schedule and micro-batch count.
 
 # %%
-configs = scaling.pipeline_grid(worlds, batches, schedules, microbatches, threads, layers=layer_split, ddp=ddp)
+configs = scaling.pipeline_grid(
+    worlds, batches, schedules, microbatches, threads, layers=layer_split, ddp=ddp
+)
 metrics = scaling.sweep(configs, resolve(scratch), profile, steps=steps, repeats=repeats)
 out = scaling.record(metrics, configs, resolve(results_dir), f"{run_name}-model-parallel", profile, seed)
 print(f"wrote {out}")

@@ -62,9 +62,18 @@ out = ensure_trained(train_run, profile, train_steps or None)
 print("finished run, newest checkpoint", latest(out))
 
 # %%
-cfg = EvalConfig(split=split, num_beams=beams, resamples=resamples, seed=seed, throughput_images=throughput_images)
-record, path = evaluate_job(str(out), str(out / f"eval-{split}"), profile, cfg=cfg, run_name=run_name,
-                            figures_dir=figures_dir, results_dir=results_dir)
+cfg = EvalConfig(
+    split=split, num_beams=beams, resamples=resamples, seed=seed, throughput_images=throughput_images
+)
+record, path = evaluate_job(
+    str(out),
+    str(out / f"eval-{split}"),
+    profile,
+    cfg=cfg,
+    run_name=run_name,
+    figures_dir=figures_dir,
+    results_dir=results_dir,
+)
 print(f"wrote {path}")
 
 # %% [markdown]
@@ -72,8 +81,11 @@ print(f"wrote {path}")
 # Intervals are 95% percentile bootstrap intervals over resampled test images.
 
 # %%
-display(pd.DataFrame(views.scores_table(record)).set_index("captions from")
-        .rename_axis(f"{record['split']}, {record['pairs']} images"))
+display(
+    pd.DataFrame(views.scores_table(record))
+    .set_index("captions from")
+    .rename_axis(f"{record['split']}, {record['pairs']} images")
+)
 print("reference vs reference:", record["reference_agreement"])
 print("SPICE:", record["spice"])
 

@@ -37,14 +37,20 @@ def _rgb16_png() -> bytes:
     """A 16-bit-per-channel RGB PNG (PIL opens it as 8-bit RGB without saying so)."""
     import cv2
 
-    arr = (np.arange(48 * 64 * 3, dtype=np.uint16).reshape(48, 64, 3) * 7)
+    arr = np.arange(48 * 64 * 3, dtype=np.uint16).reshape(48, 64, 3) * 7
     return cv2.imencode(".png", arr)[1].tobytes()
 
 
 def _png_bomb(width: int, height: int) -> bytes:
     """A tiny, valid PNG whose header declares width x height pixels."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 64)
@@ -67,7 +73,9 @@ def build(root: Path) -> dict[str, tuple[str, str | None]]:
         "empty.jpg": b"",
         "bomb.png": _png_bomb(100_000, 100_000),
         "cmyk.jpg": _encode(_photo(3).convert("CMYK"), "JPEG"),
-        "sixteen.png": _encode(Image.fromarray(np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 20), "PNG"),
+        "sixteen.png": _encode(
+            Image.fromarray(np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 20), "PNG"
+        ),
         "palette.png": _encode(_photo(4).convert("P", palette=Image.Palette.ADAPTIVE), "PNG"),
         "rgba.png": _encode(_photo(5).convert("RGBA"), "PNG"),
         "dup.jpg": _encode(_photo(6), "JPEG"),
@@ -81,7 +89,9 @@ def build(root: Path) -> dict[str, tuple[str, str | None]]:
         (images / name).write_bytes(data)
     (root / "outside.jpg").write_bytes(good_jpeg)  # reachable only by escaping the image folder
     os.mkfifo(images / "pipe.jpg")  # opening it to read would block until a writer came
-    with open(images / "huge.jpg", "wb") as f:  # 2 GiB that take no disk: reading it would take 2 GiB of memory
+    with open(
+        images / "huge.jpg", "wb"
+    ) as f:  # 2 GiB that take no disk: reading it would take 2 GiB of memory
         f.write(good_jpeg)
         f.truncate(2**31)
     (images / "folder.jpg").mkdir()

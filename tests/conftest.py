@@ -13,8 +13,15 @@ ROOT = Path(__file__).resolve().parent.parent
 def _tiny_lm():
     from lib.settings import TinyLM
 
-    return TinyLM(vocab_size=400, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    return TinyLM(
+        vocab_size=400,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    )
 
 
 TINY_LM = _tiny_lm()  # the test-size Mistral every model test uses
@@ -42,11 +49,18 @@ def world(small_data, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("world")
     validate(small_data, root / "report.json", root / "index.jsonl", progress=False)
-    preprocess(small_data, root / "pre", chunk_size=64, cfg=PrepConfig(size=64), index=root / "index.jsonl",
-               progress=False)
+    preprocess(
+        small_data,
+        root / "pre",
+        chunk_size=64,
+        cfg=PrepConfig(size=64),
+        index=root / "index.jsonl",
+        progress=False,
+    )
     enc.pretrain(root / "pre", root / "encoder", EncoderPretrain(epochs=1, batch_size=32), progress=False)
-    language.pretrain(root / "pre" / "index.jsonl", root / "lm", LMPretrain(epochs=1, model=TINY_LM),
-                      progress=False)
+    language.pretrain(
+        root / "pre" / "index.jsonl", root / "lm", LMPretrain(epochs=1, model=TINY_LM), progress=False
+    )
     encode(root / "pre", root / "features", f"local-dir:{root / 'encoder'}", progress=False)
     return root
 
@@ -65,10 +79,16 @@ def tiny_profile(tmp_path: Path, n: int) -> Path:
     shutil.copytree(ROOT / "papermill_params" / "default", params / "default")
     spec = yaml.safe_load((params / "default" / "profile.yaml").read_text())
     spec["generate"] = {"out": str(tmp_path / "data"), "n": n, "seed": 1}
-    spec["params"].update(data_dir=str(tmp_path / "data"), work_dir=str(tmp_path / "work"),
-                          results_dir=str(tmp_path / "results"), figures_dir=str(tmp_path / "figures"),
-                          run_name="test", workers=1, encoder=f"local-dir:{tmp_path / 'work' / 'encoder'}",
-                          lm=str(tmp_path / "work" / "lm"))
+    spec["params"].update(
+        data_dir=str(tmp_path / "data"),
+        work_dir=str(tmp_path / "work"),
+        results_dir=str(tmp_path / "results"),
+        figures_dir=str(tmp_path / "figures"),
+        run_name="test",
+        workers=1,
+        encoder=f"local-dir:{tmp_path / 'work' / 'encoder'}",
+        lm=str(tmp_path / "work" / "lm"),
+    )
     for key in ("data_dir", "work_dir", "results_dir", "figures_dir", "encoder", "lm"):  # never the repo's
         assert str(tmp_path) in spec["params"][key], key
     (params / "default" / "profile.yaml").write_text(yaml.safe_dump(spec))
@@ -92,8 +112,10 @@ def tiny_training(params: Path, train: dict | None = None) -> Path:
 
     path = params / "default" / "train.yaml"
     spec = yaml.safe_load(path.read_text())
-    spec["pretrain"] = {"encoder": {"epochs": 1, "batch_size": 16},
-                        "lm": {"epochs": 1, "batch_size": 16, "model": dataclasses.asdict(TINY_LM)}}
+    spec["pretrain"] = {
+        "encoder": {"epochs": 1, "batch_size": 16},
+        "lm": {"epochs": 1, "batch_size": 16, "model": dataclasses.asdict(TINY_LM)},
+    }
     spec.update(visual_tokens=4, projector_hidden=32, **({"train": train} if train else {}))
     path.write_text(yaml.safe_dump(spec))
     return params

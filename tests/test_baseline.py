@@ -14,13 +14,19 @@ from lib.settings import BaselineConfig
 
 
 def test_labels_come_from_the_dataset_or_one_caption_term_and_skips_are_counted():
-    rows = [{"caption": "whatever", "modality": "ct"}, {"caption": "Axial CT of the head."},
-            {"caption": "Plain radiograph of the knee."}, {"caption": "A diagram of the pathway."},
-            {"caption": "CT and MRI of the brain."}]
+    rows = [
+        {"caption": "whatever", "modality": "ct"},
+        {"caption": "Axial CT of the head."},
+        {"caption": "Plain radiograph of the knee."},
+        {"caption": "A diagram of the pathway."},
+        {"caption": "CT and MRI of the brain."},
+    ]
     keep, labels, info = labelled(rows)
     assert labels == ["ct", "ct", "xray"] and keep == rows[:3]
-    assert info == {"sources": {"dataset": 1, "caption terms": 2},
-                    "skipped": {"no modality term in caption": 1, "several modality terms in caption": 1}}
+    assert info == {
+        "sources": {"dataset": 1, "caption terms": 2},
+        "skipped": {"no modality term in caption": 1, "several modality terms in caption": 1},
+    }
 
 
 def test_scores_on_a_known_confusion():
@@ -45,8 +51,10 @@ def test_hand_crafted_features_see_colour_darkness_and_texture():
     pink = grey.copy()
     pink[..., 0], pink[..., 1], pink[..., 2] = 230, 150, 200
     noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    f = {name: dict(zip(NAMES, image_features(x), strict=True))
-         for name, x in (("grey", grey), ("pink", pink), ("black", grey * 0), ("noise", noise))}
+    f = {
+        name: dict(zip(NAMES, image_features(x), strict=True))
+        for name, x in (("grey", grey), ("pink", pink), ("black", grey * 0), ("noise", noise))
+    }
     assert len(NAMES) == len(set(NAMES)) == 44
     assert f["grey"]["saturation"] == 0 and f["pink"]["saturation"] > 0.3
     assert f["black"]["dark"] == 1 and f["grey"]["dark"] == 0
@@ -68,9 +76,17 @@ def _constructed(root, world, n_per_class=20, test_per_class=8):
                 img = (np.array([230, 150, 200]) - rng.integers(0, 60, (32, 32, 1))).astype(np.uint8)
             images.append(img)
             emb.append(text[c] + rng.normal(0, 0.002, text.shape[1]))
-            rows.append({"id": f"{cls}{i}", "image": f"{cls}{i}.jpg", "caption": "a figure", "modality": cls,
-                         "split": "test" if i < test_per_class else "train", "shard": "shard-00000.npy",
-                         "offset": len(rows)})
+            rows.append(
+                {
+                    "id": f"{cls}{i}",
+                    "image": f"{cls}{i}.jpg",
+                    "caption": "a figure",
+                    "modality": cls,
+                    "split": "test" if i < test_per_class else "train",
+                    "shard": "shard-00000.npy",
+                    "offset": len(rows),
+                }
+            )
     (root / "pre" / "shards").mkdir(parents=True)
     (root / "feats" / "features").mkdir(parents=True)
     np.save(root / "pre" / "shards" / "shard-00000.npy", np.stack(images))
@@ -82,9 +98,16 @@ def _constructed(root, world, n_per_class=20, test_per_class=8):
 def test_every_classifier_gets_a_constructed_split_right(world, tmp_path):
     rows = _constructed(tmp_path, world)
     features, _ = extract(tmp_path / "pre", rows, n_jobs=2, chunk=7)
-    assert np.array_equal(features[5], image_features(np.load(tmp_path / "pre" / "shards" / "shard-00000.npy")[5]))
-    m = classify(tmp_path / "pre", tmp_path / "feats", f"local-dir:{world / 'encoder'}",
-                BaselineConfig(n_jobs=(1, 2), rounds=20, chunk=7), progress=False)
+    assert np.array_equal(
+        features[5], image_features(np.load(tmp_path / "pre" / "shards" / "shard-00000.npy")[5])
+    )
+    m = classify(
+        tmp_path / "pre",
+        tmp_path / "feats",
+        f"local-dir:{world / 'encoder'}",
+        BaselineConfig(n_jobs=(1, 2), rounds=20, chunk=7),
+        progress=False,
+    )
     assert m["classes"] == ["xray", "histology"] and m["pairs"] == {"train": 24, "test": 16}
     assert m["labels"]["train"] == {"sources": {"dataset": 24}, "skipped": {}}
     for name, r in m["classifiers"].items():

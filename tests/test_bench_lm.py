@@ -23,8 +23,22 @@ def test_full_size_architecture_has_mistral_7b_parameter_counts():
 
 
 def test_tiny_bench_runs_through_the_loop_and_projects_the_seed_run(tmp_path):
-    cli("bench", "lm", "--size", "tiny", "--device", "cpu", "--steps", "3", "--batch-size", "4", "--amp", "off",
-        "--results", str(tmp_path))
+    cli(
+        "bench",
+        "lm",
+        "--size",
+        "tiny",
+        "--device",
+        "cpu",
+        "--steps",
+        "3",
+        "--batch-size",
+        "4",
+        "--amp",
+        "off",
+        "--results",
+        str(tmp_path),
+    )
     rec = json.loads((tmp_path / "lm_throughput" / "tiny-cpu.json").read_text())
     m = rec["metrics"]
     assert m["tokens_per_s"] == pytest.approx(64 * m["samples_per_s"])  # every caption padded to 64 tokens

@@ -14,7 +14,10 @@ def pins() -> dict[str, str]:
 
 def test_model_stack_imports_with_the_pinned_torch():
     # torch 2.13 + PyPI torchvision broke these imports ("operator torchvision::nms does not exist").
-    code = "import torch, torchvision, transformers, peft, open_clip; print(torch.__version__, torchvision.__version__)"
+    code = (
+        "import torch, torchvision, transformers, peft, open_clip; "
+        "print(torch.__version__, torchvision.__version__)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     torch_v, vision_v = out.stdout.split()

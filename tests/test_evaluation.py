@@ -31,8 +31,11 @@ def test_collapse_counts_repeated_generations():
     assert most_frequent_caption(["x", "y", "y"]) == "y"
 
 
-HYPS = {"a": "Axial CT of the chest with a nodule.", "b": "Radiograph of the knee.",
-        "c": "Section of liver with necrosis in the field."}
+HYPS = {
+    "a": "Axial CT of the chest with a nodule.",
+    "b": "Radiograph of the knee.",
+    "c": "Section of liver with necrosis in the field.",
+}
 
 
 def test_scores_equal_pycocoevalcap_called_directly():
@@ -63,7 +66,6 @@ def test_bootstrap_is_seeded_and_brackets_the_score():
         assert lo <= point[k] <= hi and lo < hi
     exact = score(REFS, {k: v[0] for k, v in REFS.items()}, resamples=20)["ci95"]
     assert exact["bleu4"][0] > 0.99 and exact["rouge_l"] == [1.0, 1.0] and exact["meteor"][0] > 0.9
-
 
 
 def test_meteor_interval_brackets_the_corpus_score():

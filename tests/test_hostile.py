@@ -70,19 +70,49 @@ def test_validate_and_preprocess_open_nothing_outside_the_data_root_and_never_ha
     badfiles.build(data)
     # an index crafted by hand (or from another machine): preprocess re-checks every path it names
     crafted = tmp_path / "crafted.jsonl"
-    names = ["good.jpg", "/etc/passwd", "../outside.jpg", "link_out.jpg", "pipe.jpg", "huge.jpg", "loop_a.jpg",
-             "folder.jpg"]
-    crafted.write_text("".join(json.dumps({"split": "train", "line": i, "image": n, "caption": f"c{i}",
-                                           "mode": "RGB", "conversion": None}) + "\n" for i, n in enumerate(names, 1)))
+    names = [
+        "good.jpg",
+        "/etc/passwd",
+        "../outside.jpg",
+        "link_out.jpg",
+        "pipe.jpg",
+        "huge.jpg",
+        "loop_a.jpg",
+        "folder.jpg",
+    ]
+    crafted.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "split": "train",
+                    "line": i,
+                    "image": n,
+                    "caption": f"c{i}",
+                    "mode": "RGB",
+                    "conversion": None,
+                }
+            )
+            + "\n"
+            for i, n in enumerate(names, 1)
+        )
+    )
     with recording_opens() as opened:
         report = validate(data, tmp_path / "report.json", tmp_path / "index.jsonl", progress=False)
         m = preprocess(data, tmp_path / "out", index=crafted, cfg=PrepConfig(size=32), progress=False)
     _never_opened(opened, data / "outside.jpg", "/etc/passwd")
     assert report["kept"] + report["skipped_count"] == sum(1 for _ in open(data / "train.jsonl", "rb")) + 1
-    quarantine = {q["image"]: q["reason"] for q in json.loads((tmp_path / "out" / "quarantine.json").read_text())}
-    assert quarantine == {"/etc/passwd": "unsafe_path", "../outside.jpg": "unsafe_path", "link_out.jpg": "unsafe_path",
-                          "pipe.jpg": "not_regular_file", "huge.jpg": "too_large", "loop_a.jpg": "symlink_loop",
-                          "folder.jpg": "not_regular_file"}
+    quarantine = {
+        q["image"]: q["reason"] for q in json.loads((tmp_path / "out" / "quarantine.json").read_text())
+    }
+    assert quarantine == {
+        "/etc/passwd": "unsafe_path",
+        "../outside.jpg": "unsafe_path",
+        "link_out.jpg": "unsafe_path",
+        "pipe.jpg": "not_regular_file",
+        "huge.jpg": "too_large",
+        "loop_a.jpg": "symlink_loop",
+        "folder.jpg": "not_regular_file",
+    }
     assert (m["stored"], m["quarantined"]) == (1, len(names) - 1)  # every row kept or listed with a reason
 
 
@@ -93,7 +123,9 @@ def test_a_file_swapped_for_a_symlink_after_validation_is_refused_not_followed(t
     (data / "images" / "a.png").unlink()
     os.symlink(data / "outside.jpg", data / "images" / "a.png")
     with recording_opens() as opened:
-        preprocess(data, tmp_path / "out", index=tmp_path / "index.jsonl", cfg=PrepConfig(size=32), progress=False)
+        preprocess(
+            data, tmp_path / "out", index=tmp_path / "index.jsonl", cfg=PrepConfig(size=32), progress=False
+        )
     _never_opened(opened, data / "outside.jpg")
     quarantine = json.loads((tmp_path / "out" / "quarantine.json").read_text())
     assert [(q["image"], q["reason"]) for q in quarantine] == [("a.png", "unsafe_path")]
@@ -135,7 +167,9 @@ def test_preprocess_quarantines_a_file_that_changed_since_validation(tmp_path):
     badfiles.build(data)
     validate(data, tmp_path / "report.json", tmp_path / "index.jsonl", progress=False)
     (data / "images" / "a.jpg").write_bytes((data / "images" / "good.jpg").read_bytes())
-    preprocess(data, tmp_path / "out", index=tmp_path / "index.jsonl", cfg=PrepConfig(size=32), progress=False)
+    preprocess(
+        data, tmp_path / "out", index=tmp_path / "index.jsonl", cfg=PrepConfig(size=32), progress=False
+    )
     quarantine = json.loads((tmp_path / "out" / "quarantine.json").read_text())
     assert [(q["image"], q["reason"]) for q in quarantine] == [("a.jpg", "changed_since_validation")]
 
@@ -156,28 +190,40 @@ def test_shards_and_features_made_from_another_index_of_the_same_length_are_rebu
     assert again["resumed_chunks"] == 0  # same length, other rows: nothing of the first run is kept
     assert [r["id"] for r in read_index(tmp_path / "pre" / "index.jsonl")] == [r["id"] for r in rows[6:12]]
     assert encode(tmp_path / "pre", tmp_path / "features", encoder, progress=False)["resumed_shards"] == 0
-    assert preprocess(data, tmp_path / "pre", index=second, **kw)["resumed_chunks"] == 3  # the same rows resume
+    assert (
+        preprocess(data, tmp_path / "pre", index=second, **kw)["resumed_chunks"] == 3
+    )  # the same rows resume
     assert encode(tmp_path / "pre", tmp_path / "features", encoder, progress=False)["resumed_shards"] == 3
 
 
 def _model(world, seed: int = 0):
     torch.manual_seed(seed)
-    return build(ModelSpec(encoder=f"local-dir:{world / 'encoder'}", lm=str(world / "lm"), projector_hidden=32))
+    return build(
+        ModelSpec(encoder=f"local-dir:{world / 'encoder'}", lm=str(world / "lm"), projector_hidden=32)
+    )
 
 
 def test_one_figure_twice_and_one_stem_twice_are_all_captioned_and_scored(world, tmp_path):
     """validate -> shards -> features -> captions -> scores with ids that the image name alone would merge."""
     data = tmp_path / "data"
     badfiles.build(data)
-    test = [{"image": "good.jpg", "caption": "A radiograph of the chest."},
-            {"image": "good.jpg", "caption": "The same figure, captioned twice."},
-            {"image": "a.jpg", "caption": "A JPEG whose stem is a."}, {"image": "a.png", "caption": "A PNG whose stem is a."}]
+    test = [
+        {"image": "good.jpg", "caption": "A radiograph of the chest."},
+        {"image": "good.jpg", "caption": "The same figure, captioned twice."},
+        {"image": "a.jpg", "caption": "A JPEG whose stem is a."},
+        {"image": "a.png", "caption": "A PNG whose stem is a."},
+    ]
     (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
     validate(data, tmp_path / "report.json", tmp_path / "index.jsonl", progress=False)
-    preprocess(data, tmp_path / "pre", index=tmp_path / "index.jsonl", cfg=PrepConfig(size=64), progress=False)
+    preprocess(
+        data, tmp_path / "pre", index=tmp_path / "index.jsonl", cfg=PrepConfig(size=64), progress=False
+    )
     encode(tmp_path / "pre", tmp_path / "features", f"local-dir:{world / 'encoder'}", progress=False)
     vlm, tok = _model(world)
-    train_split, test_split = CaptionData(tmp_path / "features", "train", tok), CaptionData(tmp_path / "features", "test", tok)
+    train_split, test_split = (
+        CaptionData(tmp_path / "features", "train", tok),
+        CaptionData(tmp_path / "features", "test", tok),
+    )
     assert [r["image"] for r in test_split.rows] == ["good.jpg", "good.jpg", "a.jpg", "a.png"]
     scored = score_split(vlm, train_split, test_split, resamples=10)
     assert scored["test_pairs"] == 4
@@ -200,12 +246,19 @@ def _crafted_index(command: str) -> bytes:
     """A protocol-4 pickle whose STACK_GLOBAL names ``os.system`` through the module DCP's index lives in
     (``torch.distributed.checkpoint.metadata`` imports os), then calls it: what a module-wide allow-list let
     through."""
+
     def text(s: str) -> bytes:
         b = s.encode()
         return b"\x8c" + bytes([len(b)]) + b
 
-    return (b"\x80\x04" + text("torch.distributed.checkpoint.metadata") + text("os.system") + b"\x93"
-            + text(command) + b"\x85R.")
+    return (
+        b"\x80\x04"
+        + text("torch.distributed.checkpoint.metadata")
+        + text("os.system")
+        + b"\x93"
+        + text(command)
+        + b"\x85R."
+    )
 
 
 class RunsCode:
@@ -241,13 +294,24 @@ def test_crafted_checkpoints_are_refused_and_run_no_code(world, tmp_path):
     ckpt = checkpoint.latest(tmp_path / "run")
     (ckpt / "dcp" / ".metadata").write_bytes(_crafted_index(command))
     (ckpt / "trainable.safetensors").unlink()  # as an FSDP run's checkpoint: evaluation reads the DCP shards
-    with pytest.raises(checkpoint.UnsafeCheckpoint, match=r"asks for torch\.distributed\.checkpoint\.metadata\.os\.system"):
-        train(vlm, data, TrainConfig(steps=2, batch_size=4, warmup=1), tmp_path / "run", resume=ckpt, progress=False)
+    with pytest.raises(
+        checkpoint.UnsafeCheckpoint, match=r"asks for torch\.distributed\.checkpoint\.metadata\.os\.system"
+    ):
+        train(
+            vlm,
+            data,
+            TrainConfig(steps=2, batch_size=4, warmup=1),
+            tmp_path / "run",
+            resume=ckpt,
+            progress=False,
+        )
     with pytest.raises(checkpoint.UnsafeCheckpoint, match="os.system"):
         checkpoint.load_weights(_model(world)[0], ckpt)
     # 2. a non-tensor value inside the DCP data (DCP's own planner unpickles those without limits)
     saved = checkpoint.save(tmp_path / "bytes", *_tiny_run(tmp_path, lr=RunsCode(command)), step=1)
-    with pytest.raises(checkpoint.UnsafeCheckpoint, match=r"optim\.param_groups\.0\.lr needs code .*posix\.system"):
+    with pytest.raises(
+        checkpoint.UnsafeCheckpoint, match=r"optim\.param_groups\.0\.lr needs code .*posix\.system"
+    ):
         checkpoint.resume(*_tiny_run(tmp_path), saved)
     # 3. state.pt
     saved = checkpoint.save(tmp_path / "state", *_tiny_run(tmp_path), step=1)
@@ -273,7 +337,7 @@ def test_resuming_from_an_older_checkpoint_logs_each_step_once(world, tmp_path):
 
 def test_readme_lists_exactly_the_reasons_the_code_can_give():
     readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("| reason | what it means |"):].split("\n\n")[0]
+    table = readme[readme.index("| reason | what it means |") :].split("\n\n")[0]
     rows = dict(re.findall(r"^\| `(\w+)` \| (.+) \|$", table, re.M))
     assert rows == REASONS
     with pytest.raises(KeyError):  # a reason nobody documented cannot be given

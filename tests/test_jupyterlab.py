@@ -27,8 +27,15 @@ from conftest import ROOT, as_root, cli
 SKIP = os.environ.get("PMCOA_SKIP_BROWSER") == "1"
 pytestmark = pytest.mark.skipif(SKIP, reason="PMCOA_SKIP_BROWSER=1: no notebook was run in a browser")
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ARTIFACTS = ROOT / "outputs" / "test-artifacts"
 ADDED = "# added in JupyterLab"
 
@@ -38,8 +45,11 @@ def chromium() -> Path:
     if not CHROMIUM.exists():
         root = as_root()
         if root is None or not shutil.which("apt-get"):
-            pytest.fail(f"{CHROMIUM} is missing and cannot be installed here (needs root or passwordless sudo, "
-                        "and apt-get): `apt-get install chromium`, or PMCOA_SKIP_BROWSER=1 to run the suite without it")
+            pytest.fail(
+                f"{CHROMIUM} is missing and cannot be installed here (needs root or passwordless sudo, "
+                "and apt-get): `apt-get install chromium`, or PMCOA_SKIP_BROWSER=1 to run the suite "
+                "without it"
+            )
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         install = [*root, "apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]
         if subprocess.run(install, env=env, capture_output=True).returncode != 0:
@@ -67,21 +77,39 @@ def lab(tmp_path_factory):
     generate(root / "data" / "default", n=60, seed=1, workers=1, progress=False)
     cli("jupyter")  # what `make setup` runs: the pmcoa kernel, .py files open as notebooks
     port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "PMCOA_ROOT": str(root),  # the notebook's relative paths land in the scratch root
-           "JUPYTER_CONFIG_DIR": str(root / ".jupyter"),  # nothing from ~/.jupyter
-           "JUPYTERLAB_SETTINGS_DIR": str(root / ".jupyter" / "lab" / "user-settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(root / ".jupyter" / "lab" / "workspaces"),
-           "JUPYTER_DATA_DIR": str(root / ".local"), "JUPYTER_RUNTIME_DIR": str(root / ".local" / "runtime")}
+    env = {
+        **os.environ,
+        "PMCOA_ROOT": str(root),  # the notebook's relative paths land in the scratch root
+        "JUPYTER_CONFIG_DIR": str(root / ".jupyter"),  # nothing from ~/.jupyter
+        "JUPYTERLAB_SETTINGS_DIR": str(root / ".jupyter" / "lab" / "user-settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(root / ".jupyter" / "lab" / "workspaces"),
+        "JUPYTER_DATA_DIR": str(root / ".local"),
+        "JUPYTER_RUNTIME_DIR": str(root / ".local" / "runtime"),
+    }
     settings = root / ".jupyter" / "lab" / "user-settings" / "@jupyterlab"
-    for plugin, value in (("notebook-extension/tracker", {"windowingMode": "none"}),  # every cell in the page
-                          ("apputils-extension/notification", {"fetchNews": "false"})):  # no pop-up over the cells
+    for plugin, value in (
+        ("notebook-extension/tracker", {"windowingMode": "none"}),  # every cell in the page
+        ("apputils-extension/notification", {"fetchNews": "false"}),
+    ):  # no pop-up over the cells
         (settings / f"{plugin}.jupyterlab-settings").parent.mkdir(parents=True, exist_ok=True)
         (settings / f"{plugin}.jupyterlab-settings").write_text(json.dumps(value))
     log = (root / "jupyterlab.log").open("w")
-    server = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
-                               f"--port={port}", f"--IdentityProvider.token={token}",
-                               f"--ServerApp.root_dir={root}", *(["--allow-root"] if os.geteuid() == 0 else [])],
-                              env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            *(["--allow-root"] if os.geteuid() == 0 else []),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
@@ -92,7 +120,9 @@ def lab(tmp_path_factory):
                 assert server.poll() is None, (root / "jupyterlab.log").read_text()
                 time.sleep(0.5)
         else:
-            raise AssertionError(f"JupyterLab did not answer in 60 s:\n{(root / 'jupyterlab.log').read_text()}")
+            raise AssertionError(
+                f"JupyterLab did not answer in 60 s:\n{(root / 'jupyterlab.log').read_text()}"
+            )
         yield root, url, token
     finally:
         server.terminate()  # the server this fixture started, by its pid; it stops its kernels
@@ -128,7 +158,9 @@ def test_eda_notebook_runs_in_jupyterlab_and_saves_both_files(chromium, lab):
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:  # every code cell numbered, none waiting or running
                 texts = prompts.all_inner_texts()
-                if len(texts) == n and all(t.strip().startswith("[") and t.strip()[1:-2].isdigit() for t in texts):
+                if len(texts) == n and all(
+                    t.strip().startswith("[") and t.strip()[1:-2].isdigit() for t in texts
+                ):
                     break
                 time.sleep(1)
             else:
@@ -136,7 +168,9 @@ def test_eda_notebook_runs_in_jupyterlab_and_saves_both_files(chromium, lab):
             idle.wait_for(timeout=60_000)
             page.screenshot(path=str(ARTIFACTS / "jupyterlab-01_eda.png"), full_page=True)
 
-            stderr = page.locator('.jp-NotebookPanel .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
+            stderr = page.locator(
+                '.jp-NotebookPanel .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
+            )
             errors = [t for t in stderr.all_inner_texts() if "Traceback" in t or "Error" in t]
             assert not errors, errors[0][:2000]
             figures = page.locator(".jp-NotebookPanel .jp-OutputArea-output img")

@@ -16,9 +16,28 @@ from conftest import ROOT, tiny_profile
 
 LIB = ROOT / "lib"
 # data -> models -> training -> parallel -> evaluation -> jobs -> cli; the base (0) is used by all
-LAYERS = {"config": 0, "results": 0, "plots": 0, "options": 0, "settings": 0, "data": 1, "models": 2,
-          "training": 3, "parallel": 4, "evaluation": 5, "baseline": 5, "jobs": 6, "bench": 6, "report": 6,
-          "study": 6, "stale": 6, "lab": 6, "bench.cli": 7, "cli": 7, "__main__": 7}
+LAYERS = {
+    "config": 0,
+    "results": 0,
+    "plots": 0,
+    "options": 0,
+    "settings": 0,
+    "data": 1,
+    "models": 2,
+    "training": 3,
+    "parallel": 4,
+    "evaluation": 5,
+    "baseline": 5,
+    "jobs": 6,
+    "bench": 6,
+    "report": 6,
+    "study": 6,
+    "stale": 6,
+    "lab": 6,
+    "bench.cli": 7,
+    "cli": 7,
+    "__main__": 7,
+}
 
 
 def _module(path: Path) -> str:
@@ -37,8 +56,12 @@ def _layer(module: str) -> int:
 
 def _imports(tree: ast.AST) -> list[tuple[str, int, bool]]:
     """(lib module imported, line, inside a function) for every import of a lib module."""
-    local = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-             for n in ast.walk(f)}
+    local = {
+        id(n)
+        for f in ast.walk(tree)
+        if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+        for n in ast.walk(f)
+    }
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -77,8 +100,12 @@ def test_imports_sit_at_the_top_outside_the_command_line():
     for path, tree in SOURCES.items():
         if path.name == "cli.py":
             continue
-        local += sum(isinstance(n, (ast.Import, ast.ImportFrom)) for f in ast.walk(tree)
-                     if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in f.body)
+        local += sum(
+            isinstance(n, (ast.Import, ast.ImportFrom))
+            for f in ast.walk(tree)
+            if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+            for n in f.body
+        )
     assert local < 30
 
 

@@ -34,7 +34,11 @@ def _vlm(world, seed=0, pixels=False):
 def test_shapes_and_dtypes_through_the_pipeline(world):
     images = torch.from_numpy(np.load(world / "pre" / "shards" / "shard-00000.npy")[:3])
     assert enc.load_encoder(f"local-dir:{world / 'encoder'}")(images).shape == (3, 1, 128)
-    assert enc.load_encoder(str(world / "encoder"), "tokens")(images).shape == (3, 36, 192)  # 96 px / 16 px patches
+    assert enc.load_encoder(str(world / "encoder"), "tokens")(images).shape == (
+        3,
+        36,
+        192,
+    )  # 96 px / 16 px patches
     feats = open_features(world / "features", "shard-00000.npy")
     assert feats.dtype == np.float16 and feats.shape == (64, 1, 128)
     vlm, tok = _vlm(world)
@@ -54,7 +58,10 @@ def test_only_lora_and_projector_train_and_lora_is_r16_on_q_and_v(world):
     assert all(n.startswith("projector.") or "lora_" in n for n in trained)
     lora = {n: v for n, v in trained.items() if "lora_" in n}
     assert {n.split(".")[-4] for n in lora} == {"q_proj", "v_proj"}
-    h, kv = TINY_LM.hidden_size, TINY_LM.num_key_value_heads * (TINY_LM.hidden_size // TINY_LM.num_attention_heads)
+    h, kv = (
+        TINY_LM.hidden_size,
+        TINY_LM.num_key_value_heads * (TINY_LM.hidden_size // TINY_LM.num_attention_heads),
+    )
     # r x (in + out) per adapted matrix, per layer: q is h -> h, v is h -> kv width
     assert sum(lora.values()) == TINY_LM.num_hidden_layers * 16 * ((h + h) + (h + kv))
     lm_total = sum(p.numel() for p in vlm.lm.parameters())
@@ -156,8 +163,15 @@ def test_sigterm_checkpoints_and_resume_is_bitwise_identical(world, tmp_path, si
 
     def run(out, on_step=None, resume=None):
         vlm, tok = _vlm(world, seed=5)
-        return vlm, train(vlm, CaptionData(world / "features", "train", tok), cfg, out, resume=resume,
-                          progress=False, on_step=on_step)
+        return vlm, train(
+            vlm,
+            CaptionData(world / "features", "train", tok),
+            cfg,
+            out,
+            resume=resume,
+            progress=False,
+            on_step=on_step,
+        )
 
     whole, summary = run(tmp_path / "whole")
     assert summary["status"] == "finished" and summary["steps"] == 6
@@ -170,7 +184,10 @@ def test_sigterm_checkpoints_and_resume_is_bitwise_identical(world, tmp_path, si
     # the flag is read once per step, before the ranks agree on it: a signal arriving after step 3's
     # check stops the run after step 4
     cut = signal_at + 1
-    assert stopped["status"] == "preempted (SIGTERM)" and checkpoint.latest(tmp_path / "cut").name == f"step-{cut:06d}"
+    assert (
+        stopped["status"] == "preempted (SIGTERM)"
+        and checkpoint.latest(tmp_path / "cut").name == f"step-{cut:06d}"
+    )
     resumed, rest = run(tmp_path / "cut", resume=tmp_path / "cut")
     assert rest["start_step"] == cut and rest["steps"] == 6
     a, b = checkpoint.trainable_state(whole), checkpoint.trainable_state(resumed)
@@ -184,16 +201,27 @@ def test_a_signal_during_setup_stops_the_run_after_its_first_step(world, tmp_pat
     with StopFlag() as stop:
         os.kill(os.getpid(), signal.SIGUSR1)  # SLURM's warning, before the model is even built
         vlm, tok = _vlm(world)
-        summary = train(vlm, CaptionData(world / "features", "train", tok), TrainConfig(steps=50, batch_size=4),
-                        tmp_path, progress=False, stop=stop)
+        summary = train(
+            vlm,
+            CaptionData(world / "features", "train", tok),
+            TrainConfig(steps=50, batch_size=4),
+            tmp_path,
+            progress=False,
+            stop=stop,
+        )
     assert (summary["status"], summary["steps"]) == ("preempted (SIGUSR1)", 1)
     assert checkpoint.latest(tmp_path).name == "step-000001"
 
 
 def test_checkpoints_load_without_unpickling(world, tmp_path):
     vlm, tok = _vlm(world)
-    train(vlm, CaptionData(world / "features", "train", tok), TrainConfig(steps=1, batch_size=4, warmup=1),
-          tmp_path, progress=False)
+    train(
+        vlm,
+        CaptionData(world / "features", "train", tok),
+        TrainConfig(steps=1, batch_size=4, warmup=1),
+        tmp_path,
+        progress=False,
+    )
     ckpt = checkpoint.latest(tmp_path)
     assert sorted(p.name for p in ckpt.iterdir()) == ["dcp", "state.pt", "trainable.safetensors"]
     torch.load(ckpt / "state.pt", weights_only=True)  # raises if anything needs unpickling
@@ -253,7 +281,9 @@ def test_offline_hub_loads_fail_fast_and_name_the_local_option():
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": "/nonexistent-hf-home"}
     start = time.time()
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     lines = proc.stdout.split("\n")[:2]
     assert [line.split()[1] for line in lines] == ["True", "True"], proc.stderr[-2000:]
     assert all(float(line.split()[0]) < 10 for line in lines) and time.time() - start < 60
@@ -267,7 +297,8 @@ def test_unknown_local_encoder_folder_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("quant", ["8bit", "4bit"])
 def test_lora_trains_on_quantised_base_weights(world, quant):
-    """QLoRA-style: bitsandbytes int8 / NF4 base (runs on CPU with bitsandbytes >= 0.50), LoRA in full precision."""
+    """QLoRA-style: bitsandbytes int8 / NF4 base (runs on CPU with bitsandbytes >= 0.50), LoRA in full
+    precision."""
     torch.manual_seed(0)
     lm = language.load_lm(str(world / "lm"), LoraSpec(), quant=quant)
     base = lm.get_base_model().model.layers[0].self_attn.q_proj.base_layer
@@ -283,12 +314,19 @@ def test_train_command_end_to_end_then_resume(tmp_path):
     """`python -m lib train` builds every artefact for a profile, trains, captions the test split and
     records the run; `--resume` continues from the latest checkpoint to a later step."""
     params = tiny_profile(tmp_path, n=40)
-    (params / "default" / "train.yaml").write_text(yaml.safe_dump({
-        "pretrain": {"encoder": {"epochs": 1, "batch_size": 16},
-                     "lm": {"epochs": 1, "batch_size": 16, "model": dataclasses.asdict(TINY_LM)}},
-        "visual_tokens": 4, "projector_hidden": 32,
-        "train": {"steps": 3, "align_steps": 1, "batch_size": 4, "warmup": 1, "ckpt_every": 2},
-    }))
+    (params / "default" / "train.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "pretrain": {
+                    "encoder": {"epochs": 1, "batch_size": 16},
+                    "lm": {"epochs": 1, "batch_size": 16, "model": dataclasses.asdict(TINY_LM)},
+                },
+                "visual_tokens": 4,
+                "projector_hidden": 32,
+                "train": {"steps": 3, "align_steps": 1, "batch_size": 4, "warmup": 1, "ckpt_every": 2},
+            }
+        )
+    )
     out = tmp_path / "run"
     common = ("--profile", "default", "--params-dir", str(params), "--out", str(out), "--name", "t")
     proc = cli("train", *common)
@@ -299,7 +337,9 @@ def test_train_command_end_to_end_then_resume(tmp_path):
     assert {"bleu4", "cider", "meteor", "rouge_l", "identical_share", "top_share"} <= set(ev["model"])
     assert ev["test_pairs"] > 0 and set(ev["model"]["ci95"]) == {"bleu4", "cider", "rouge_l", "meteor"}
     captions = [json.loads(line) for line in (out / "captions.jsonl").read_text().splitlines()]
-    assert len(captions) == ev["test_pairs"] and all({"id", "reference", "generated"} <= set(c) for c in captions)
+    assert len(captions) == ev["test_pairs"] and all(
+        {"id", "reference", "generated"} <= set(c) for c in captions
+    )
     assert (tmp_path / "work" / "features" / "tokens").is_dir()  # the profile's encoder output was cached
 
     proc = cli("train", *common, "--resume", str(out), "--max-steps", "5", "--no-eval")
@@ -316,9 +356,14 @@ def test_feature_cache_is_rebuilt_when_the_encoder_weights_change(world, tmp_pat
     shutil.copytree(world / "encoder", enc_dir)
     spec = f"local-dir:{enc_dir}"
     first = encode(world / "pre", tmp_path / "features", spec, progress=False)
-    assert encode(world / "pre", tmp_path / "features", spec, progress=False)["resumed_shards"] == first["shards"]
+    assert (
+        encode(world / "pre", tmp_path / "features", spec, progress=False)["resumed_shards"]
+        == first["shards"]
+    )
     weights = load_file(enc_dir / "open_clip_model.safetensors")
-    save_file({k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()},
-              enc_dir / "open_clip_model.safetensors")
+    save_file(
+        {k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()},
+        enc_dir / "open_clip_model.safetensors",
+    )
     again = encode(world / "pre", tmp_path / "features", spec, progress=False)
     assert again["resumed_shards"] == 0 and again["weights"] != first["weights"]

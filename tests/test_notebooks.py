@@ -19,17 +19,25 @@ def test_py_and_ipynb_pair_are_in_sync_and_without_outputs(py):
     assert ipynb.exists(), f"{ipynb.name} missing: run `make sync`"
     paired = nbformat.read(ipynb, as_version=4)
     source = jupytext.read(py)
-    assert [(c.cell_type, c.source) for c in paired.cells] == [(c.cell_type, c.source) for c in source.cells], (
-        f"{py.name} and {ipynb.name} differ: run `make sync`"
-    )
+    assert [(c.cell_type, c.source) for c in paired.cells] == [
+        (c.cell_type, c.source) for c in source.cells
+    ], f"{py.name} and {ipynb.name} differ: run `make sync`"
     assert not any(c.get("outputs") for c in paired.cells), f"{ipynb.name} holds outputs"
     assert parameter_names(source), f"{py.name} has no cell tagged 'parameters'"
 
 
 def test_eda_notebook_runs_through_papermill(tmp_path):
     params = tiny_profile(tmp_path, n=60)
-    proc = cli("run", "01_eda", "--profile", "default", "--params-dir", str(params),
-               "--output-dir", str(tmp_path / "out"))
+    proc = cli(
+        "run",
+        "01_eda",
+        "--profile",
+        "default",
+        "--params-dir",
+        str(params),
+        "--output-dir",
+        str(tmp_path / "out"),
+    )
     executed = tmp_path / "out" / "default" / "01_eda.ipynb"
     assert f"executed {executed}" in proc.stdout
     nb = nbformat.read(executed, as_version=4)
@@ -53,7 +61,9 @@ def test_failing_notebook_is_named_with_its_cell(tmp_path):
         '# %% tags=["parameters"]\nx = 1\n\n# %%\ny = x + 1\n\n# %%\nraise ValueError("bad input 42")\n'
     )
     with pytest.raises(NotebookFailed) as e:
-        run_notebooks(["01"], params_dir=params, notebooks_dir=nbdir, output_dir=tmp_path / "out", progress=False)
+        run_notebooks(
+            ["01"], params_dir=params, notebooks_dir=nbdir, output_dir=tmp_path / "out", progress=False
+        )
     msg = str(e.value)
     assert "01_broken" in msg and "cell 3" in msg and "ValueError: bad input 42" in msg
     assert "raise ValueError" in msg
@@ -73,27 +83,64 @@ def test_parallel_notebooks_launch_torchrun_and_report(tmp_path):
     params = tiny_profile(tmp_path, n=40)
     tiny_training(params)
     small = {"batches": [4], "steps": 3, "scratch": str(tmp_path / "scratch")}
-    (params / "default" / "04_ddp.yaml").write_text(yaml.safe_dump({**small, "worlds": [2], "amps": ["off"],
-                                                                   "amp_compare": ["off"], "compare_threads": 2}))
-    (params / "default" / "05_fsdp.yaml").write_text(yaml.safe_dump({**small, "worlds": [2], "amps": ["off"]}))
-    (params / "default" / "06_model_parallel.yaml").write_text(yaml.safe_dump(
-        {**small, "worlds": [2], "schedules": ["1f1b"], "microbatches": [2], "layer_split": True, "ddp": True}))
-    cli("run", "04", "05", "06", "--profile", "default", "--params-dir", str(params), "--output-dir",
-        str(tmp_path / "out"))
+    (params / "default" / "04_ddp.yaml").write_text(
+        yaml.safe_dump(
+            {**small, "worlds": [2], "amps": ["off"], "amp_compare": ["off"], "compare_threads": 2}
+        )
+    )
+    (params / "default" / "05_fsdp.yaml").write_text(
+        yaml.safe_dump({**small, "worlds": [2], "amps": ["off"]})
+    )
+    (params / "default" / "06_model_parallel.yaml").write_text(
+        yaml.safe_dump(
+            {
+                **small,
+                "worlds": [2],
+                "schedules": ["1f1b"],
+                "microbatches": [2],
+                "layer_split": True,
+                "ddp": True,
+            }
+        )
+    )
+    cli(
+        "run",
+        "04",
+        "05",
+        "06",
+        "--profile",
+        "default",
+        "--params-dir",
+        str(params),
+        "--output-dir",
+        str(tmp_path / "out"),
+    )
     ddp = json.loads((tmp_path / "results" / "scaling" / "test-ddp.json").read_text())["metrics"]["runs"]
     fsdp = json.loads((tmp_path / "results" / "scaling" / "test-fsdp.json").read_text())["metrics"]["runs"]
-    assert {(r["strategy"], r["world"], r["threads"]) for r in ddp} == {("single", 1, 1), ("ddp", 2, 1), ("single", 1, 2)}
+    assert {(r["strategy"], r["world"], r["threads"]) for r in ddp} == {
+        ("single", 1, 1),
+        ("ddp", 2, 1),
+        ("single", 1, 2),
+    }
     assert {r["strategy"] for r in fsdp} == {"single", "ddp", "fsdp"}
     same = [r for r in fsdp if r["strategy"] == "ddp"][0]
     assert same["step_s"] == [r for r in ddp if r["strategy"] == "ddp"][0]["step_s"]  # reused, not rerun
-    mp = json.loads((tmp_path / "results" / "scaling" / "test-model-parallel.json").read_text())["metrics"]["runs"]
+    mp = json.loads((tmp_path / "results" / "scaling" / "test-model-parallel.json").read_text())["metrics"][
+        "runs"
+    ]
     pipe = next(r for r in mp if r["strategy"] == "pipeline")
     assert (pipe["schedule"], pipe["microbatches"], pipe["world"], pipe["global_batch"]) == ("1f1b", 2, 2, 4)
     assert pipe["ideal_speedup"] == pytest.approx(4 / 3) and pipe["speedup_same_batch"] > 0
     assert any(k.endswith("send") for ops in pipe["comm_ops"] for k in ops)  # the profiler saw the sends
     assert sorted(p.name for p in (tmp_path / "scratch").iterdir()) == [
-        "ddp-w2-t1-b2-off", "ddp-w2-t1-b4-off", "fsdp-w2-t1-b4-off", "layers-w1-t1-b4-off",
-        "pipeline-1f1b-m2-w2-t1-b4-off", "single-w1-t1-b4-off", "single-w1-t2-b4-off"]
+        "ddp-w2-t1-b2-off",
+        "ddp-w2-t1-b4-off",
+        "fsdp-w2-t1-b4-off",
+        "layers-w1-t1-b4-off",
+        "pipeline-1f1b-m2-w2-t1-b4-off",
+        "single-w1-t1-b4-off",
+        "single-w1-t2-b4-off",
+    ]
     for name in ("04_ddp", "05_fsdp", "06_model_parallel"):
         assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
 
@@ -104,11 +151,27 @@ def test_baseline_and_evaluation_notebooks_report_from_results(tmp_path):
     params = tiny_profile(tmp_path, n=60)
     tiny_training(params, {"steps": 4, "align_steps": 1, "batch_size": 8, "warmup": 1, "ckpt_every": 2})
     (params / "default" / "03_baselines.yaml").write_text(yaml.safe_dump({"n_jobs": [1, 2], "rounds": 20}))
-    (params / "default" / "07_evaluation.yaml").write_text(yaml.safe_dump(
-        {"train_run": str(tmp_path / "train"), "resamples": 20, "throughput_images": 3}))
-    cli("run", "03", "07", "--profile", "default", "--params-dir", str(params), "--output-dir", str(tmp_path / "out"))
+    (params / "default" / "07_evaluation.yaml").write_text(
+        yaml.safe_dump({"train_run": str(tmp_path / "train"), "resamples": 20, "throughput_images": 3})
+    )
+    cli(
+        "run",
+        "03",
+        "07",
+        "--profile",
+        "default",
+        "--params-dir",
+        str(params),
+        "--output-dir",
+        str(tmp_path / "out"),
+    )
     base = json.loads((tmp_path / "results" / "baseline" / "test.json").read_text())["metrics"]
-    assert set(base["classifiers"]) == {"handcrafted_xgboost", "clip_xgboost", "clip_linear_probe", "clip_zero_shot"}
+    assert set(base["classifiers"]) == {
+        "handcrafted_xgboost",
+        "clip_xgboost",
+        "clip_linear_probe",
+        "clip_zero_shot",
+    }
     assert base["labels"]["test"]["sources"]["dataset"] == base["pairs"]["test"] > 0
     assert [r["n_jobs"] for r in base["scaling"]["xgboost"]] == [1, 2]
     ev = json.loads((tmp_path / "results" / "evaluation" / "test.json").read_text())
@@ -118,4 +181,6 @@ def test_baseline_and_evaluation_notebooks_report_from_results(tmp_path):
         assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
     for nb in ("03_baselines", "07_evaluation"):
         executed = nbformat.read(tmp_path / "out" / "default" / f"{nb}.ipynb", as_version=4)
-        assert not [o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not [
+            o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"
+        ]

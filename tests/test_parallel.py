@@ -25,23 +25,56 @@ def job(tmp_path_factory):
     """A tiny profile whose artefacts are built once (by the one-process reference run)."""
     tmp = tmp_path_factory.mktemp("parallel")
     params = tiny_profile(tmp, n=60)
-    (params / "default" / "train.yaml").write_text(yaml.safe_dump({
-        "pretrain": {"encoder": {"epochs": 1, "batch_size": 16},
-                     "lm": {"epochs": 1, "batch_size": 16, "model": dataclasses.asdict(TINY_LM)}},
-        "visual_tokens": 4, "projector_hidden": 32,
-        # no dropout: ranks draw different masks than one process does, the rest is the same arithmetic
-        "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "targets": ["q_proj", "v_proj"]},
-        "train": {"steps": 4, "align_steps": 1, "batch_size": 8, "warmup": 1, "ckpt_every": 2, "lr": 0.01},
-    }))
+    (params / "default" / "train.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "pretrain": {
+                    "encoder": {"epochs": 1, "batch_size": 16},
+                    "lm": {"epochs": 1, "batch_size": 16, "model": dataclasses.asdict(TINY_LM)},
+                },
+                "visual_tokens": 4,
+                "projector_hidden": 32,
+                # no dropout: ranks draw different masks than one process does, the rest is the same
+                # arithmetic
+                "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "targets": ["q_proj", "v_proj"]},
+                "train": {
+                    "steps": 4,
+                    "align_steps": 1,
+                    "batch_size": 8,
+                    "warmup": 1,
+                    "ckpt_every": 2,
+                    "lr": 0.01,
+                },
+            }
+        )
+    )
     # the reference: one process accumulating 2 micro-batches = the global batch of 2 ranks x 1
-    cli("train", "--params-dir", str(params), "--out", str(tmp / "single"), "--grad-accum", "2", "--no-eval",
-        "--threads", "1")
+    cli(
+        "train",
+        "--params-dir",
+        str(params),
+        "--out",
+        str(tmp / "single"),
+        "--grad-accum",
+        "2",
+        "--no-eval",
+        "--threads",
+        "1",
+    )
     return tmp, params
 
 
 def torchrun(*args, check=True, **kw):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "lib", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "lib",
+        *args,
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, **kw)
     if check and proc.returncode != 0:
         raise AssertionError(f"torchrun exited {proc.returncode}:\n{proc.stderr[-3000:]}")
@@ -52,10 +85,13 @@ def _run(tmp, name):
     return json.loads((tmp / name / "train.json").read_text())
 
 
-RUNS = {"ddp": ("--strategy", "ddp", "--no-eval"), "fsdp": ("--strategy", "fsdp", "--no-eval"),
-        # 2 micro-batches of 4: the groups the reference accumulates over
-        "pipeline-gpipe": ("--strategy", "pipeline", "--schedule", "gpipe", "--microbatches", "2", "--no-eval"),
-        "pipeline-1f1b": ("--strategy", "pipeline", "--schedule", "1f1b", "--microbatches", "2")}  # and captions
+RUNS = {
+    "ddp": ("--strategy", "ddp", "--no-eval"),
+    "fsdp": ("--strategy", "fsdp", "--no-eval"),
+    # 2 micro-batches of 4: the groups the reference accumulates over
+    "pipeline-gpipe": ("--strategy", "pipeline", "--schedule", "gpipe", "--microbatches", "2", "--no-eval"),
+    "pipeline-1f1b": ("--strategy", "pipeline", "--schedule", "1f1b", "--microbatches", "2"),
+}  # and captions
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +130,20 @@ def test_pipeline_stages_split_the_model_and_caption_with_the_gathered_weights(j
 def test_pipeline_checkpoint_resumes_in_one_process(job, two_ranks):  # the gpipe run made its checkpoint
     tmp, params = job
     ckpt = tmp / "pipeline-gpipe" / "ckpt" / "step-000002"
-    cli("train", "--params-dir", str(params), "--out", str(tmp / "pipe-resumed"), "--grad-accum", "2",
-        "--no-eval", "--resume", str(ckpt), "--threads", "1")
+    cli(
+        "train",
+        "--params-dir",
+        str(params),
+        "--out",
+        str(tmp / "pipe-resumed"),
+        "--grad-accum",
+        "2",
+        "--no-eval",
+        "--resume",
+        str(ckpt),
+        "--threads",
+        "1",
+    )
     resumed, whole = _run(tmp, "pipe-resumed"), _run(tmp, "pipeline-gpipe")
     assert resumed["start_step"] == 2 and resumed["losses"] == pytest.approx(whole["losses"][2:], rel=1e-5)
 
@@ -104,9 +152,23 @@ def test_evaluate_reads_a_pipeline_checkpoint_and_captions_as_training_did(job, 
     """`python -m lib evaluate` on the per-stage DCP checkpoint of a 2-stage run: the same captions
     rank 0 made at the end of training with the gathered weights, plus the whole evaluation."""
     tmp, params = job
-    cli("evaluate", "--params-dir", str(params), "--checkpoint", str(tmp / "pipeline-1f1b"), "--out",
-        str(tmp / "eval"), "--resamples", "20", "--throughput-images", "3", "--name", "pipe", "--figures",
-        str(tmp / "figures"))
+    cli(
+        "evaluate",
+        "--params-dir",
+        str(params),
+        "--checkpoint",
+        str(tmp / "pipeline-1f1b"),
+        "--out",
+        str(tmp / "eval"),
+        "--resamples",
+        "20",
+        "--throughput-images",
+        "3",
+        "--name",
+        "pipe",
+        "--figures",
+        str(tmp / "figures"),
+    )
     read = lambda p: [json.loads(line) for line in open(p)]  # noqa: E731
     trained, evaluated = read(tmp / "pipeline-1f1b" / "captions.jsonl"), read(tmp / "eval" / "captions.jsonl")
     assert [(c["id"], c["generated"]) for c in evaluated] == [(c["id"], c["generated"]) for c in trained]
@@ -120,8 +182,9 @@ def test_evaluate_reads_a_pipeline_checkpoint_and_captions_as_training_did(job, 
     assert set(m["per_modality"]["model"]) == modalities
     assert sum(g["n"] for g in m["per_modality"]["model"].values()) == m["pairs"]
     t = m["throughput"]
-    assert t["images"] == 3 and all(t[k]["same_captions_as_batched"] == 1 for k in
-                                    ("one_at_a_time_kv_cache", "one_at_a_time_no_cache"))
+    assert t["images"] == 3 and all(
+        t[k]["same_captions_as_batched"] == 1 for k in ("one_at_a_time_kv_cache", "one_at_a_time_no_cache")
+    )
     assert m["spice"].startswith("unavailable") and rec["provenance"]["git"]["commit"]
     # the gallery's images travel in the results file, so the report can redraw it
     assert len(m["gallery"]) == min(6, m["pairs"]) and {g["modality"] for g in m["gallery"]} <= modalities
@@ -138,12 +201,32 @@ def test_fsdp_holds_about_half_the_model_state_per_rank(two_ranks):
 
 def test_fsdp_checkpoint_from_two_ranks_resumes_in_one_process(job):
     tmp, params = job
-    torchrun("train", "--params-dir", str(params), "--out", str(tmp / "fsdp-ckpt"), "--strategy", "fsdp",
-             "--no-eval")
+    torchrun(
+        "train",
+        "--params-dir",
+        str(params),
+        "--out",
+        str(tmp / "fsdp-ckpt"),
+        "--strategy",
+        "fsdp",
+        "--no-eval",
+    )
     ckpt = tmp / "fsdp-ckpt" / "ckpt" / "step-000002"
     assert sorted(p.name for p in (ckpt / "dcp").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
-    cli("train", "--params-dir", str(params), "--out", str(tmp / "resumed"), "--grad-accum", "2", "--no-eval",
-        "--resume", str(ckpt), "--threads", "1")
+    cli(
+        "train",
+        "--params-dir",
+        str(params),
+        "--out",
+        str(tmp / "resumed"),
+        "--grad-accum",
+        "2",
+        "--no-eval",
+        "--resume",
+        str(ckpt),
+        "--threads",
+        "1",
+    )
     resumed, whole = _run(tmp, "resumed"), _run(tmp, "fsdp-ckpt")
     assert resumed["start_step"] == 2 and resumed["losses"] == pytest.approx(whole["losses"][2:], rel=1e-5)
 
@@ -165,9 +248,25 @@ def _children(pid: int) -> list[int]:
 def test_a_rank_that_dies_ends_the_job_quickly_with_a_clear_error(job):
     tmp, params = job
     out = tmp / "killed"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lib",
-           "train", "--params-dir", str(params), "--out", str(out), "--strategy", "ddp", "--no-eval",
-           "--max-steps", "100000"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "lib",
+        "train",
+        "--params-dir",
+        str(params),
+        "--out",
+        str(out),
+        "--strategy",
+        "ddp",
+        "--no-eval",
+        "--max-steps",
+        "100000",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for_training(proc, out)
@@ -193,10 +292,33 @@ def test_sigusr1_to_torchrun_checkpoints_every_rank_at_the_same_step_and_resumes
     tmp, params = job
     out = tmp / "usr1"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1", "-m", "lib", "train", "--params-dir",
-         str(params), "--out", str(out), "--strategy", "ddp", "--no-eval", "--max-steps", "100000",
-         "--ckpt-every", "100000"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",
+            "-m",
+            "lib",
+            "train",
+            "--params-dir",
+            str(params),
+            "--out",
+            str(out),
+            "--strategy",
+            "ddp",
+            "--no-eval",
+            "--max-steps",
+            "100000",
+            "--ckpt-every",
+            "100000",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_for_training(proc, out)
         proc.send_signal(signal.SIGUSR1)
@@ -209,7 +331,19 @@ def test_sigusr1_to_torchrun_checkpoints_every_rank_at_the_same_step_and_resumes
     step = record["steps"]
     ckpts = sorted(p.name for p in (out / "ckpt").glob("step-*"))
     assert ckpts == [f"step-{step:06d}"]  # only the preemption checkpoint: ckpt-every is far away
-    torchrun("train", "--params-dir", str(params), "--out", str(out), "--strategy", "ddp", "--no-eval",
-             "--resume", str(out), "--max-steps", str(step + 2))
+    torchrun(
+        "train",
+        "--params-dir",
+        str(params),
+        "--out",
+        str(out),
+        "--strategy",
+        "ddp",
+        "--no-eval",
+        "--resume",
+        str(out),
+        "--max-steps",
+        str(step + 2),
+    )
     resumed = _run(tmp, "usr1")
     assert resumed["status"] == "finished" and resumed["start_step"] == step and resumed["steps"] == step + 2

@@ -26,8 +26,16 @@ def test_all_local_backends_write_identical_shards(small_data, tmp_path):
     validate(small_data, tmp_path / "report.json", index, progress=False)
     trees = {}
     for backend in ("sequential", "dask-threads", "dask-processes"):
-        m = preprocess(small_data, tmp_path / backend, backend=backend, workers=2, chunk_size=32,
-                       cfg=PrepConfig(size=64), index=index, progress=False)
+        m = preprocess(
+            small_data,
+            tmp_path / backend,
+            backend=backend,
+            workers=2,
+            chunk_size=32,
+            cfg=PrepConfig(size=64),
+            index=index,
+            progress=False,
+        )
         assert (m["stored"], m["quarantined"], m["chunks"]) == (150, 0, 5)
         trees[backend] = _tree(tmp_path / backend)
     assert trees["sequential"] == trees["dask-threads"] == trees["dask-processes"]
@@ -39,23 +47,42 @@ def test_all_local_backends_write_identical_shards(small_data, tmp_path):
 def test_bad_images_are_quarantined_with_reasons_and_the_run_completes(tmp_path):
     badfiles.build(tmp_path / "data")
     index = tmp_path / "index.jsonl"
-    rows = [{"split": "train", "line": i, "image": name, "caption": "c", "mode": "RGB", "conversion": None}
-            for i, name in enumerate(["good.jpg", "truncated.jpg", "cmyk.jpg", "gone.jpg", "corrupt.jpg"], 1)]
+    rows = [
+        {"split": "train", "line": i, "image": name, "caption": "c", "mode": "RGB", "conversion": None}
+        for i, name in enumerate(["good.jpg", "truncated.jpg", "cmyk.jpg", "gone.jpg", "corrupt.jpg"], 1)
+    ]
     rows[2].update(mode="CMYK", conversion="cmyk_to_rgb")
     index.write_text("".join(json.dumps(r) + "\n" for r in rows))  # as if files changed after validation
     m = preprocess(tmp_path / "data", tmp_path / "out", index=index, cfg=PrepConfig(size=32), progress=False)
     assert (m["stored"], m["quarantined"]) == (2, 3)
-    reasons = {q["image"]: q["reason"] for q in json.loads((tmp_path / "out" / "quarantine.json").read_text())}
+    reasons = {
+        q["image"]: q["reason"] for q in json.loads((tmp_path / "out" / "quarantine.json").read_text())
+    }
     assert reasons == {"truncated.jpg": "truncated", "gone.jpg": "missing_file", "corrupt.jpg": "corrupt"}
 
 
 def test_run_killed_with_sigkill_resumes_to_identical_output(tmp_path):
     data = tmp_path / "data"
     generate(data, n=400, seed=3, workers=1, progress=False)
-    cmd = [sys.executable, "-m", "lib", "preprocess", "--data", str(data), "--chunk-size", "16", "--size", "96"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lib",
+        "preprocess",
+        "--data",
+        str(data),
+        "--chunk-size",
+        "16",
+        "--size",
+        "96",
+    ]
     cli(*cmd[3:], "--out", str(tmp_path / "whole"))
-    proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "killed")], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(tmp_path / "killed")],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     shards = tmp_path / "killed" / "shards"
     deadline = time.time() + 120
     while len(list(shards.glob("shard-*.json"))) < 5 and time.time() < deadline and proc.poll() is None:
@@ -78,7 +105,9 @@ def test_fit_keeps_the_whole_figure_when_padding():
 
 
 def test_dask_slurm_backend_builds_the_job_from_the_cluster_profile():
-    spec = yaml.safe_load((ROOT / "papermill_params" / "cluster" / "02_preprocessing.yaml").read_text())["slurm"]
+    spec = yaml.safe_load((ROOT / "papermill_params" / "cluster" / "02_preprocessing.yaml").read_text())[
+        "slurm"
+    ]
     spec = {**spec, "account": "proj42", "log_directory": None}
     with slurm_cluster(spec) as cluster:  # builds the job; nothing is submitted until it is scaled
         script = cluster.job_script()
@@ -93,24 +122,39 @@ def _peak_rss_mb(data, index, out, chunk_size: int) -> float:
     code = (
         "import re, sys\n"
         "from lib.data.preprocess import preprocess\n"
-        "preprocess(sys.argv[1], sys.argv[2], index=sys.argv[3], chunk_size=int(sys.argv[4]), progress=False)\n"
+        "preprocess(sys.argv[1], sys.argv[2], index=sys.argv[3], chunk_size=int(sys.argv[4]), "
+        "progress=False)\n"
         "print(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code, str(data), str(out), str(index), str(chunk_size)],
-                          cwd=ROOT, capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(data), str(out), str(index), str(chunk_size)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return int(proc.stdout.split()[-1]) / 1024
 
 
 def test_peak_memory_follows_chunk_size_not_dataset_size(small_data, tmp_path):
-    """1,200 images of 224x224x3 would hold 180 MB if kept; a 16-image chunk is 2.4 MB, a 256-image one 38 MB."""
+    """1,200 images of 224x224x3 would hold 180 MB if kept; a 16-image chunk is 2.4 MB, a 256-image one
+    38 MB."""
     data = tmp_path / "data"
     (data / "images").mkdir(parents=True)
     source = next((small_data / "images").glob("*.jpg"))
     rows = []
     for i in range(1200):
         (data / "images" / f"img{i:05d}.jpg").hardlink_to(source)
-        rows.append({"split": "train", "line": i + 1, "image": f"img{i:05d}.jpg", "caption": f"figure {i}",
-                     "mode": "RGB", "conversion": None})
+        rows.append(
+            {
+                "split": "train",
+                "line": i + 1,
+                "image": f"img{i:05d}.jpg",
+                "caption": f"figure {i}",
+                "mode": "RGB",
+                "conversion": None,
+            }
+        )
     small, large = tmp_path / "small.jsonl", tmp_path / "large.jsonl"
     small.write_text("".join(json.dumps(r) + "\n" for r in rows[:300]))
     large.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -123,21 +167,47 @@ def test_peak_memory_follows_chunk_size_not_dataset_size(small_data, tmp_path):
 
 
 def test_bench_preprocess_records_every_backend_and_worker_count(small_data, tmp_path):
-    out = cli("bench", "preprocess", "--data", str(small_data), "--backends", "sequential", "dask-threads",
-              "--max-workers", "2", "--chunk-size", "32", "--size", "64", "--repeats", "1", "--limit", "100",
-              "--scratch", str(tmp_path / "scratch"), "--results", str(tmp_path / "results"),
-              "--figures", str(tmp_path / "figures"))
+    out = cli(
+        "bench",
+        "preprocess",
+        "--data",
+        str(small_data),
+        "--backends",
+        "sequential",
+        "dask-threads",
+        "--max-workers",
+        "2",
+        "--chunk-size",
+        "32",
+        "--size",
+        "64",
+        "--repeats",
+        "1",
+        "--limit",
+        "100",
+        "--scratch",
+        str(tmp_path / "scratch"),
+        "--results",
+        str(tmp_path / "results"),
+        "--figures",
+        str(tmp_path / "figures"),
+    )
     assert "wrote" in out.stdout
     record = json.loads((tmp_path / "results" / "preprocess" / "default.json").read_text())
     m = record["metrics"]
-    assert [(r["backend"], r["workers"]) for r in m["runs"]] == [("sequential", 1), ("dask-threads", 1),
-                                                                 ("dask-threads", 2)]
+    assert [(r["backend"], r["workers"]) for r in m["runs"]] == [
+        ("sequential", 1),
+        ("dask-threads", 1),
+        ("dask-threads", 2),
+    ]
     assert all(r["images"] == 100 and r["chunks"] == 4 and r["img_per_s"] > 0 for r in m["runs"])
     assert m["identical_outputs"] is True
     assert [r["speedup"] for r in m["runs"] if r["workers"] == 1] == [1.0, 1.0]
     assert set(m["breakdown"]["ms_per_img"]) == {"read", "decode", "resize", "write"}
     assert m["floor_opencv"]["images"] == 100 and record["config"]["limit"] == 100
     assert record["provenance"]["hardware"]["tag"] and record["provenance"]["git"]["commit"]
-    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["02_preprocess_breakdown.png",
-                                                                        "02_preprocess_scaling.png"]
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
+        "02_preprocess_breakdown.png",
+        "02_preprocess_scaling.png",
+    ]
     assert list((tmp_path / "scratch").iterdir()) == []  # the runs' shards are cleaned up

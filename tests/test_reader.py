@@ -25,11 +25,20 @@ def test_reader_streams_without_holding_the_file(tmp_path):
 
 def test_parse_record_fields_and_errors():
     rec = parse_record("train", 3, b'{"image": "a.jpg", "caption": "CT of the head.", "modality": "ct"}')
-    assert (rec.split, rec.line, rec.image, rec.caption, rec.modality) == ("train", 3, "a.jpg", "CT of the head.", "ct")
+    assert (rec.split, rec.line, rec.image, rec.caption, rec.modality) == (
+        "train",
+        3,
+        "a.jpg",
+        "CT of the head.",
+        "ct",
+    )
     assert parse_record("test", 1, b'{"image": "a.jpg", "caption": "x"}').modality is None
     for raw, reason in [
-        (b"[1, 2]", "malformed_json"), (b"{", "malformed_json"), (b'{"image": 3, "caption": "x"}', "missing_field"),
-        (b'{"image": "a", "caption": "\\ud800"}', "non_utf8"), (b'{"image": "a", "caption": "\xff"}', "non_utf8"),
+        (b"[1, 2]", "malformed_json"),
+        (b"{", "malformed_json"),
+        (b'{"image": 3, "caption": "x"}', "missing_field"),
+        (b'{"image": "a", "caption": "\\ud800"}', "non_utf8"),
+        (b'{"image": "a", "caption": "\xff"}', "non_utf8"),
         (b'{"image": "a", "caption": ""}', "empty_caption"),
     ]:
         with pytest.raises(BadRecord) as e:
@@ -64,7 +73,9 @@ def test_subset_is_deterministic_nested_and_keeps_order(small_data, tmp_path):
         assert set(chosen) <= set((tmp_path / "big" / f"{split}.jsonl").read_text().splitlines())
         assert chosen == [s for s in src if s in set(chosen)]  # original order
         for row in map(json.loads, chosen):
-            assert (tmp_path / "a" / "images" / row["image"]).read_bytes() == (small_data / "images" / row["image"]).read_bytes()
+            assert (tmp_path / "a" / "images" / row["image"]).read_bytes() == (
+                small_data / "images" / row["image"]
+            ).read_bytes()
     assert other["splits"] == a["splits"]
     assert (tmp_path / "other" / "train.jsonl").read_bytes() != (tmp_path / "a" / "train.jsonl").read_bytes()
 
@@ -72,5 +83,7 @@ def test_subset_is_deterministic_nested_and_keeps_order(small_data, tmp_path):
 def test_cli_subset(small_data, tmp_path):
     proc = cli("subset", "--data", str(small_data), "--n", "10", "--out", str(tmp_path / "s"), "--seed", "0")
     assert sum(json.loads(proc.stdout)["splits"].values()) == 10
-    bad = cli("subset", "--data", str(tmp_path / "nowhere"), "--n", "10", "--out", str(tmp_path / "t"), check=False)
+    bad = cli(
+        "subset", "--data", str(tmp_path / "nowhere"), "--n", "10", "--out", str(tmp_path / "t"), check=False
+    )
     assert bad.returncode == 2 and "no PMC-OA split files" in bad.stderr

@@ -25,16 +25,26 @@ def copy(tmp_path):
 
 
 def _build(tmp, figures=True):
-    cli("report", "--results", str(tmp / "results"), "--report", str(tmp / "FINAL_REPORT.md"),
-        *(["--figures", str(tmp / "figures")] if figures else ["--no-figures"]))
+    cli(
+        "report",
+        "--results",
+        str(tmp / "results"),
+        "--report",
+        str(tmp / "FINAL_REPORT.md"),
+        *(["--figures", str(tmp / "figures")] if figures else ["--no-figures"]),
+    )
     return (tmp / "FINAL_REPORT.md").read_text()
 
 
 def test_the_report_is_rebuilt_byte_for_byte_and_matches_the_committed_one(copy):
     first = _build(copy)
     pngs = {p.name: p.read_bytes() for p in (copy / "figures").glob("*.png")}
-    assert first == _build(copy) and pngs == {p.name: p.read_bytes() for p in (copy / "figures").glob("*.png")}
-    assert first == (ROOT / "FINAL_REPORT.md").read_text(), "FINAL_REPORT.md is stale: run `python -m lib report`"
+    assert first == _build(copy) and pngs == {
+        p.name: p.read_bytes() for p in (copy / "figures").glob("*.png")
+    }
+    assert first == (ROOT / "FINAL_REPORT.md").read_text(), (
+        "FINAL_REPORT.md is stale: run `python -m lib report`"
+    )
     assert {p.name for p in (ROOT / "figures").glob("*.png")} == set(pngs)  # every figure of the study
     assert set(_blocks(first)) == set(report.SECTIONS)
     for name, block in _blocks(first).items():
@@ -63,16 +73,34 @@ def test_missing_results_say_which_notebook_records_them(copy):
 def test_an_unknown_block_is_a_clear_error(copy):
     path = copy / "FINAL_REPORT.md"
     path.write_text(path.read_text() + "\n<!-- generated:nonsense -->\n<!-- /generated:nonsense -->\n")
-    proc = cli("report", "--results", str(copy / "results"), "--report", str(path), "--no-figures", check=False)
+    proc = cli(
+        "report", "--results", str(copy / "results"), "--report", str(path), "--no-figures", check=False
+    )
     assert proc.returncode == 2 and re.search(r"block 'nonsense'", proc.stderr)
 
 
 def test_the_gpu_block_holds_only_gpu_runs(copy):
-    cli("bench", "lm", "--size", "tiny", "--device", "cpu", "--steps", "2", "--batch-size", "2", "--amp", "off",
-        "--results", str(copy / "results"))
+    cli(
+        "bench",
+        "lm",
+        "--size",
+        "tiny",
+        "--device",
+        "cpu",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--amp",
+        "off",
+        "--results",
+        str(copy / "results"),
+    )
     gpu = [p for p in (copy / "results" / "lm_throughput").glob("*.json") if "cuda" in p.read_text()]
     before = _blocks(_build(copy, figures=False))
-    assert "tiny-cpu" not in before["gpu"] and before["gpu"].count("\n| ") == len(gpu) + 2  # header, rule, a row each
+    assert (
+        "tiny-cpu" not in before["gpu"] and before["gpu"].count("\n| ") == len(gpu) + 2
+    )  # header, rule, a row each
     for p in gpu:
         p.unlink()
     after = _blocks(_build(copy, figures=False))

@@ -11,7 +11,9 @@ from conftest import ROOT
 
 
 def test_results_file_records_numbers_and_provenance(tmp_path):
-    path = write_results(tmp_path, "eda", "unit", {"pairs": np.int64(3), "mean": np.float32(1.5)}, {"top_k": 5}, seed=9)
+    path = write_results(
+        tmp_path, "eda", "unit", {"pairs": np.int64(3), "mean": np.float32(1.5)}, {"top_k": 5}, seed=9
+    )
     assert path == tmp_path / "eda" / "unit.json"
     rec = read_results(path)
     assert (rec["part"], rec["run"], rec["seed"], rec["config"]) == ("eda", "unit", 9, {"top_k": 5})

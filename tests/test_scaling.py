@@ -14,14 +14,32 @@ from lib.bench.scaling import (
 
 def _run(strategy, world, threads, samples_per_s, step_s, state, batch=16, **extra):
     glob = batch * (world if strategy in ("ddp", "fsdp") else 1)
-    return {"strategy": strategy, "world": world, "threads": threads, "batch": batch, "global_batch": glob,
-            "amp": "off", "samples_per_s": samples_per_s, "tokens_per_s": 10 * samples_per_s, "step_s": step_s,
-            "model_state_bytes": state, "model_state": {"params": state}, "peak_memory_bytes": 1, **extra}
+    return {
+        "strategy": strategy,
+        "world": world,
+        "threads": threads,
+        "batch": batch,
+        "global_batch": glob,
+        "amp": "off",
+        "samples_per_s": samples_per_s,
+        "tokens_per_s": 10 * samples_per_s,
+        "step_s": step_s,
+        "model_state_bytes": state,
+        "model_state": {"params": state},
+        "peak_memory_bytes": 1,
+        **extra,
+    }
 
 
 def test_derived_speedups_overheads_and_comparisons():
-    runs = derive([_run("single", 1, 1, 100.0, 0.16, 1000), _run("ddp", 2, 1, 160.0, 0.20, 1000),
-                   _run("fsdp", 2, 1, 100.0, 0.32, 500), _run("single", 1, 2, 170.0, 0.094, 1000)])
+    runs = derive(
+        [
+            _run("single", 1, 1, 100.0, 0.16, 1000),
+            _run("ddp", 2, 1, 160.0, 0.20, 1000),
+            _run("fsdp", 2, 1, 100.0, 0.32, 500),
+            _run("single", 1, 2, 170.0, 0.094, 1000),
+        ]
+    )
     one, ddp, fsdp, threads = runs
     assert one["speedup"] == 1.0 and ddp["speedup"] == 1.6 and ddp["efficiency"] == 0.8
     assert threads["speedup"] == 1.7 and threads["efficiency"] == 0.85  # per core used
@@ -42,14 +60,37 @@ def test_pipeline_sweep_compares_at_one_global_batch_with_the_bubble_bound():
     assert "pipeline-gpipe-m1-w2-t1-b32-off" in names and "layers-w1-t1-b32-off" in names
     ddp = next(c for c in configs if c.strategy == "ddp")
     assert ddp.batch == 16 and ddp.global_batch == 32 == Config("pipeline", 2, batch=32).global_batch
-    runs = derive([_run("single", 1, 1, 100.0, 0.32, 1000, batch=32),
-                   _run("pipeline", 2, 1, 120.0, 0.27, 600, batch=32, schedule="1f1b", microbatches=4,
-                        comm_ops=[{"gloo:send": 0.01, "gloo:recv": 0.02, "gloo:all_reduce": 0.5}, {"gloo:recv": 0.04}]),
-                   _run("ddp", 2, 1, 150.0, 0.21, 1000, batch=16)])
+    runs = derive(
+        [
+            _run("single", 1, 1, 100.0, 0.32, 1000, batch=32),
+            _run(
+                "pipeline",
+                2,
+                1,
+                120.0,
+                0.27,
+                600,
+                batch=32,
+                schedule="1f1b",
+                microbatches=4,
+                comm_ops=[
+                    {"gloo:send": 0.01, "gloo:recv": 0.02, "gloo:all_reduce": 0.5},
+                    {"gloo:recv": 0.04},
+                ],
+            ),
+            _run("ddp", 2, 1, 150.0, 0.21, 1000, batch=16),
+        ]
+    )
     one, pipe, ddp_run = runs
-    assert pipe["ideal_speedup"] == pytest.approx(2 * 4 / 5) and pipe["speedup_same_batch"] == pytest.approx(1.2)
-    assert pipe["r_compute_comm"] is None and pipe["predicted"] == {}  # ring all-reduce model: data parallel only
-    assert ddp_run["speedup_same_batch"] == pytest.approx(1.5) and ddp_run["speedup"] is None  # no 1-rank b16 run
+    assert pipe["ideal_speedup"] == pytest.approx(2 * 4 / 5) and pipe["speedup_same_batch"] == pytest.approx(
+        1.2
+    )
+    assert (
+        pipe["r_compute_comm"] is None and pipe["predicted"] == {}
+    )  # ring all-reduce model: data parallel only
+    assert (
+        ddp_run["speedup_same_batch"] == pytest.approx(1.5) and ddp_run["speedup"] is None
+    )  # no 1-rank b16 run
     rows = {r["strategy"]: r for r in pipeline_table({"runs": runs})}
     assert rows["pipeline"]["send/recv ms"] == 40.0  # the slower rank's sends + receives, no all-reduce
     assert rows["ddp"]["batch"] == 32 and rows["single"]["vs 1 process"] == 1.0
@@ -64,10 +105,19 @@ def test_no_measurable_overhead_gives_no_r_and_a_linear_prediction():
 
 def test_repeats_are_summarised_by_their_median():
     def rec(sps, step, comm):
-        ranks = [{"peak_memory_bytes": 5, "model_state_bytes": {"total": 7}, "comm_s": comm},
-                 {"peak_memory_bytes": 6, "model_state_bytes": {"total": 3}, "comm_s": comm / 2}]
-        return {"samples_per_s_median": sps, "tokens_per_s_median": 10 * sps, "step_s_median": step,
-                "timed_steps": 24, "final_loss": 1.0, "mfu": None, "ranks": ranks}
+        ranks = [
+            {"peak_memory_bytes": 5, "model_state_bytes": {"total": 7}, "comm_s": comm},
+            {"peak_memory_bytes": 6, "model_state_bytes": {"total": 3}, "comm_s": comm / 2},
+        ]
+        return {
+            "samples_per_s_median": sps,
+            "tokens_per_s_median": 10 * sps,
+            "step_s_median": step,
+            "timed_steps": 24,
+            "final_loss": 1.0,
+            "mfu": None,
+            "ranks": ranks,
+        }
 
     run = _summarise(Config("ddp", 2), [rec(100.0, 0.3, 0.02), rec(80.0, 0.4, 0.05), rec(120.0, 0.25, 0.01)])
     assert run["samples_per_s"] == 100.0 and run["step_s"] == 0.3 and run["comm_s"] == 0.02

@@ -13,9 +13,15 @@ from conftest import tiny_profile
 
 def _package(root):
     (root / "lib" / "sub").mkdir(parents=True)
-    files = {"__init__.py": "", "a.py": "def f():\n    from lib.sub import b\n    return b\n",
-             "sub/__init__.py": "", "sub/b.py": "X = 1\n", "c.py": "import lib.a\n",
-             "cli.py": "import lib.c\n", "unused.py": ""}
+    files = {
+        "__init__.py": "",
+        "a.py": "def f():\n    from lib.sub import b\n    return b\n",
+        "sub/__init__.py": "",
+        "sub/b.py": "X = 1\n",
+        "c.py": "import lib.a\n",
+        "cli.py": "import lib.c\n",
+        "unused.py": "",
+    }
     for name, text in files.items():
         (root / "lib" / name).write_text(text)
 
@@ -25,7 +31,13 @@ def test_lib_dependencies_are_followed_through_imports_inside_functions_and_comm
     rel = lambda src: sorted(str(f.relative_to(tmp_path / "lib")) for f in stale.lib_files(src, tmp_path))  # noqa: E731
     assert rel("from lib import a\n") == ["__init__.py", "a.py", "sub/__init__.py", "sub/b.py"]
     assert rel("import subprocess\nsubprocess.run(['python', '-m', 'lib', 'train'])\n") == [
-        "__init__.py", "a.py", "c.py", "cli.py", "sub/__init__.py", "sub/b.py"]
+        "__init__.py",
+        "a.py",
+        "c.py",
+        "cli.py",
+        "sub/__init__.py",
+        "sub/b.py",
+    ]
     assert rel("import numpy\n") == []
 
 
@@ -52,12 +64,18 @@ def test_only_stale_notebooks_run_again(tmp_path):
     nbs = tmp_path / "nbs"
     nbs.mkdir()
     for name in ("01_first", "02_second"):
-        (nbs / f"{name}.py").write_text(f'# %% tags=["parameters"]\nx = 0\ndata_dir = ""\n\n# %%\nprint("{name}", x)\n')
+        (nbs / f"{name}.py").write_text(
+            f'# %% tags=["parameters"]\nx = 0\ndata_dir = ""\n\n# %%\nprint("{name}", x)\n'
+        )
     (params / "default" / "02_second.yaml").write_text(yaml.safe_dump({"x": 1}))
 
     def go(**kw):
-        return [p.stem for p in run_notebooks(params_dir=params, notebooks_dir=nbs, output_dir=tmp_path / "out",
-                                    progress=False, **kw)]
+        return [
+            p.stem
+            for p in run_notebooks(
+                params_dir=params, notebooks_dir=nbs, output_dir=tmp_path / "out", progress=False, **kw
+            )
+        ]
 
     assert go() == ["01_first", "02_second"]
     assert go() == []  # nothing changed

@@ -13,8 +13,15 @@ from conftest import cli
 
 def test_every_bad_input_kind_is_reported_with_its_reason(tmp_path):
     expected = badfiles.build(tmp_path / "data")
-    proc = cli("validate", "--data", str(tmp_path / "data"), "--report", str(tmp_path / "report.json"),
-               "--index", str(tmp_path / "index.jsonl"))
+    proc = cli(
+        "validate",
+        "--data",
+        str(tmp_path / "data"),
+        "--report",
+        str(tmp_path / "report.json"),
+        "--index",
+        str(tmp_path / "index.jsonl"),
+    )
     assert proc.returncode == 0  # finished, whatever it skipped
     report = json.loads((tmp_path / "report.json").read_text())
     skipped = {(s["split"], s["line"]): s["reason"] for s in report["skipped"]}
@@ -40,7 +47,11 @@ def test_clean_index_holds_kept_pairs_whose_images_decode_to_8bit(tmp_path):
     for row in rows:
         im, mode, fmt, _, _ = decode((tmp_path / "data" / "images" / row["image"]).read_bytes())
         assert im.mode in ("RGB", "L") and mode == row["mode"] and im.size == (row["width"], row["height"])
-        assert fmt == row["format"] == {".jpg": "JPEG", ".png": "PNG", ".gif": "GIF", ".tif": "TIFF"}[Path(row["image"]).suffix]
+        assert (
+            fmt
+            == row["format"]
+            == {".jpg": "JPEG", ".png": "PNG", ".gif": "GIF", ".tif": "TIFF"}[Path(row["image"]).suffix]
+        )
     rgba = next(r for r in rows if r["image"] == "rgba.png")
     assert rgba["conversion"] == "alpha_flattened"
     sixteen = decode((tmp_path / "data" / "images" / "sixteen.png").read_bytes()).image
@@ -56,12 +67,20 @@ def test_every_kept_pair_has_its_own_id_and_every_split_is_accounted_for(tmp_pat
     ids = [r["id"] for r in rows]
     assert len(set(ids)) == len(ids) == report["kept"]
     # one figure with two captions, and a.jpg beside a.png: four pairs, four ids
-    assert sum(r["image"] == "good.jpg" for r in rows) == 2 and {"a.jpg", "a.png"} <= {r["image"] for r in rows}
+    assert sum(r["image"] == "good.jpg" for r in rows) == 2 and {"a.jpg", "a.png"} <= {
+        r["image"] for r in rows
+    }
     assert report["splits"]["test"] == {"file": "empty", "lines": 0, "kept": 0}
     assert report["splits"]["valid"] == {"file": "present", "lines": 1, "kept": 0}  # only the duplicate
-    assert report["warnings"] == ["valid.jsonl: none of its 1 pairs was kept", "test.jsonl is empty (no pair in it)"]
+    assert report["warnings"] == [
+        "valid.jsonl: none of its 1 pairs was kept",
+        "test.jsonl is empty (no pair in it)",
+    ]
     (tmp_path / "data" / "test.jsonl").unlink()
-    assert validate(tmp_path / "data", tmp_path / "r.json", progress=False)["splits"]["test"]["file"] == "missing"
+    assert (
+        validate(tmp_path / "data", tmp_path / "r.json", progress=False)["splits"]["test"]["file"]
+        == "missing"
+    )
 
 
 def test_parallel_validation_gives_the_same_report(small_data, tmp_path):

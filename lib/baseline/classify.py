@@ -19,15 +19,20 @@ from lib.settings import BaselineConfig
 
 
 def _rows(preprocessed: Path, split: str) -> list[dict]:
-    return [r for r in map(json.loads, open(preprocessed / "index.jsonl", encoding="utf-8")) if r["split"] == split]
+    return [
+        r
+        for r in map(json.loads, open(preprocessed / "index.jsonl", encoding="utf-8"))
+        if r["split"] == split
+    ]
 
 
 def _cached(features: Path, rows: list[dict]) -> np.ndarray:
     return mod.pooled(np.stack([open_features(features, r["shard"])[r["offset"]] for r in rows]))
 
 
-def classify(preprocessed: Path, pooled_features: Path, encoder: str, cfg: BaselineConfig,
-             progress: bool = True) -> dict:
+def classify(
+    preprocessed: Path, pooled_features: Path, encoder: str, cfg: BaselineConfig, progress: bool = True
+) -> dict:
     """Train on the train split, score on ``cfg.test_split``. ``pooled_features``: an ``encode
     --output pooled`` cache of the same shards (CLIP's joint image-text space, which zero-shot needs)."""
     if 1 not in cfg.n_jobs:
@@ -35,70 +40,118 @@ def classify(preprocessed: Path, pooled_features: Path, encoder: str, cfg: Basel
     train, y_train, train_labels = labelled(_rows(preprocessed, "train"))
     test, y_test, test_labels = labelled(_rows(preprocessed, cfg.test_split))
     if not train or not test:
-        raise ValueError(f"no labelled images to classify (train {train_labels}, {cfg.test_split} {test_labels})")
+        raise ValueError(
+            f"no labelled images to classify (train {train_labels}, {cfg.test_split} {test_labels})"
+        )
     seen = set(y_train) | set(y_test)
     classes = [c for c in TERMS if c in seen] + sorted(seen - set(TERMS))
 
     # the CPU baseline: joblib feature extraction, then XGBoost, each timed at every n_jobs
     extracted, extract_s = None, {}
     for n in cfg.n_jobs:
-        x, extract_s[n] = hand.extract(preprocessed, train + test, n_jobs=n, chunk=cfg.chunk, progress=progress)
+        x, extract_s[n] = hand.extract(
+            preprocessed, train + test, n_jobs=n, chunk=cfg.chunk, progress=progress
+        )
         if extracted is not None and not np.array_equal(x, extracted):
             raise RuntimeError(f"features differ between n_jobs={cfg.n_jobs[0]} and {n}")
         extracted = x
-    x_train, x_test = extracted[:len(train)], extracted[len(train):]
+    x_train, x_test = extracted[: len(train)], extracted[len(train) :]
     fit_s, predictions = {}, {}
     for n in cfg.n_jobs:
-        predictions[n], fit_s[n] = mod.xgboost(x_train, y_train, x_test, classes, n_jobs=n, seed=cfg.seed,
-                                               rounds=cfg.rounds)
+        predictions[n], fit_s[n] = mod.xgboost(
+            x_train, y_train, x_test, classes, n_jobs=n, seed=cfg.seed, rounds=cfg.rounds
+        )
     most = max(cfg.n_jobs)
-    results = {"handcrafted_xgboost": {"features": f"{len(hand.NAMES)} hand-crafted", "train_s": fit_s[most],
-                                       **mod.scores(y_test, predictions[most], classes)}}
+    results = {
+        "handcrafted_xgboost": {
+            "features": f"{len(hand.NAMES)} hand-crafted",
+            "train_s": fit_s[most],
+            **mod.scores(y_test, predictions[most], classes),
+        }
+    }
 
     # neural reference points on the frozen encoder's image embeddings
     e_train, e_test = _cached(pooled_features, train), _cached(pooled_features, test)
-    pred, seconds = mod.xgboost(e_train, y_train, e_test, classes, n_jobs=most, seed=cfg.seed, rounds=cfg.rounds)
-    results["clip_xgboost"] = {"features": f"CLIP embedding ({e_train.shape[1]})", "train_s": seconds,
-                               **mod.scores(y_test, pred, classes)}
+    pred, seconds = mod.xgboost(
+        e_train, y_train, e_test, classes, n_jobs=most, seed=cfg.seed, rounds=cfg.rounds
+    )
+    results["clip_xgboost"] = {
+        "features": f"CLIP embedding ({e_train.shape[1]})",
+        "train_s": seconds,
+        **mod.scores(y_test, pred, classes),
+    }
     pred, seconds = mod.linear_probe(e_train, y_train, e_test, seed=cfg.seed)
-    results["clip_linear_probe"] = {"features": f"CLIP embedding ({e_train.shape[1]})", "train_s": seconds,
-                                    **mod.scores(y_test, pred, classes)}
+    results["clip_linear_probe"] = {
+        "features": f"CLIP embedding ({e_train.shape[1]})",
+        "train_s": seconds,
+        **mod.scores(y_test, pred, classes),
+    }
     pred, by_template = mod.zero_shot(e_test, encoder, classes)
-    results["clip_zero_shot"] = {"features": f"CLIP embedding, {len(mod.TEMPLATES)} prompt templates", "train_s": 0.0,
-                                 **mod.scores(y_test, pred, classes),
-                                 "templates": {t: mod.scores(y_test, p, classes)["accuracy"] for t, p in by_template.items()}}
+    results["clip_zero_shot"] = {
+        "features": f"CLIP embedding, {len(mod.TEMPLATES)} prompt templates",
+        "train_s": 0.0,
+        **mod.scores(y_test, pred, classes),
+        "templates": {t: mod.scores(y_test, p, classes)["accuracy"] for t, p in by_template.items()},
+    }
     return {
         "classifiers": results,
         "classes": classes,
         "labels": {"train": train_labels, cfg.test_split: test_labels},
         "pairs": {"train": len(train), cfg.test_split: len(test)},
         "majority_class_accuracy": max(y_test.count(c) for c in classes) / len(y_test),
-        "scaling": {"features": mod.scaling(extract_s, len(extracted)), "xgboost": mod.scaling(fit_s),
-                    "images": len(train) + len(test), "training_rows": len(train),
-                    "same_predictions": all(predictions[n] == predictions[most] for n in cfg.n_jobs)},
+        "scaling": {
+            "features": mod.scaling(extract_s, len(extracted)),
+            "xgboost": mod.scaling(fit_s),
+            "images": len(train) + len(test),
+            "training_rows": len(train),
+            "same_predictions": all(predictions[n] == predictions[most] for n in cfg.n_jobs),
+        },
     }
 
 
 def config(cfg: BaselineConfig, preprocessed: Path, encoder: str) -> dict:
-    return {**asdict(cfg), "preprocessed": str(preprocessed), "encoder": encoder,
-            "feature_names": hand.NAMES, "templates": list(mod.TEMPLATES), "class_names": mod.NAMES}
+    return {
+        **asdict(cfg),
+        "preprocessed": str(preprocessed),
+        "encoder": encoder,
+        "feature_names": hand.NAMES,
+        "templates": list(mod.TEMPLATES),
+        "class_names": mod.NAMES,
+    }
 
 
-TITLES = {"handcrafted_xgboost": "hand-crafted + XGBoost", "clip_xgboost": "CLIP embedding + XGBoost",
-          "clip_linear_probe": "CLIP linear probe", "clip_zero_shot": "CLIP zero-shot"}
+TITLES = {
+    "handcrafted_xgboost": "hand-crafted + XGBoost",
+    "clip_xgboost": "CLIP embedding + XGBoost",
+    "clip_linear_probe": "CLIP linear probe",
+    "clip_zero_shot": "CLIP zero-shot",
+}
 
 
 def table(metrics: dict) -> list[dict]:
-    return [{"classifier": TITLES.get(k, k), "features": r["features"], "accuracy": r["accuracy"],
-             "macro_f1": r["macro_f1"], "train_s": r["train_s"]} for k, r in metrics["classifiers"].items()]
+    return [
+        {
+            "classifier": TITLES.get(k, k),
+            "features": r["features"],
+            "accuracy": r["accuracy"],
+            "macro_f1": r["macro_f1"],
+            "train_s": r["train_s"],
+        }
+        for k, r in metrics["classifiers"].items()
+    ]
 
 
 def summary(metrics: dict) -> str:
     """A few lines for the terminal: each classifier's scores and the n_jobs speed-ups."""
-    lines = [f"{r['classifier']:<26} accuracy {r['accuracy']:.3f}  macro-F1 {r['macro_f1']:.3f}  "
-             f"train {r['train_s']:.2f} s" for r in table(metrics)]
-    lines += [f"{key} " + ", ".join(f"n_jobs={r['n_jobs']}: {r['speedup']:.2f}x" for r in metrics["scaling"][key])
-              for key in ("features", "xgboost")]
+    lines = [
+        f"{r['classifier']:<26} accuracy {r['accuracy']:.3f}  macro-F1 {r['macro_f1']:.3f}  "
+        f"train {r['train_s']:.2f} s"
+        for r in table(metrics)
+    ]
+    lines += [
+        f"{key} " + ", ".join(f"n_jobs={r['n_jobs']}: {r['speedup']:.2f}x" for r in metrics["scaling"][key])
+        for key in ("features", "xgboost")
+    ]
     return "\n".join(lines)
 
 
@@ -116,16 +169,26 @@ def figures(metrics: dict, out: str | Path, prefix: str = "03_baselines") -> lis
         ax.grid(False)
         for i, j in np.ndindex(cm.shape):
             if cm[i, j]:
-                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if cm[i, j] > cm[i].sum() / 2 else "black")
-        ax.set_title(f"{TITLES.get(name, name)}\nacc {r['accuracy']:.2f}, macro-F1 {r['macro_f1']:.2f}", fontsize=8)
+                ax.text(
+                    j,
+                    i,
+                    int(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if cm[i, j] > cm[i].sum() / 2 else "black",
+                )
+        ax.set_title(
+            f"{TITLES.get(name, name)}\nacc {r['accuracy']:.2f}, macro-F1 {r['macro_f1']:.2f}", fontsize=8
+        )
         ax.set_xlabel("predicted")
     axes[0][0].set_ylabel("true")
     paths.append(plots.save(fig, out / f"{prefix}_confusion.png"))
 
     fig, axes = plots.figure(ncols=2, width=3.6)
-    for ax, key, what in zip(axes[0], ("features", "xgboost"), ("feature extraction (joblib)", "XGBoost training"),
-                             strict=True):
+    for ax, key, what in zip(
+        axes[0], ("features", "xgboost"), ("feature extraction (joblib)", "XGBoost training"), strict=True
+    ):
         rows = metrics["scaling"][key]
         n = [r["n_jobs"] for r in rows]
         ax.plot(n, [r["speedup"] for r in rows], "o-", label="measured")

@@ -20,11 +20,14 @@ from tqdm import tqdm
 
 from lib.data.preprocess import open_shard
 
-NAMES = ([f"hist{i:02d}" for i in range(16)]
-         + ["mean", "std", "skew", "kurtosis", "p05", "p50", "p95", "dark", "bright"]
-         + [f"{c}_{s}" for c in "rgb" for s in ("mean", "std")]
-         + ["saturation", "saturation_std", "grad_mean", "grad_std", "edges", "laplacian_var"]
-         + [f"fft_band{i}" for i in range(4)] + ["entropy", "row_var", "col_var"])
+NAMES = (
+    [f"hist{i:02d}" for i in range(16)]
+    + ["mean", "std", "skew", "kurtosis", "p05", "p50", "p95", "dark", "bright"]
+    + [f"{c}_{s}" for c in "rgb" for s in ("mean", "std")]
+    + ["saturation", "saturation_std", "grad_mean", "grad_std", "edges", "laplacian_var"]
+    + [f"fft_band{i}" for i in range(4)]
+    + ["entropy", "row_var", "col_var"]
+)
 
 
 @lru_cache(maxsize=4)
@@ -32,7 +35,7 @@ def _band_masks(h: int, w: int) -> list[np.ndarray]:
     """Rings of the centred spectrum: lowest frequencies to the corners."""
     yy, xx = np.ogrid[:h, :w]
     radius = np.hypot(yy - h / 2, xx - w / 2) / (min(h, w) / 2)
-    return [(radius >= lo) & (radius < hi) for lo, hi in ((0, .1), (.1, .25), (.25, .5), (.5, 2))]
+    return [(radius >= lo) & (radius < hi) for lo, hi in ((0, 0.1), (0.1, 0.25), (0.25, 0.5), (0.5, 2))]
 
 
 def image_features(rgb: np.ndarray) -> np.ndarray:
@@ -53,12 +56,32 @@ def image_features(rgb: np.ndarray) -> np.ndarray:
     bands = [power[m].sum() for m in _band_masks(*gray.shape)]
     bands = np.asarray(bands) / (sum(bands) + 1e-12)
     nz = hist[hist > 0]
-    return np.asarray([
-        *hist, mu, gray.std(), (z ** 3).mean(), (z ** 4).mean(), p05, p50, p95,
-        (gray < 0.1).mean(), (gray > 0.9).mean(), *channels, sat.mean(), sat.std(),
-        grad.mean(), grad.std(), (grad > 0.1).mean(), lap.var(), *bands,
-        -(nz * np.log2(nz)).sum(), gray.mean(axis=1).var(), gray.mean(axis=0).var(),
-    ], dtype=np.float32)
+    return np.asarray(
+        [
+            *hist,
+            mu,
+            gray.std(),
+            (z**3).mean(),
+            (z**4).mean(),
+            p05,
+            p50,
+            p95,
+            (gray < 0.1).mean(),
+            (gray > 0.9).mean(),
+            *channels,
+            sat.mean(),
+            sat.std(),
+            grad.mean(),
+            grad.std(),
+            (grad > 0.1).mean(),
+            lap.var(),
+            *bands,
+            -(nz * np.log2(nz)).sum(),
+            gray.mean(axis=1).var(),
+            gray.mean(axis=0).var(),
+        ],
+        dtype=np.float32,
+    )
 
 
 def _shard_features(preprocessed: str, shard: str, offsets: list[int]) -> np.ndarray:
@@ -72,13 +95,16 @@ def _tasks(rows: list[dict], chunk: int) -> list[tuple[str, list[int], list[int]
     by_shard: dict[str, list[int]] = {}
     for pos, r in enumerate(rows):
         by_shard.setdefault(r["shard"], []).append(pos)
-    return [(shard, [rows[p]["offset"] for p in part], part)
-            for shard, positions in by_shard.items()
-            for part in (positions[i:i + chunk] for i in range(0, len(positions), chunk))]
+    return [
+        (shard, [rows[p]["offset"] for p in part], part)
+        for shard, positions in by_shard.items()
+        for part in (positions[i : i + chunk] for i in range(0, len(positions), chunk))
+    ]
 
 
-def extract(preprocessed: str | Path, rows: list[dict], n_jobs: int = 1, chunk: int = 64,
-            progress: bool = False) -> tuple[np.ndarray, float]:
+def extract(
+    preprocessed: str | Path, rows: list[dict], n_jobs: int = 1, chunk: int = 64, progress: bool = False
+) -> tuple[np.ndarray, float]:
     """Features of ``rows`` (index rows: shard, offset) in their order, and the seconds it took.
     n_jobs=1 runs in this process; more use joblib's loky process pool (started before the clock:
     workers stay warm between calls, as they do in a long session)."""

@@ -22,8 +22,14 @@ from xgboost import XGBClassifier
 from lib.models.encoder import create
 
 # What the classes are called in zero-shot prompts: the words a caption uses for them.
-NAMES = {"xray": "radiograph", "ct": "CT", "mri": "MRI", "ultrasound": "ultrasound",
-         "microscopy": "fluorescence micrograph", "histology": "H&E-stained histology section"}
+NAMES = {
+    "xray": "radiograph",
+    "ct": "CT",
+    "mri": "MRI",
+    "ultrasound": "ultrasound",
+    "microscopy": "fluorescence micrograph",
+    "histology": "H&E-stained histology section",
+}
 TEMPLATES = ("{}", "a {} image", "{} of the patient", "a medical figure: {}", "an example of a {}")
 
 
@@ -32,18 +38,31 @@ def scores(truth: list[str], pred: list[str], classes: list[str]) -> dict:
     matrix (rows: true class, columns: predicted, in ``classes`` order)."""
     cm = confusion_matrix(truth, pred, labels=classes)
     recall = cm.diagonal() / np.maximum(cm.sum(axis=1), 1)
-    return {"accuracy": float(accuracy_score(truth, pred)),
-            "macro_f1": float(f1_score(truth, pred, labels=classes, average="macro", zero_division=0)),
-            "recall": dict(zip(classes, map(float, recall), strict=True)), "confusion": cm.tolist(),
-            "classes": classes, "n": len(truth)}
+    return {
+        "accuracy": float(accuracy_score(truth, pred)),
+        "macro_f1": float(f1_score(truth, pred, labels=classes, average="macro", zero_division=0)),
+        "recall": dict(zip(classes, map(float, recall), strict=True)),
+        "confusion": cm.tolist(),
+        "classes": classes,
+        "n": len(truth),
+    }
 
 
-def xgboost(x_train, y_train, x_test, classes: list[str], n_jobs: int = 1, seed: int = 0,
-            rounds: int = 200) -> tuple[list[str], float]:
+def xgboost(
+    x_train, y_train, x_test, classes: list[str], n_jobs: int = 1, seed: int = 0, rounds: int = 200
+) -> tuple[list[str], float]:
     """Predicted classes of ``x_test`` from an XGBoost ``hist`` model, and its training seconds."""
     code = {c: i for i, c in enumerate(classes)}
-    model = XGBClassifier(tree_method="hist", n_estimators=rounds, max_depth=6, learning_rate=0.1,
-                          subsample=0.9, colsample_bytree=0.9, n_jobs=n_jobs, random_state=seed)
+    model = XGBClassifier(
+        tree_method="hist",
+        n_estimators=rounds,
+        max_depth=6,
+        learning_rate=0.1,
+        subsample=0.9,
+        colsample_bytree=0.9,
+        n_jobs=n_jobs,
+        random_state=seed,
+    )
     t0 = time.perf_counter()
     model.fit(x_train, np.asarray([code[y] for y in y_train]))
     seconds = time.perf_counter() - t0
@@ -65,13 +84,18 @@ def prompt_embeddings(encoder: str, classes: list[str], templates: tuple[str, ..
     model, tokenizer = create(encoder)
     model.eval()
     with torch.no_grad():
-        text = torch.stack([model.encode_text(tokenizer([t.format(NAMES.get(c, c)) for c in classes])).float()
-                            for t in templates])
+        text = torch.stack(
+            [
+                model.encode_text(tokenizer([t.format(NAMES.get(c, c)) for c in classes])).float()
+                for t in templates
+            ]
+        )
     return (text / text.norm(dim=-1, keepdim=True)).numpy()
 
 
-def zero_shot(image_emb: np.ndarray, encoder: str, classes: list[str],
-              templates: tuple[str, ...] = TEMPLATES) -> tuple[list[str], dict[str, list[str]]]:
+def zero_shot(
+    image_emb: np.ndarray, encoder: str, classes: list[str], templates: tuple[str, ...] = TEMPLATES
+) -> tuple[list[str], dict[str, list[str]]]:
     """Each image's class by cosine similarity to the mean text embedding of its prompts (CLIP's
     prompt ensembling), and the predictions of each template alone, to show how much wording moves
     the result: {template: predictions}."""
@@ -95,5 +119,13 @@ def scaling(timings: dict[int, float], items: int | None = None, unit: str = "im
     if 1 not in timings:
         raise ValueError(f"scaling is measured against n_jobs=1, which is not among {sorted(timings)}")
     base = timings[1]
-    return [{"n_jobs": n, "seconds": s, "speedup": base / s, "efficiency": base / s / n,
-             **({f"{unit}_per_s": items / s} if items else {})} for n, s in sorted(timings.items())]
+    return [
+        {
+            "n_jobs": n,
+            "seconds": s,
+            "speedup": base / s,
+            "efficiency": base / s / n,
+            **({f"{unit}_per_s": items / s} if items else {}),
+        }
+        for n, s in sorted(timings.items())
+    ]

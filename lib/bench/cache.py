@@ -21,7 +21,9 @@ from lib.training.data import CaptionData
 from lib.training.loop import train
 
 
-def measure_cache(art: Artefacts, steps: int = 20, device: str = "cpu", progress: bool = True) -> tuple[dict, dict]:
+def measure_cache(
+    art: Artefacts, steps: int = 20, device: str = "cpu", progress: bool = True
+) -> tuple[dict, dict]:
     """(metrics, config): the profile's recipe for ``steps`` steps from cached features and from pixels."""
     spec = art.spec
     cfg = replace(art.settings.train, steps=steps, ckpt_every=10**9, align_steps=0)
@@ -32,15 +34,30 @@ def measure_cache(art: Artefacts, steps: int = 20, device: str = "cpu", progress
         data = CaptionData(root, "train", tok, source=source)
         with tempfile.TemporaryDirectory() as tmp:
             summary = train(vlm, data, cfg, tmp, device=device, progress=progress)
-        metrics[source] = {"samples_per_s": summary["samples_per_s"], "tokens_per_s": summary["tokens_per_s"],
-                           "epoch_s": len(data) / summary["samples_per_s"], "train_pairs": len(data),
-                           "peak_memory_bytes": summary["peak_memory_bytes"]}
+        metrics[source] = {
+            "samples_per_s": summary["samples_per_s"],
+            "tokens_per_s": summary["tokens_per_s"],
+            "epoch_s": len(data) / summary["samples_per_s"],
+            "train_pairs": len(data),
+            "peak_memory_bytes": summary["peak_memory_bytes"],
+        }
     metrics["speedup"] = metrics["features"]["samples_per_s"] / metrics["pixels"]["samples_per_s"]
     with tempfile.TemporaryDirectory() as tmp:  # every split, as `encode` does
         t0 = time.perf_counter()
-        encode(art.preprocessed, Path(tmp), local_spec(spec.encoder), output=spec.encoder_output, device=device,
-               progress=progress)
+        encode(
+            art.preprocessed,
+            Path(tmp),
+            local_spec(spec.encoder),
+            output=spec.encoder_output,
+            device=device,
+            progress=progress,
+        )
         metrics["encode_all_s"] = time.perf_counter() - t0
-    config = {"train": asdict(cfg), "model": asdict(spec), "steps": steps, "device": device,
-              "workload": "projector+LoRA steps, cached features vs frozen encoder on pixels every step"}
+    config = {
+        "train": asdict(cfg),
+        "model": asdict(spec),
+        "steps": steps,
+        "device": device,
+        "workload": "projector+LoRA steps, cached features vs frozen encoder on pixels every step",
+    }
     return metrics, config

@@ -17,9 +17,17 @@ def _bench_preprocess(a):
     from lib.results import write_results
     from lib.settings import PrepConfig
 
-    metrics, config = bench.measure_backends(a.data, a.index, backends=a.backends, max_workers=a.max_workers,
-                                             chunk_size=a.chunk_size, cfg=PrepConfig(size=a.size),
-                                             repeats=a.repeats, limit=a.limit, scratch=a.scratch)
+    metrics, config = bench.measure_backends(
+        a.data,
+        a.index,
+        backends=a.backends,
+        max_workers=a.max_workers,
+        chunk_size=a.chunk_size,
+        cfg=PrepConfig(size=a.size),
+        repeats=a.repeats,
+        limit=a.limit,
+        scratch=a.scratch,
+    )
     path = write_results(a.results, "preprocess", a.run, metrics, config, seed=None)
     for row in bench.table(metrics):
         print(row)
@@ -35,10 +43,18 @@ def _bench_cache(a):
 
     art = for_profile(a.profile, a.params_dir)
     metrics, config = measure_cache(art, steps=a.steps, device=a.device)
-    path = write_results(art.settings.results_dir, "feature_cache", a.run or a.profile, metrics,
-                         {**config, "profile": a.profile}, art.settings.params.get("seed"))
-    print(f"cached features {metrics['features']['samples_per_s']:.1f} samples/s, pixels "
-          f"{metrics['pixels']['samples_per_s']:.1f} samples/s ({metrics['speedup']:.1f}x); wrote {path}")
+    path = write_results(
+        art.settings.results_dir,
+        "feature_cache",
+        a.run or a.profile,
+        metrics,
+        {**config, "profile": a.profile},
+        art.settings.params.get("seed"),
+    )
+    print(
+        f"cached features {metrics['features']['samples_per_s']:.1f} samples/s, pixels "
+        f"{metrics['pixels']['samples_per_s']:.1f} samples/s ({metrics['speedup']:.1f}x); wrote {path}"
+    )
 
 
 def _bench_scaling(a):
@@ -49,14 +65,35 @@ def _bench_scaling(a):
 
     s = settings(a.profile, a.params_dir)
     if a.bench == "pipeline":
-        configs = scaling.pipeline_grid(INTS(a.worlds), INTS(a.batches), a.schedules.split(","), INTS(a.microbatches),
-                                        a.threads, a.amps.split(","), layers=not a.no_layers, ddp=not a.no_ddp)
+        configs = scaling.pipeline_grid(
+            INTS(a.worlds),
+            INTS(a.batches),
+            a.schedules.split(","),
+            INTS(a.microbatches),
+            a.threads,
+            a.amps.split(","),
+            layers=not a.no_layers,
+            ddp=not a.no_ddp,
+        )
     else:
-        configs = scaling.grid(a.strategies.split(","), INTS(a.worlds), INTS(a.batches), a.threads,
-                               a.amps.split(","), a.compare_threads or None)
+        configs = scaling.grid(
+            a.strategies.split(","),
+            INTS(a.worlds),
+            INTS(a.batches),
+            a.threads,
+            a.amps.split(","),
+            a.compare_threads or None,
+        )
     with tempfile.TemporaryDirectory() as tmp:
-        metrics = scaling.sweep(configs, a.scratch or tmp, a.profile, a.params_dir, a.steps,
-                                profile_comm=a.profile_comm, repeats=a.repeats)
+        metrics = scaling.sweep(
+            configs,
+            a.scratch or tmp,
+            a.profile,
+            a.params_dir,
+            a.steps,
+            profile_comm=a.profile_comm,
+            repeats=a.repeats,
+        )
     name = a.run or (a.profile + ("-model-parallel" if a.bench == "pipeline" else ""))
     path = scaling.record(metrics, configs, s.results_dir, name, a.profile, s.params.get("seed"))
     for row in (scaling.pipeline_table if a.bench == "pipeline" else scaling.table)(metrics):
@@ -74,8 +111,14 @@ def _bench_lm(a):
 
     cfg = from_args(LMBench, a)
     metrics, config = measure_lm(cfg, a.device)
-    path = write_results(resolve(a.results), "lm_throughput", a.run or f"{a.size}-{a.device.split(':')[0]}", metrics,
-                         config, cfg.seed)
+    path = write_results(
+        resolve(a.results),
+        "lm_throughput",
+        a.run or f"{a.size}-{a.device.split(':')[0]}",
+        metrics,
+        config,
+        cfg.seed,
+    )
     print(f"{summary(metrics)}\nwrote {path}")
 
 
@@ -98,14 +141,19 @@ def bench_parsers(b, profile_options) -> None:
     bp = b.add_parser("preprocess", help="img/s per backend x workers, bare OpenCV floor, per-image cost")
     bp.add_argument("--data", required=True)
     bp.add_argument("--index", help="clean index (default: validate first, untimed)")
-    bp.add_argument("--backends", nargs="+", choices=BACKENDS, default=["sequential", "dask-processes", "dask-threads"])
+    bp.add_argument(
+        "--backends", nargs="+", choices=BACKENDS, default=["sequential", "dask-processes", "dask-threads"]
+    )
     bp.add_argument("--max-workers", type=int, default=2, help="each Dask backend runs with 1..N workers")
     bp.add_argument("--chunk-size", type=int, default=256)
     bp.add_argument("--size", type=int, default=224)
     bp.add_argument("--repeats", type=int, default=3, help="runs per configuration; the median is reported")
     bp.add_argument("--limit", type=int, help="benchmark the first N pairs only")
-    bp.add_argument("--scratch", default="outputs/bench",
-                    help="folder for the runs' temporary shards, on the file system real output would use")
+    bp.add_argument(
+        "--scratch",
+        default="outputs/bench",
+        help="folder for the runs' temporary shards, on the file system real output would use",
+    )
     bp.add_argument("--results", default="results", help="writes <this>/preprocess/<run>.json")
     bp.add_argument("--name", dest="run", default="default", help="results file name")
     bp.add_argument("--figures", help="also draw the scaling and cost figures into this folder")
@@ -122,19 +170,27 @@ def bench_parsers(b, profile_options) -> None:
     bs.add_argument("--strategies", default="ddp,fsdp")
     bs.add_argument("--worlds", default="2", help="rank counts, e.g. 2,4")
     bs.add_argument("--batches", default="16", help="per-rank batch sizes, e.g. 8,16,32")
-    bs.add_argument("--compare-threads", type=int, default=2, help="also one process with this many threads (0: no)")
+    bs.add_argument(
+        "--compare-threads", type=int, default=2, help="also one process with this many threads (0: no)"
+    )
     _sweep_options(bs, profile_options, "the profile")
 
-    bl = b.add_parser("lm", help="one-device training throughput of the full-size architecture, random weights: "
-                                 "tokens/s, MFU, projected hours for the seed study's run")
+    bl = b.add_parser(
+        "lm",
+        help="one-device training throughput of the full-size architecture, random weights: "
+        "tokens/s, MFU, projected hours for the seed study's run",
+    )
     add_options(bl, LMBench)
     bl.add_argument("--device", default="cuda")
     bl.add_argument("--results", default="results", help="writes <this>/lm_throughput/<name>.json")
     bl.add_argument("--name", dest="run", help="results file name (default: <size>-<device type>)")
     bl.set_defaults(fn=_bench_lm)
 
-    bm = b.add_parser("pipeline", help="model parallelism at one batch: pipeline schedules x micro-batches, "
-                                       "layer split, DDP, against one process")
+    bm = b.add_parser(
+        "pipeline",
+        help="model parallelism at one batch: pipeline schedules x micro-batches, "
+        "layer split, DDP, against one process",
+    )
     bm.add_argument("--worlds", default="2", help="pipeline stages (ranks), e.g. 2,4")
     bm.add_argument("--batches", default="32", help="whole batch per step, e.g. 32,64")
     bm.add_argument("--schedules", default=",".join(SCHEDULES))

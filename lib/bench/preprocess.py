@@ -30,13 +30,18 @@ from lib.data.pmcoa import image_root, read_index
 from lib.data.preprocess import PrepConfig, _cv2, enhance, fit, load_pixels, preprocess, resize_plan
 from lib.data.validate import validate
 
-BACKEND_COLOURS = {"sequential": "#4C72B0", "dask-processes": "#55A868", "dask-threads": "#C44E52",
-                   "dask-slurm": "#8172B2"}
+BACKEND_COLOURS = {
+    "sequential": "#4C72B0",
+    "dask-processes": "#55A868",
+    "dask-threads": "#C44E52",
+    "dask-slurm": "#8172B2",
+}
 
 
 def floor(data_dir, index, cfg: PrepConfig, limit: int | None = None) -> dict:
     """A bare OpenCV loop on one core (read, imdecode, resize to the same size with the same interpolation):
-    the reference preprocessing is held to. It skips what preprocessing adds: padding, RGB order, the write."""
+    the reference preprocessing is held to. It skips what preprocessing adds: padding, RGB order, the
+    write."""
     cv2 = _cv2()
     root = image_root(data_dir)
     names = [row["image"] for row in islice(read_index(index), limit)]
@@ -46,12 +51,17 @@ def floor(data_dir, index, cfg: PrepConfig, limit: int | None = None) -> dict:
         nh, nw, interp = resize_plan(*img.shape[:2], cfg)
         cv2.resize(img, (nw, nh), interpolation=interp)
     seconds = time.perf_counter() - start
-    return {"images": len(names), "seconds": seconds, "img_per_s": len(names) / seconds,
-            "ms_per_img": 1e3 * seconds / len(names)}
+    return {
+        "images": len(names),
+        "seconds": seconds,
+        "img_per_s": len(names) / seconds,
+        "ms_per_img": 1e3 * seconds / len(names),
+    }
 
 
-def breakdown(data_dir, index, cfg: PrepConfig, scratch: str | os.PathLike, limit: int = 1000,
-              chunk_size: int = 256) -> dict:
+def breakdown(
+    data_dir, index, cfg: PrepConfig, scratch: str | os.PathLike, limit: int = 1000, chunk_size: int = 256
+) -> dict:
     """Milliseconds per image in each step of ``process_chunk``, on one core, writing to ``scratch``."""
     root = image_root(data_dir)
     rows = list(islice(read_index(index), limit))
@@ -73,7 +83,7 @@ def breakdown(data_dir, index, cfg: PrepConfig, scratch: str | os.PathLike, limi
         t0 = time.perf_counter()
         for k in range(0, len(rows), chunk_size):  # as process_chunk writes: one .npy per chunk
             with open(Path(tmp) / f"{k}.npy", "wb") as f:
-                np.save(f, pixels[k:k + chunk_size])
+                np.save(f, pixels[k : k + chunk_size])
         t["write"] = time.perf_counter() - t0
     return {"images": len(rows), "ms_per_img": {k: 1e3 * v / len(rows) for k, v in t.items()}}
 
@@ -94,9 +104,18 @@ def _median(samples: list[dict], key: str) -> float:
     return statistics.median(s[key] for s in samples)
 
 
-def measure_backends(data_dir, index, backends=("sequential", "dask-processes", "dask-threads"), max_workers: int = 2,
-        chunk_size: int = 256, cfg: PrepConfig | None = None, repeats: int = 1, limit: int | None = None,
-        scratch: str | os.PathLike = "outputs/bench", progress: bool = True) -> tuple[dict, dict]:
+def measure_backends(
+    data_dir,
+    index,
+    backends=("sequential", "dask-processes", "dask-threads"),
+    max_workers: int = 2,
+    chunk_size: int = 256,
+    cfg: PrepConfig | None = None,
+    repeats: int = 1,
+    limit: int | None = None,
+    scratch: str | os.PathLike = "outputs/bench",
+    progress: bool = True,
+) -> tuple[dict, dict]:
     """(metrics, config) of the whole benchmark; ``lib.results.write_results`` records them.
 
     Repeats go round-robin over the configurations (floor included), so a slow spell on a shared machine
@@ -111,7 +130,9 @@ def measure_backends(data_dir, index, backends=("sequential", "dask-processes", 
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         if index is None:  # validate once, outside the timed runs
             index = Path(tmp) / "clean_index.jsonl"
-            validate(data_dir, Path(tmp) / "validate_report.json", index, workers=max_workers, progress=progress)
+            validate(
+                data_dir, Path(tmp) / "validate_report.json", index, workers=max_workers, progress=progress
+            )
         if limit:
             first = Path(tmp) / "bench_index.jsonl"
             with open(index, encoding="utf-8") as src, open(first, "w", encoding="utf-8") as dst:
@@ -125,9 +146,19 @@ def measure_backends(data_dir, index, backends=("sequential", "dask-processes", 
             for backend, workers in configs:
                 bar.set_postfix_str(f"{backend} x{workers}")
                 out = Path(tmp) / f"{backend}-{workers}"
-                m = preprocess(data_dir, out, backend=backend, workers=workers, chunk_size=chunk_size, cfg=cfg,
-                               index=index, progress=False)
-                samples[backend, workers].append({**m["timings"], "images": m["stored"], "chunks": m["chunks"]})
+                m = preprocess(
+                    data_dir,
+                    out,
+                    backend=backend,
+                    workers=workers,
+                    chunk_size=chunk_size,
+                    cfg=cfg,
+                    index=index,
+                    progress=False,
+                )
+                samples[backend, workers].append(
+                    {**m["timings"], "images": m["stored"], "chunks": m["chunks"]}
+                )
                 digests.add(_digest(out))
                 shutil.rmtree(out)
                 bar.update()
@@ -136,11 +167,19 @@ def measure_backends(data_dir, index, backends=("sequential", "dask-processes", 
     for (backend, workers), mine in samples.items():
         process_s, images = _median(mine, "process_s"), mine[0]["images"]
         overhead_s = _median(mine, "cluster_start_s") + _median(mine, "finish_s")
-        rows.append({
-            "backend": backend, "workers": workers, "images": images, "chunks": mine[0]["chunks"],
-            "process_s": process_s, "cluster_start_s": _median(mine, "cluster_start_s"), "samples": mine,
-            "img_per_s": images / process_s, "end_to_end_img_per_s": images / (process_s + overhead_s),
-        })
+        rows.append(
+            {
+                "backend": backend,
+                "workers": workers,
+                "images": images,
+                "chunks": mine[0]["chunks"],
+                "process_s": process_s,
+                "cluster_start_s": _median(mine, "cluster_start_s"),
+                "samples": mine,
+                "img_per_s": images / process_s,
+                "end_to_end_img_per_s": images / (process_s + overhead_s),
+            }
+        )
     for row in rows:  # speed-up against the same backend on one worker
         one = next(r for r in rows if r["backend"] == row["backend"] and r["workers"] == 1)
         row["speedup"] = row["img_per_s"] / one["img_per_s"]
@@ -157,21 +196,36 @@ def measure_backends(data_dir, index, backends=("sequential", "dask-processes", 
         "one_worker_vs_floor": best[1] / ref["img_per_s"],
         "two_workers_vs_one": best[2] / best[1] if 2 in best else None,
     }
-    config = {"data_dir": str(data_dir), "backends": list(backends), "max_workers": max_workers,
-              "chunk_size": chunk_size, "prep": asdict(cfg), "repeats": repeats, "limit": limit,
-              "scratch": str(scratch), "floor": "read + cv2.imdecode + cv2.resize (same size and interpolation)"}
+    config = {
+        "data_dir": str(data_dir),
+        "backends": list(backends),
+        "max_workers": max_workers,
+        "chunk_size": chunk_size,
+        "prep": asdict(cfg),
+        "repeats": repeats,
+        "limit": limit,
+        "scratch": str(scratch),
+        "floor": "read + cv2.imdecode + cv2.resize (same size and interpolation)",
+    }
     return metrics, config
 
 
 def table(metrics: dict) -> list[dict]:
     """One row per (backend, workers): the throughput / speed-up / efficiency table."""
     ref = metrics["floor_opencv"]["img_per_s"]
-    return [{
-        "backend": r["backend"], "workers": r["workers"], "img/s": round(r["img_per_s"], 1),
-        "img/s incl. start-up": round(r["end_to_end_img_per_s"], 1), "start-up s": round(r["cluster_start_s"], 2),
-        "speed-up": round(r["speedup"], 2), "efficiency": round(r["efficiency"], 2),
-        "x bare OpenCV": round(r["img_per_s"] / ref, 2),
-    } for r in metrics["runs"]]
+    return [
+        {
+            "backend": r["backend"],
+            "workers": r["workers"],
+            "img/s": round(r["img_per_s"], 1),
+            "img/s incl. start-up": round(r["end_to_end_img_per_s"], 1),
+            "start-up s": round(r["cluster_start_s"], 2),
+            "speed-up": round(r["speedup"], 2),
+            "efficiency": round(r["efficiency"], 2),
+            "x bare OpenCV": round(r["img_per_s"] / ref, 2),
+        }
+        for r in metrics["runs"]
+    ]
 
 
 def figures(metrics: dict, out_dir: str | os.PathLike, prefix: str = "02_preprocess") -> list[Path]:
@@ -200,8 +254,12 @@ def figures(metrics: dict, out_dir: str | os.PathLike, prefix: str = "02_preproc
     for (step, ms), colour in zip(cost.items(), ("#8172B2", "#4C72B0", "#55A868", "#C44E52"), strict=True):
         ax[0, 0].barh(["lib preprocess"], [ms], left=left, color=colour, label=f"{step} {ms:.2f} ms")
         left += ms
-    ax[0, 0].barh(["bare OpenCV"], [metrics["floor_opencv"]["ms_per_img"]], color="grey",
-                  label=f"read+decode+resize {metrics['floor_opencv']['ms_per_img']:.2f} ms")
+    ax[0, 0].barh(
+        ["bare OpenCV"],
+        [metrics["floor_opencv"]["ms_per_img"]],
+        color="grey",
+        label=f"read+decode+resize {metrics['floor_opencv']['ms_per_img']:.2f} ms",
+    )
     ax[0, 0].set(xlabel="ms per image, one core")
     ax[0, 0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, fontsize=8)
     paths.append(plots.save(fig, out_dir / f"{prefix}_breakdown.png"))

@@ -30,7 +30,13 @@ from lib.config import repo_root
 from lib.results import write_results
 from lib.settings import SCHEDULES
 
-COLOURS = {"single": "#4C72B0", "ddp": "#55A868", "fsdp": "#C44E52", "pipeline": "#8172B3", "layers": "#937860"}
+COLOURS = {
+    "single": "#4C72B0",
+    "ddp": "#55A868",
+    "fsdp": "#C44E52",
+    "pipeline": "#8172B3",
+    "layers": "#937860",
+}
 DATA_PARALLEL = ("ddp", "fsdp")
 
 
@@ -54,20 +60,36 @@ class Config:
         return self.batch * (self.world if self.strategy in DATA_PARALLEL else 1)
 
 
-def grid(strategies=("ddp", "fsdp"), worlds=(2,), batches=(16,), threads: int = 1, amps=("off",),
-         compare_threads: int | None = 2) -> list[Config]:
+def grid(
+    strategies=("ddp", "fsdp"),
+    worlds=(2,),
+    batches=(16,),
+    threads: int = 1,
+    amps=("off",),
+    compare_threads: int | None = 2,
+) -> list[Config]:
     """One-rank references, every strategy at every world size, batch and precision, and (when
     compare_threads) one process using that many threads: on a small CPU box the real alternative
     to more ranks."""
     configs = [Config("single", 1, threads, b, a) for b in batches for a in amps]
-    configs += [Config(s, w, threads, b, a) for s in strategies for w in worlds for b in batches for a in amps]
+    configs += [
+        Config(s, w, threads, b, a) for s in strategies for w in worlds for b in batches for a in amps
+    ]
     if compare_threads:
         configs += [Config("single", 1, compare_threads, b, a) for b in batches for a in amps]
     return list(dict.fromkeys(configs))
 
 
-def pipeline_grid(worlds=(2,), batches=(32,), schedules=SCHEDULES, microbatches=(1, 2, 4, 8),
-                  threads: int = 1, amps=("off",), layers: bool = True, ddp: bool = True) -> list[Config]:
+def pipeline_grid(
+    worlds=(2,),
+    batches=(32,),
+    schedules=SCHEDULES,
+    microbatches=(1, 2, 4, 8),
+    threads: int = 1,
+    amps=("off",),
+    layers: bool = True,
+    ddp: bool = True,
+) -> list[Config]:
     """Model parallelism at a fixed batch: one process, the layer split (one process, blocks over
     devices), each pipeline schedule at each micro-batch count and, for contrast, DDP on the same
     ranks with the same global batch."""
@@ -75,35 +97,80 @@ def pipeline_grid(worlds=(2,), batches=(32,), schedules=SCHEDULES, microbatches=
     if layers:
         configs += [Config("layers", 1, threads, b, a) for b in batches for a in amps]
     # 1F1B needs at least one micro-batch per stage to alternate forward and backward
-    configs += [Config("pipeline", w, threads, b, a, s, m) for w in worlds for b in batches for a in amps
-                for s in schedules for m in microbatches if b % m == 0 and not (s == "1f1b" and m < w)]
+    configs += [
+        Config("pipeline", w, threads, b, a, s, m)
+        for w in worlds
+        for b in batches
+        for a in amps
+        for s in schedules
+        for m in microbatches
+        if b % m == 0 and not (s == "1f1b" and m < w)
+    ]
     if ddp:
-        configs += [Config("ddp", w, threads, b // w, a) for w in worlds for b in batches for a in amps if b % w == 0]
+        configs += [
+            Config("ddp", w, threads, b // w, a) for w in worlds for b in batches for a in amps if b % w == 0
+        ]
     return list(dict.fromkeys(configs))
 
 
-def launch(cfg: Config, out: Path, profile: str, params_dir: str | None, steps: int, profile_comm: int = 0) -> dict:
+def launch(
+    cfg: Config, out: Path, profile: str, params_dir: str | None, steps: int, profile_comm: int = 0
+) -> dict:
     """One training job; its train.json, or a clear error with the job's last output."""
-    args = ["train", "--profile", profile, "--out", str(out), "--strategy", cfg.strategy, "--no-eval",
-            "--max-steps", str(steps), "--align-steps", "0", "--batch-size", str(cfg.global_batch),
-            "--amp", cfg.amp, "--threads", str(cfg.threads), "--ckpt-every", str(10 ** 9),
-            "--results-dir", str(out / "results"), "--profile-comm", str(profile_comm)]
+    args = [
+        "train",
+        "--profile",
+        profile,
+        "--out",
+        str(out),
+        "--strategy",
+        cfg.strategy,
+        "--no-eval",
+        "--max-steps",
+        str(steps),
+        "--align-steps",
+        "0",
+        "--batch-size",
+        str(cfg.global_batch),
+        "--amp",
+        cfg.amp,
+        "--threads",
+        str(cfg.threads),
+        "--ckpt-every",
+        str(10**9),
+        "--results-dir",
+        str(out / "results"),
+        "--profile-comm",
+        str(profile_comm),
+    ]
     if cfg.strategy == "pipeline":
         args += ["--schedule", cfg.schedule, "--microbatches", str(cfg.microbatches)]
     if params_dir:
         args += ["--params-dir", str(params_dir)]
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.world}"]
-                if cfg.world > 1 else [sys.executable])
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.world}"]
+        if cfg.world > 1
+        else [sys.executable]
+    )
     env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads)}
-    proc = subprocess.run([*launcher, "-m", "lib", *args], cwd=repo_root(), env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [*launcher, "-m", "lib", *args], cwd=repo_root(), env=env, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{cfg.name} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads((out / "train.json").read_text())
 
 
-def sweep(configs: list[Config], scratch: str | os.PathLike, profile: str = "default",
-        params_dir: str | None = None, steps: int = 30, progress: bool = True, profile_comm: int = 5,
-        repeats: int = 1) -> dict:
+def sweep(
+    configs: list[Config],
+    scratch: str | os.PathLike,
+    profile: str = "default",
+    params_dir: str | None = None,
+    steps: int = 30,
+    progress: bool = True,
+    profile_comm: int = 5,
+    repeats: int = 1,
+) -> dict:
     """Launch every configuration ``repeats`` times, in turn (a slow spell on the machine then hits
     every configuration, not one), and derive the comparisons. A job already finished in ``scratch``
     with the same steps is reused, so an interrupted sweep resumes. ``profile_comm`` steps of each
@@ -115,20 +182,36 @@ def sweep(configs: list[Config], scratch: str | os.PathLike, profile: str = "def
     for cfg, k in tqdm(jobs, desc="scaling", unit="job", disable=not progress):
         out = Path(scratch) / (cfg.name + (f"-r{k}" if k else ""))
         rec = json.loads((out / "train.json").read_text()) if (out / "train.json").exists() else None
-        if (not rec or rec.get("steps") != steps or rec.get("status") != "finished"
-                or rec["timed_steps"] != steps - 1 - profile_comm or "step_s_median" not in rec):
+        if (
+            not rec
+            or rec.get("steps") != steps
+            or rec.get("status") != "finished"
+            or rec["timed_steps"] != steps - 1 - profile_comm
+            or "step_s_median" not in rec
+        ):
             rec = launch(cfg, out, profile, params_dir, steps, profile_comm)
         done.setdefault(cfg, []).append(rec)
     runs = [_summarise(cfg, done[cfg]) for cfg in configs]
     return {"runs": derive(runs), "steps": steps, "profiled_steps": profile_comm, "repeats": repeats}
 
 
-def record(metrics: dict, configs: list[Config], results_dir: str | os.PathLike, name: str, profile: str,
-           seed: int | None) -> Path:
+def record(
+    metrics: dict,
+    configs: list[Config],
+    results_dir: str | os.PathLike,
+    name: str,
+    profile: str,
+    seed: int | None,
+) -> Path:
     """Write a sweep to ``<results_dir>/scaling/<name>.json`` with its configuration and provenance."""
-    config = {"profile": profile, "configs": [c.name for c in configs], "steps": metrics["steps"],
-              "repeats": metrics["repeats"], "profiled_steps": metrics["profiled_steps"],
-              "workload": "projector+LoRA steps on cached features, stage 2, no evaluation"}
+    config = {
+        "profile": profile,
+        "configs": [c.name for c in configs],
+        "steps": metrics["steps"],
+        "repeats": metrics["repeats"],
+        "profiled_steps": metrics["profiled_steps"],
+        "workload": "projector+LoRA steps on cached features, stage 2, no evaluation",
+    }
     return write_results(results_dir, "scaling", name, metrics, config, seed)
 
 
@@ -138,16 +221,23 @@ def _summarise(cfg: Config, recs: list[dict]) -> dict:
     med = lambda key: float(np.median([r[key] for r in recs]))  # noqa: E731
     first = recs[0]
     comm = [[x.get("comm_s") for x in r["ranks"]] for r in recs]
-    return {**asdict(cfg), "global_batch": cfg.global_batch, "samples_per_s": med("samples_per_s_median"),
-            "tokens_per_s": med("tokens_per_s_median"), "step_s": med("step_s_median"),
-            "samples_per_s_repeats": [r["samples_per_s_median"] for r in recs],
-            "timed_steps": first["timed_steps"], "final_loss": first["final_loss"],
-            "peak_memory_bytes": max(x["peak_memory_bytes"] for x in first["ranks"]),
-            "model_state_bytes": max(x["model_state_bytes"]["total"] for x in first["ranks"]),
-            "model_state": first["ranks"][0]["model_state_bytes"], "mfu": first["mfu"],
-            # the slowest rank's time in communication sets the pace of the step
-            "comm_s": float(np.median([max(c) for c in comm])) if all(None not in c for c in comm) else None,
-            "comm_ops": [x.get("comm_ops", {}) for x in first["ranks"]]}
+    return {
+        **asdict(cfg),
+        "global_batch": cfg.global_batch,
+        "samples_per_s": med("samples_per_s_median"),
+        "tokens_per_s": med("tokens_per_s_median"),
+        "step_s": med("step_s_median"),
+        "samples_per_s_repeats": [r["samples_per_s_median"] for r in recs],
+        "timed_steps": first["timed_steps"],
+        "final_loss": first["final_loss"],
+        "peak_memory_bytes": max(x["peak_memory_bytes"] for x in first["ranks"]),
+        "model_state_bytes": max(x["model_state_bytes"]["total"] for x in first["ranks"]),
+        "model_state": first["ranks"][0]["model_state_bytes"],
+        "mfu": first["mfu"],
+        # the slowest rank's time in communication sets the pace of the step
+        "comm_s": float(np.median([max(c) for c in comm])) if all(None not in c for c in comm) else None,
+        "comm_ops": [x.get("comm_ops", {}) for x in first["ranks"]],
+    }
 
 
 def derive(runs: list[dict]) -> list[dict]:
@@ -161,8 +251,15 @@ def derive(runs: list[dict]) -> list[dict]:
     for r in runs:
         base = ref.get((r["batch"], r["amp"]))
         same = ref.get((r["global_batch"], r["amp"]))  # one process doing the whole job's batch
-        r.update(speedup=None, efficiency=None, overhead_s=None, r_compute_comm=None, predicted={},
-                 ideal_speedup=None, speedup_same_batch=same and r["samples_per_s"] / same["samples_per_s"])
+        r.update(
+            speedup=None,
+            efficiency=None,
+            overhead_s=None,
+            r_compute_comm=None,
+            predicted={},
+            ideal_speedup=None,
+            speedup_same_batch=same and r["samples_per_s"] / same["samples_per_s"],
+        )
         if r["strategy"] == "pipeline":  # the bubble: S stages idle for S-1 of the M+S-1 micro-batch slots
             s, m = r["world"], r["microbatches"]
             r["ideal_speedup"] = s * m / (m + s - 1)
@@ -179,8 +276,10 @@ def derive(runs: list[dict]) -> list[dict]:
         over = r["overhead_s"]
         r["r_compute_comm"] = base["step_s"] / over
         ring = (r["world"] - 1) / r["world"]
-        r["predicted"] = {str(n): n * base["step_s"] / (base["step_s"] + over * ((n - 1) / n) / ring)
-                          for n in (2, 4, 8, 16, 32)}
+        r["predicted"] = {
+            str(n): n * base["step_s"] / (base["step_s"] + over * ((n - 1) / n) / ring)
+            for n in (2, 4, 8, 16, 32)
+        }
     return runs
 
 
@@ -189,48 +288,80 @@ def _round(x, nd=2):
 
 
 def table(metrics: dict) -> list[dict]:
-    mib = 2 ** 20
-    return [{
-        "strategy": r["strategy"], "ranks": r["world"], "threads/rank": r["threads"], "batch/rank": r["batch"],
-        "amp": r["amp"], "samples/s": round(r["samples_per_s"], 1), "step ms": round(1e3 * r["step_s"], 1),
-        "comm ms (profiler)": _round(r.get("comm_s") and 1e3 * r["comm_s"], 1),
-        "speed-up": None if r["speedup"] is None else round(r["speedup"], 2),
-        "efficiency": None if r["efficiency"] is None else round(r["efficiency"], 2),
-        "R = T_compute/T_comm": None if r["r_compute_comm"] is None else round(r["r_compute_comm"], 2),
-        "peak RSS/rank MiB": round(r["peak_memory_bytes"] / mib),
-        "model state/rank MiB": round(r["model_state_bytes"] / mib, 2),
-    } for r in metrics["runs"]]
+    mib = 2**20
+    return [
+        {
+            "strategy": r["strategy"],
+            "ranks": r["world"],
+            "threads/rank": r["threads"],
+            "batch/rank": r["batch"],
+            "amp": r["amp"],
+            "samples/s": round(r["samples_per_s"], 1),
+            "step ms": round(1e3 * r["step_s"], 1),
+            "comm ms (profiler)": _round(r.get("comm_s") and 1e3 * r["comm_s"], 1),
+            "speed-up": None if r["speedup"] is None else round(r["speedup"], 2),
+            "efficiency": None if r["efficiency"] is None else round(r["efficiency"], 2),
+            "R = T_compute/T_comm": None if r["r_compute_comm"] is None else round(r["r_compute_comm"], 2),
+            "peak RSS/rank MiB": round(r["peak_memory_bytes"] / mib),
+            "model state/rank MiB": round(r["model_state_bytes"] / mib, 2),
+        }
+        for r in metrics["runs"]
+    ]
 
 
 def comm_table(metrics: dict) -> list[dict]:
     """Data-parallel runs: one-rank step time, the overhead of N ranks over it, R (None where there is
     no overhead to measure), what the profiler saw in flight (collectives overlap backward, so it can
     exceed the overhead), and the predicted speed-up at more ranks."""
-    return [{"strategy": r["strategy"], "ranks": r["world"], "batch/rank": r["batch"], "amp": r["amp"],
-             "T_1 ms": round(1e3 * (r["step_s"] - r["overhead_s"]), 1), "overhead ms": round(1e3 * r["overhead_s"], 1),
-             "R": _round(r["r_compute_comm"]), "comm in flight ms": _round(r.get("comm_s") and 1e3 * r["comm_s"], 1),
-             **{f"predicted x{n}": round(v, 2) for n, v in r["predicted"].items()}}
-            for r in metrics["runs"] if r["world"] > 1 and r["overhead_s"] is not None]
+    return [
+        {
+            "strategy": r["strategy"],
+            "ranks": r["world"],
+            "batch/rank": r["batch"],
+            "amp": r["amp"],
+            "T_1 ms": round(1e3 * (r["step_s"] - r["overhead_s"]), 1),
+            "overhead ms": round(1e3 * r["overhead_s"], 1),
+            "R": _round(r["r_compute_comm"]),
+            "comm in flight ms": _round(r.get("comm_s") and 1e3 * r["comm_s"], 1),
+            **{f"predicted x{n}": round(v, 2) for n, v in r["predicted"].items()},
+        }
+        for r in metrics["runs"]
+        if r["world"] > 1 and r["overhead_s"] is not None
+    ]
 
 
 def pipeline_table(metrics: dict) -> list[dict]:
     """Model parallelism at one global batch: each strategy's throughput against one process, the
     pipeline schedule's ideal (bubble-limited) speed-up, time in sends/receives and memory per rank."""
-    mib = 2 ** 20
+    mib = 2**20
     rows = []
     for r in metrics["runs"]:
         if r["strategy"] == "single" and r["threads"] != 1:
             continue
-        sends = max((sum(v for k, v in ops.items() if k.endswith(("send", "recv"))) for ops in r.get("comm_ops") or [{}]),
-                    default=0.0)
-        rows.append({"strategy": r["strategy"], "schedule": r.get("schedule") or "", "micro-batches": r.get("microbatches", 1),
-                     "ranks": r["world"], "batch": r["global_batch"], "amp": r["amp"],
-                     "samples/s": round(r["samples_per_s"], 1), "tokens/s": round(r["tokens_per_s"]),
-                     "vs 1 process": _round(r.get("speedup_same_batch")),
-                     "ideal (bubble)": _round(r.get("ideal_speedup")),
-                     "send/recv ms": round(1e3 * sends, 1) if r["strategy"] == "pipeline" else None,
-                     "model state/rank MiB": round(r["model_state_bytes"] / mib, 2),
-                     "peak RSS/rank MiB": round(r["peak_memory_bytes"] / mib)})
+        sends = max(
+            (
+                sum(v for k, v in ops.items() if k.endswith(("send", "recv")))
+                for ops in r.get("comm_ops") or [{}]
+            ),
+            default=0.0,
+        )
+        rows.append(
+            {
+                "strategy": r["strategy"],
+                "schedule": r.get("schedule") or "",
+                "micro-batches": r.get("microbatches", 1),
+                "ranks": r["world"],
+                "batch": r["global_batch"],
+                "amp": r["amp"],
+                "samples/s": round(r["samples_per_s"], 1),
+                "tokens/s": round(r["tokens_per_s"]),
+                "vs 1 process": _round(r.get("speedup_same_batch")),
+                "ideal (bubble)": _round(r.get("ideal_speedup")),
+                "send/recv ms": round(1e3 * sends, 1) if r["strategy"] == "pipeline" else None,
+                "model state/rank MiB": round(r["model_state_bytes"] / mib, 2),
+                "peak RSS/rank MiB": round(r["peak_memory_bytes"] / mib),
+            }
+        )
     return rows
 
 
@@ -240,34 +371,72 @@ def ranks_vs_threads(metrics: dict) -> list[dict]:
     for r in metrics["runs"]:
         if r["strategy"] != "single" or r["threads"] == 1:
             continue
-        ddp = next((x for x in metrics["runs"] if x["strategy"] == "ddp" and x["world"] == r["threads"]
-                    and x["threads"] == 1 and x["batch"] == r["batch"] and x["amp"] == r["amp"]), None)
+        ddp = next(
+            (
+                x
+                for x in metrics["runs"]
+                if x["strategy"] == "ddp"
+                and x["world"] == r["threads"]
+                and x["threads"] == 1
+                and x["batch"] == r["batch"]
+                and x["amp"] == r["amp"]
+            ),
+            None,
+        )
         if ddp:
-            rows.append({"batch/rank": r["batch"], "amp": r["amp"],
-                         f"DDP {ddp['world']} ranks x 1 thread, samples/s": round(ddp["samples_per_s"], 1),
-                         f"1 process x {r['threads']} threads, samples/s": round(r["samples_per_s"], 1),
-                         "winner": "DDP" if ddp["samples_per_s"] > r["samples_per_s"] else "threads"})
+            rows.append(
+                {
+                    "batch/rank": r["batch"],
+                    "amp": r["amp"],
+                    f"DDP {ddp['world']} ranks x 1 thread, samples/s": round(ddp["samples_per_s"], 1),
+                    f"1 process x {r['threads']} threads, samples/s": round(r["samples_per_s"], 1),
+                    "winner": "DDP" if ddp["samples_per_s"] > r["samples_per_s"] else "threads",
+                }
+            )
     return rows
 
 
 def memory_table(metrics: dict) -> list[dict]:
     """Model state per rank by part (parameters, gradients, optimizer) and peak memory, in MiB."""
-    mib = 2 ** 20
-    return [{"strategy": r["strategy"], "ranks": r["world"], "batch/rank": r["batch"], "amp": r["amp"],
-             **{f"{k} MiB": round(v / mib, 3) for k, v in r["model_state"].items()},
-             "peak memory MiB": round(r["peak_memory_bytes"] / mib)} for r in metrics["runs"]]
+    mib = 2**20
+    return [
+        {
+            "strategy": r["strategy"],
+            "ranks": r["world"],
+            "batch/rank": r["batch"],
+            "amp": r["amp"],
+            **{f"{k} MiB": round(v / mib, 3) for k, v in r["model_state"].items()},
+            "peak memory MiB": round(r["peak_memory_bytes"] / mib),
+        }
+        for r in metrics["runs"]
+    ]
 
 
 def fsdp_vs_ddp(metrics: dict) -> list[dict]:
-    """Where both ran with the same ranks, batch and precision: FSDP's model state and step time over DDP's."""
+    """Where both ran with the same ranks, batch and precision: FSDP's model state and step time over
+    DDP's."""
     rows = []
     for f in (r for r in metrics["runs"] if r["strategy"] == "fsdp"):
-        d = next((r for r in metrics["runs"] if r["strategy"] == "ddp" and
-                  (r["world"], r["batch"], r["amp"], r["threads"]) == (f["world"], f["batch"], f["amp"], f["threads"])), None)
+        d = next(
+            (
+                r
+                for r in metrics["runs"]
+                if r["strategy"] == "ddp"
+                and (r["world"], r["batch"], r["amp"], r["threads"])
+                == (f["world"], f["batch"], f["amp"], f["threads"])
+            ),
+            None,
+        )
         if d:
-            rows.append({"ranks": f["world"], "batch/rank": f["batch"], "amp": f["amp"],
-                         "model state FSDP / DDP": round(f["model_state_bytes"] / d["model_state_bytes"], 2),
-                         "step time FSDP / DDP": round(f["step_s"] / d["step_s"], 2)})
+            rows.append(
+                {
+                    "ranks": f["world"],
+                    "batch/rank": f["batch"],
+                    "amp": f["amp"],
+                    "model state FSDP / DDP": round(f["model_state_bytes"] / d["model_state_bytes"], 2),
+                    "step time FSDP / DDP": round(f["step_s"] / d["step_s"], 2),
+                }
+            )
     return rows
 
 
@@ -282,24 +451,41 @@ def figures(metrics: dict, out_dir: str | os.PathLike, prefix: str = "04_scaling
     amp = max((r["amp"] for r in runs), key=[r["amp"] for r in runs].count)
     runs = [r for r in runs if r["amp"] == amp]
     for s in ("ddp", "fsdp"):
-        mine = sorted((r for r in runs if r["strategy"] == s and r["batch"] == batch and r["speedup"]),
-                      key=lambda r: r["world"])
+        mine = sorted(
+            (r for r in runs if r["strategy"] == s and r["batch"] == batch and r["speedup"]),
+            key=lambda r: r["world"],
+        )
         if mine:
-            sp.plot([1] + [r["world"] for r in mine], [1] + [r["speedup"] for r in mine], marker="o",
-                    color=COLOURS[s], label=s)
+            sp.plot(
+                [1] + [r["world"] for r in mine],
+                [1] + [r["speedup"] for r in mine],
+                marker="o",
+                color=COLOURS[s],
+                label=s,
+            )
     for r in runs:
         if r["strategy"] == "single" and r["threads"] > 1 and r["batch"] == batch and r["speedup"]:
-            sp.scatter([r["threads"]], [r["speedup"]], marker="s", color="grey", zorder=3,
-                       label=f"1 process, {r['threads']} threads")
-    sp.set(xlabel="ranks (1 thread each)", ylabel="speed-up vs 1 rank", xticks=range(1, top + 1),
-           title=f"batch {batch} per rank, amp {amp}")
+            sp.scatter(
+                [r["threads"]],
+                [r["speedup"]],
+                marker="s",
+                color="grey",
+                zorder=3,
+                label=f"1 process, {r['threads']} threads",
+            )
+    sp.set(
+        xlabel="ranks (1 thread each)",
+        ylabel="speed-up vs 1 rank",
+        xticks=range(1, top + 1),
+        title=f"batch {batch} per rank, amp {amp}",
+    )
     sp.legend(fontsize=8)
     labels, parts = [], {"params": [], "grads": [], "optimizer": []}
     for r in runs:
         if r["batch"] == batch and r["threads"] == 1:
             labels.append(f"{r['strategy']} x{r['world']}")
             for k in parts:
-                parts[k].append(r["model_state"][k] / 2 ** 20)
+                parts[k].append(r["model_state"][k] / 2**20)
     left = [0.0] * len(labels)
     for (k, v), colour in zip(parts.items(), ("#4C72B0", "#DD8452", "#55A868"), strict=True):
         mem.barh(labels, v, left=left, color=colour, label=k)
@@ -309,7 +495,9 @@ def figures(metrics: dict, out_dir: str | os.PathLike, prefix: str = "04_scaling
     return [plots.save(fig, out_dir / f"{prefix}.png")]
 
 
-def pipeline_figure(metrics: dict, out_dir: str | os.PathLike, prefix: str = "06_model_parallel") -> list[Path]:
+def pipeline_figure(
+    metrics: dict, out_dir: str | os.PathLike, prefix: str = "06_model_parallel"
+) -> list[Path]:
     """Throughput against micro-batches per pipeline schedule, beside one process, the layer split,
     DDP and the bubble-limited ideal; and the largest model state any rank holds, per strategy."""
     runs = [r for r in metrics["runs"] if not (r["strategy"] == "single" and r["threads"] != 1)]
@@ -323,24 +511,46 @@ def pipeline_figure(metrics: dict, out_dir: str | os.PathLike, prefix: str = "06
     for schedule, marker in (("gpipe", "o"), ("1f1b", "s")):
         mine = sorted((r for r in pipes if r["schedule"] == schedule), key=lambda r: r["microbatches"])
         if mine:
-            tp.plot([r["microbatches"] for r in mine], [r["samples_per_s"] for r in mine], marker=marker,
-                    label=f"pipeline {schedule}, {mine[0]['world']} ranks")
+            tp.plot(
+                [r["microbatches"] for r in mine],
+                [r["samples_per_s"] for r in mine],
+                marker=marker,
+                label=f"pipeline {schedule}, {mine[0]['world']} ranks",
+            )
     if one and pipes:
         s = pipes[0]["world"]
-        tp.plot(ms, [one["samples_per_s"] * s * m / (m + s - 1) for m in ms], color="k", ls="--", lw=1,
-                label="ideal: 1 process x S*M/(M+S-1)")
-    for r, ls in ((one, "-"), (next((r for r in runs if r["strategy"] == "layers"), None), ":"),
-                  (next((r for r in runs if r["strategy"] == "ddp"), None), "-.")):
+        tp.plot(
+            ms,
+            [one["samples_per_s"] * s * m / (m + s - 1) for m in ms],
+            color="k",
+            ls="--",
+            lw=1,
+            label="ideal: 1 process x S*M/(M+S-1)",
+        )
+    for r, ls in (
+        (one, "-"),
+        (next((r for r in runs if r["strategy"] == "layers"), None), ":"),
+        (next((r for r in runs if r["strategy"] == "ddp"), None), "-."),
+    ):
         if r:
-            label = {"single": "1 process", "layers": "layer split (1 process)"}.get(r["strategy"], f"DDP, {r['world']} ranks")
+            label = {"single": "1 process", "layers": "layer split (1 process)"}.get(
+                r["strategy"], f"DDP, {r['world']} ranks"
+            )
             tp.axhline(r["samples_per_s"], color=COLOURS[r["strategy"]], ls=ls, lw=1.2, label=label)
     tp.set(xscale="log", xlabel="micro-batches per step", ylabel="samples/s", title=f"global batch {batch}")
     tp.minorticks_off()
     tp.set_xticks(ms, [str(m) for m in ms])
     tp.legend(fontsize=7)
-    labels = [f"{r['strategy']}" + (f" {r['schedule']} m{r['microbatches']}" if r["strategy"] == "pipeline" else "")
-              + f" x{r['world']}" for r in runs]
-    mem.barh(labels, [r["model_state_bytes"] / 2 ** 20 for r in runs],
-             color=[COLOURS.get(r["strategy"], "grey") for r in runs])
+    labels = [
+        f"{r['strategy']}"
+        + (f" {r['schedule']} m{r['microbatches']}" if r["strategy"] == "pipeline" else "")
+        + f" x{r['world']}"
+        for r in runs
+    ]
+    mem.barh(
+        labels,
+        [r["model_state_bytes"] / 2**20 for r in runs],
+        color=[COLOURS.get(r["strategy"], "grey") for r in runs],
+    )
     mem.set(xlabel="largest model state on one rank (MiB)")
     return [plots.save(fig, Path(out_dir) / f"{prefix}.png")]

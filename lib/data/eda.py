@@ -21,12 +21,13 @@ from lib.data.pmcoa import read_index
 WORD = re.compile(r"[a-zµ][a-zµ0-9\-]+")
 # Function words and figure boilerplate: what is left is the medical vocabulary.
 STOPWORDS = frozenset(
-    """a an the and or of in on at to for with without by from as is are was were be been this that these those
-    it its into than then there which who whom whose what when where while also both each other such no not
-    only same so very can may show shows showing shown demonstrating demonstrates reveals revealed image images
-    figure fig panel panels arrow arrows arrowhead left right upper lower central centre center about across
-    scale bar representative respectively indicate indicates indicated see using used after before between
-    within via per two three one mm µm cm field region zone""".split()
+    """a an the and or of in on at to for with without by from as is are was were be been this that
+    these those it its into than then there which who whom whose what when where while also both each
+    other such no not only same so very can may show shows showing shown demonstrating demonstrates
+    reveals revealed image images figure fig panel panels arrow arrows arrowhead left right upper lower
+    central centre center about across scale bar representative respectively indicate indicates
+    indicated see using used after before between within via per two three one mm µm cm field region
+    zone""".split()
 )
 
 
@@ -35,8 +36,11 @@ def _describe(values: np.ndarray) -> dict:
         return {"count": 0}
     p = np.percentile(values, [5, 25, 50, 75, 95])
     return {
-        "count": int(values.size), "mean": round(float(values.mean()), 2), "std": round(float(values.std()), 2),
-        "min": int(values.min()), **{k: round(float(v), 2) for k, v in zip(("p5", "p25", "median", "p75", "p95"), p, strict=True)},
+        "count": int(values.size),
+        "mean": round(float(values.mean()), 2),
+        "std": round(float(values.std()), 2),
+        "min": int(values.min()),
+        **{k: round(float(v), 2) for k, v in zip(("p5", "p25", "median", "p75", "p95"), p, strict=True)},
         "max": int(values.max()),
     }
 
@@ -48,7 +52,9 @@ def _histogram(values: np.ndarray, bins: int = 40) -> dict:
 
 def _sample(widths: np.ndarray, heights: np.ndarray, n: int = 2000) -> list[list[int]]:
     """A fixed (seeded) sample of image sizes: enough for a scatter plot, small at 1.65M pairs."""
-    pick = np.random.default_rng(0).permutation(len(widths))[:n] if len(widths) > n else np.arange(len(widths))
+    pick = (
+        np.random.default_rng(0).permutation(len(widths))[:n] if len(widths) > n else np.arange(len(widths))
+    )
     return [[int(widths[i]), int(heights[i])] for i in np.sort(pick)]
 
 
@@ -67,8 +73,10 @@ def summarize(index_path: str | os.PathLike, top_k: int = 25) -> tuple[dict, dic
         modes[row["mode"]] += 1
         formats[row["format"]] += 1
         splits[row["split"]] += 1
-    arrays = {k: np.asarray(v, dtype=np.int64) for k, v in
-              {"chars": chars, "words": words, "width": widths, "height": heights}.items()}
+    arrays = {
+        k: np.asarray(v, dtype=np.int64)
+        for k, v in {"chars": chars, "words": words, "width": widths, "height": heights}.items()
+    }
     n = len(chars)
     summary = {
         "pairs": n,
@@ -80,7 +88,9 @@ def summarize(index_path: str | os.PathLike, top_k: int = 25) -> tuple[dict, dic
         "modalities": dict(modality.most_common()),
         "image_width": _describe(arrays["width"]),
         "image_height": _describe(arrays["height"]),
-        "colour_modes": {m: {"count": c, "share": round(c / n, 4)} for m, c in modes.most_common()} if n else {},
+        "colour_modes": {m: {"count": c, "share": round(c / n, 4)} for m, c in modes.most_common()}
+        if n
+        else {},
         "formats": dict(formats.most_common()),
         "histograms": {k: _histogram(arrays[k]) for k in ("chars", "words")},
         "image_size_sample": _sample(arrays["width"], arrays["height"]),
@@ -89,7 +99,8 @@ def summarize(index_path: str | os.PathLike, top_k: int = 25) -> tuple[dict, dic
 
 
 def figures(summary: dict, out_dir: str | os.PathLike, prefix: str = "01_eda") -> list[Path]:
-    """The EDA figures from a summary (a results file's metrics), written to ``out_dir``; returns their paths."""
+    """The EDA figures from a summary (a results file's metrics), written to ``out_dir``; returns their
+    paths."""
     out_dir = Path(out_dir)
     paths = []
 
@@ -116,8 +127,12 @@ def figures(summary: dict, out_dir: str | os.PathLike, prefix: str = "01_eda") -
     fig, ax = plots.figure(ncols=2)
     sizes = np.asarray(summary["image_size_sample"]).reshape(-1, 2)
     ax[0, 0].scatter(sizes[:, 0], sizes[:, 1], s=3, alpha=0.3, color="#8172B2")
-    ax[0, 0].set(xlabel="width (px)", ylabel="height (px)",
-                 title=f"mean {summary['image_width'].get('mean', 0):.0f} x {summary['image_height'].get('mean', 0):.0f} px")
+    ax[0, 0].set(
+        xlabel="width (px)",
+        ylabel="height (px)",
+        title=f"mean {summary['image_width'].get('mean', 0):.0f} x "
+        f"{summary['image_height'].get('mean', 0):.0f} px",
+    )
     modes = summary["colour_modes"]
     ax[0, 1].bar(list(modes), [m["share"] * 100 for m in modes.values()], color="#937860")
     ax[0, 1].set(ylabel="% of images", title="colour modes (as stored)")

@@ -21,8 +21,13 @@ from pathlib import Path
 from lib.data.reasons import BadInput
 from lib.settings import MAX_FILE_BYTES
 
-_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
 
 
 class BadFile(BadInput):
@@ -75,7 +80,12 @@ def _kind(mode: int) -> str:
 def read_data_file(root: str | os.PathLike, name: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     """The bytes of image ``name`` under ``root``, read through every check above."""
     path = checked_path(root, name)
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags = (
+        os.O_RDONLY
+        | getattr(os, "O_NOFOLLOW", 0)
+        | getattr(os, "O_NONBLOCK", 0)
+        | getattr(os, "O_CLOEXEC", 0)
+    )
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
@@ -91,7 +101,9 @@ def read_data_file(root: str | os.PathLike, name: str, max_bytes: int = MAX_FILE
         if st.st_size > max_bytes:
             raise BadFile("too_large", f"{st.st_size} bytes > {max_bytes}")
         opened = _opened_path(fd)
-        if opened is not None and os.path.commonpath((opened, _real_root(str(root)))) != _real_root(str(root)):
+        if opened is not None and os.path.commonpath((opened, _real_root(str(root)))) != _real_root(
+            str(root)
+        ):
             raise BadFile("unsafe_path", f"{path} was swapped for a file outside the image folder")
         os.set_blocking(fd, True)
         with os.fdopen(os.dup(fd), "rb") as f:

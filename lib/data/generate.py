@@ -64,7 +64,11 @@ def is_complete(out: str | os.PathLike, n: int, seed: int) -> bool:
 
 
 def generate(
-    out: str | os.PathLike, n: int = 3000, seed: int = 0, workers: int | None = None, force: bool = False,
+    out: str | os.PathLike,
+    n: int = 3000,
+    seed: int = 0,
+    workers: int | None = None,
+    force: bool = False,
     progress: bool = True,
 ) -> dict:
     """Write ``n`` figure-caption pairs to ``out`` in PMC-OA's layout; a no-op when already complete.
@@ -86,9 +90,15 @@ def generate(
     modalities = {m: 0 for m in MODALITIES}
     workers = max(1, workers or os.cpu_count() or 1)
     pool = get_context("spawn").Pool(workers) if workers > 1 and n >= 64 else None
-    figures = pool.imap(partial(figure, seed), range(n), chunksize=32) if pool else (figure(seed, i) for i in range(n))
+    figures = (
+        pool.imap(partial(figure, seed), range(n), chunksize=32)
+        if pool
+        else (figure(seed, i) for i in range(n))
+    )
     try:
-        for split, name, text, data, scene in tqdm(figures, total=n, desc="generate", unit="fig", disable=not progress):
+        for split, name, text, data, scene in tqdm(
+            figures, total=n, desc="generate", unit="fig", disable=not progress
+        ):
             (images / name).write_bytes(data)
             row = {"image": name, "caption": text, "modality": scene.modality}
             files[split].write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -101,7 +111,13 @@ def generate(
             f.close()
     for s in SPLITS:
         os.replace(out / f".{s}.jsonl.tmp", out / f"{s}.jsonl")
-    manifest = {"n": n, "seed": seed, "generator_version": GENERATOR_VERSION, "splits": counts, "modalities": modalities}
+    manifest = {
+        "n": n,
+        "seed": seed,
+        "generator_version": GENERATOR_VERSION,
+        "splits": counts,
+        "modalities": modalities,
+    }
     write_json_atomic(out / MANIFEST, manifest)
     return manifest
 

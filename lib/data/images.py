@@ -59,7 +59,9 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
     except (OSError, EOFError, SyntaxError, ValueError, zlib.error) as e:
         message = str(e)
         truncated = isinstance(e, EOFError) or "truncat" in message.lower() or "broken data stream" in message
-        raise BadImage("truncated" if truncated else "corrupt", f"decode: {message or type(e).__name__}") from None
+        raise BadImage(
+            "truncated" if truncated else "corrupt", f"decode: {message or type(e).__name__}"
+        ) from None
     mode, fmt, frames = im.mode, im.format or "unknown", getattr(im, "n_frames", 1)
     out, conversion = _normalise_mode(im)
     if _bits_per_sample(im, data) > 8 and not (conversion or "").startswith(("16bit", "32bit")):

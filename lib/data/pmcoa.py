@@ -28,7 +28,8 @@ class Record:
 
 def pair_id(split: str, line: int) -> str:
     """A pair's id: its split and line. Unique where the image name is not (one figure with two captions,
-    ``a.jpg`` beside ``a.png``); carried from the clean index through shards, features, captions and scores."""
+    ``a.jpg`` beside ``a.png``); carried from the clean index through shards, features, captions and
+    scores."""
     return f"{split}-{line}"
 
 

@@ -106,7 +106,7 @@ def fit(img: np.ndarray, cfg: PrepConfig, out: np.ndarray | None = None) -> np.n
         img = cv2.copyMakeBorder(img, y, s - nh - y, x, s - nw - x, cv2.BORDER_CONSTANT, value=0)
     else:
         y, x = (nh - s) // 2, (nw - s) // 2
-        img = np.ascontiguousarray(img[y:y + s, x:x + s])
+        img = np.ascontiguousarray(img[y : y + s, x : x + s])
     if out is None:
         return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=out)
@@ -120,7 +120,9 @@ def shard_paths(out: Path, k: int) -> tuple[Path, Path]:
 def rows_digest(rows: list[dict]) -> str:
     """Digest of the index rows a chunk is made from: what identifies its input, beside the config."""
     keys = ("id", "split", "line", "image", "caption", "modality", "digest", "mode", "conversion")
-    return hashlib.sha256(json.dumps([[r.get(k) for k in keys] for r in rows], ensure_ascii=False).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps([[r.get(k) for k in keys] for r in rows], ensure_ascii=False).encode()
+    ).hexdigest()
 
 
 def is_complete(out: Path, k: int, cfg: PrepConfig, rows: list[dict]) -> bool:
@@ -148,8 +150,9 @@ def _buffer(n: int, size: int) -> np.ndarray:
     return buf[:n]
 
 
-def process_chunk(k: int, rows: list[dict], data_dir: str, out: str, cfg: PrepConfig,
-                  max_file_bytes: int = MAX_FILE_BYTES) -> dict:
+def process_chunk(
+    k: int, rows: list[dict], data_dir: str, out: str, cfg: PrepConfig, max_file_bytes: int = MAX_FILE_BYTES
+) -> dict:
     """Decode, enhance and fit one chunk; write its shard atomically. Pure in (rows, cfg)."""
     out_p = Path(out)
     if is_complete(out_p, k, cfg, rows):
@@ -158,24 +161,38 @@ def process_chunk(k: int, rows: list[dict], data_dir: str, out: str, cfg: PrepCo
     pixels = _buffer(len(rows), cfg.size)
     kept, quarantined = [], []
     for row in rows:
-        where = {"id": row.get("id") or pair_id(row["split"], row["line"]), "image": row["image"],
-                 "split": row["split"], "line": row["line"]}
+        where = {
+            "id": row.get("id") or pair_id(row["split"], row["line"]),
+            "image": row["image"],
+            "split": row["split"],
+            "line": row["line"],
+        }
         try:
             data = read_data_file(root, row["image"], max_file_bytes)
             if row.get("digest") and content_digest(data) != row["digest"]:
-                raise BadInput("changed_since_validation", f"{row['image']}: its bytes differ from the validated file")
+                raise BadInput(
+                    "changed_since_validation", f"{row['image']}: its bytes differ from the validated file"
+                )
             fit(enhance(load_pixels(data, row), cfg), cfg, out=pixels[len(kept)])
         except BadInput as e:
             quarantined.append(skip_row(e.reason, e.detail, **where))
             continue
-        kept.append({**where, "caption": row["caption"], "modality": row.get("modality"), "offset": len(kept)})
+        kept.append(
+            {**where, "caption": row["caption"], "modality": row.get("modality"), "offset": len(kept)}
+        )
     npy, meta = shard_paths(out_p, k)
     npy.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{npy.name}.", suffix=".npy", dir=npy.parent)
     with os.fdopen(fd, "wb") as f:
         np.save(f, pixels[: len(kept)])
     os.replace(tmp, npy)
-    record = {"chunk": k, "config": cfg.key(), "input": rows_digest(rows), "rows": kept, "quarantined": quarantined}
+    record = {
+        "chunk": k,
+        "config": cfg.key(),
+        "input": rows_digest(rows),
+        "rows": kept,
+        "quarantined": quarantined,
+    }
     write_json_atomic(meta, record)
     return {"chunk": k, "skipped": False, **_counts(record)}
 
@@ -194,9 +211,21 @@ def chunks(index_path: str | os.PathLike, chunk_size: int) -> Iterator[tuple[int
 
 
 def slurm_cluster(spec: dict):
-    """dask-jobqueue SLURMCluster from a parameter mapping (papermill_params/cluster/02_preprocessing.yaml)."""
-    keys = ("cores", "memory", "processes", "queue", "account", "walltime", "job_extra_directives",
-            "job_script_prologue", "local_directory", "log_directory", "interface")
+    """dask-jobqueue SLURMCluster from a parameter mapping (papermill_params/cluster/
+    02_preprocessing.yaml)."""
+    keys = (
+        "cores",
+        "memory",
+        "processes",
+        "queue",
+        "account",
+        "walltime",
+        "job_extra_directives",
+        "job_script_prologue",
+        "local_directory",
+        "log_directory",
+        "interface",
+    )
     return SLURMCluster(**{k: spec[k] for k in keys if spec.get(k) is not None})
 
 
@@ -208,7 +237,9 @@ def _cluster(backend: str, workers: int, slurm: dict | None):
         environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
         environ.pop("MALLOC_TRIM_THRESHOLD_", None)
         with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-            return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+            return LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            )
     if backend == "dask-threads":  # OpenCV releases the GIL, so threads scale without pickling pixels
         return LocalCluster(n_workers=1, threads_per_worker=workers, processes=False, dashboard_address=None)
     cluster = slurm_cluster(slurm or {})
@@ -234,7 +265,8 @@ def _run_dask(backend, workers, slurm, jobs: Iterator, task, bar, timings: dict)
             nxt = next(jobs, None)
             if nxt is None:
                 return False
-            # pure=False: a retried chunk must run again; retries: a chunk on a dying worker is redone, not lost
+            # pure=False: a retried chunk must run again; retries: a chunk on a dying worker is redone,
+            # not lost
             in_flight.add(client.submit(task, *nxt, key=f"chunk-{nxt[0]:05d}", retries=2, pure=False))
             return True
 
@@ -280,12 +312,20 @@ def preprocess(
         index = out / "clean_index.jsonl"
         if not index.exists():
             t = time.perf_counter()
-            validate(data_dir, out / "validate_report.json", index, workers=workers, progress=progress,
-                     limits=Limits(max_file_bytes=max_file_bytes))
+            validate(
+                data_dir,
+                out / "validate_report.json",
+                index,
+                workers=workers,
+                progress=progress,
+                limits=Limits(max_file_bytes=max_file_bytes),
+            )
             timings["validate_s"] = time.perf_counter() - t
     n_rows = sum(1 for _ in read_index(index))
     n_chunks = -(-n_rows // chunk_size)
-    task = partial(process_chunk, data_dir=str(data_dir), out=str(out), cfg=cfg, max_file_bytes=max_file_bytes)
+    task = partial(
+        process_chunk, data_dir=str(data_dir), out=str(out), cfg=cfg, max_file_bytes=max_file_bytes
+    )
     jobs = chunks(index, chunk_size)
     with tqdm(total=n_chunks, desc=f"preprocess ({backend})", unit="chunk", disable=not progress) as bar:
         if backend == "sequential":
@@ -319,9 +359,14 @@ def _finish(out: Path, n_chunks: int, cfg: PrepConfig, backend, workers, chunk_s
     os.replace(tmp, out / "index.jsonl")
     write_json_atomic(out / "quarantine.json", quarantine)
     manifest = {
-        "config": asdict(cfg), "chunk_size": chunk_size, "chunks": n_chunks, "stored": stored,
-        "quarantined": len(quarantine), "resumed_chunks": sum(r["skipped"] for r in results),
-        "backend": backend, "workers": workers,
+        "config": asdict(cfg),
+        "chunk_size": chunk_size,
+        "chunks": n_chunks,
+        "stored": stored,
+        "quarantined": len(quarantine),
+        "resumed_chunks": sum(r["skipped"] for r in results),
+        "backend": backend,
+        "workers": workers,
     }
     return manifest
 

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 REASONS: dict[str, str] = {
     # the JSONL line
-    "malformed_json": "the line is not one JSON object (a UTF-8 byte-order mark at the start of a file is accepted)",
+    "malformed_json": "the line is not one JSON object (a UTF-8 byte-order mark at the start of a file is "
+    "accepted)",
     "missing_field": "`image` or `caption` is missing or not a string",
     "non_utf8": "the line, or an escape in the caption, is not valid UTF-8",
     "empty_caption": "the caption is empty or only whitespace",
     "caption_too_long": "the caption is longer than `--max-caption-chars` (default 10,000)",
     # the image path, checked where the file is opened (lib/data/files.py)
-    "unsafe_path": "absolute, empty, `..` outside the image folder, a symlink leading out of it, or a file swapped "
-                   "for a symlink after it was checked",
+    "unsafe_path": "absolute, empty, `..` outside the image folder, a symlink leading out of it, or a file "
+    "swapped for a symlink after it was checked",
     "symlink_loop": "the path runs into a loop of symbolic links",
     "missing_file": "no file at that path (or a path through a file)",
     "not_regular_file": "a folder, FIFO, socket or device: reading it could block or never end",
@@ -30,7 +31,8 @@ REASONS: dict[str, str] = {
     "unsupported_mode": "a pixel mode that cannot be converted to RGB without guessing",
     # across pairs and stages
     "duplicate_pair": "the same image bytes and caption as an earlier pair (in any split)",
-    "changed_since_validation": "preprocess found other bytes than validate checked (the file changed in between)",
+    "changed_since_validation": "preprocess found other bytes than validate checked (the file changed in "
+    "between)",
     "unexpected_error": "an error this study does not anticipate: a bug, please report it with the file",
 }
 

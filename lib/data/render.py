@@ -38,7 +38,10 @@ class Canvas:
         x, y = self.px(fx, fy)
         n = 18
         radii = r * self.s * (1 + roughness * (self.rng.random(n) - 0.5))
-        pts = [(x + rr * math.cos(2 * math.pi * k / n), y + rr * math.sin(2 * math.pi * k / n)) for k, rr in enumerate(radii)]
+        pts = [
+            (x + rr * math.cos(2 * math.pi * k / n), y + rr * math.sin(2 * math.pi * k / n))
+            for k, rr in enumerate(radii)
+        ]
         return self.mask(lambda d, c: d.polygon(pts, fill=255))
 
     def dots(self, centres, r):
@@ -73,8 +76,11 @@ def _anatomy(c: Canvas, modality: str, region: str) -> np.ndarray:
         ]
         sector = c.mask(lambda d, _: d.polygon(fan, fill=255))
         img = _paint(img, sector, 0.32)
-        organ = {"liver": c.ellipse(0.5, 0.6, 0.55, 0.35), "thyroid": c.ellipse(0.5, 0.55, 0.38, 0.18),
-                 "kidney": c.ellipse(0.5, 0.55, 0.34, 0.2)}[region] * sector
+        organ = {
+            "liver": c.ellipse(0.5, 0.6, 0.55, 0.35),
+            "thyroid": c.ellipse(0.5, 0.55, 0.38, 0.18),
+            "kidney": c.ellipse(0.5, 0.55, 0.34, 0.2),
+        }[region] * sector
         img = _paint(img, organ, 0.48)
         if region == "kidney":
             img = _paint(img, c.ellipse(0.5, 0.55, 0.16, 0.07), 0.75)  # echogenic sinus
@@ -87,10 +93,21 @@ def _anatomy(c: Canvas, modality: str, region: str) -> np.ndarray:
             img = _paint(img, c.ellipse(side, 0.48, 0.17, 0.33), 0.1)
         if modality == "xray":
             for k in range(6):
-                rib = c.mask(lambda d, _, k=k: d.arc(
-                    [0.12 * c.w, (0.16 + 0.1 * k) * c.h, 0.88 * c.w, (0.36 + 0.1 * k) * c.h], 200, 340, fill=255, width=2))
+                rib = c.mask(
+                    lambda d, _, k=k: d.arc(
+                        [0.12 * c.w, (0.16 + 0.1 * k) * c.h, 0.88 * c.w, (0.36 + 0.1 * k) * c.h],
+                        200,
+                        340,
+                        fill=255,
+                        width=2,
+                    )
+                )
                 img = _paint(img, rib, 0.3)
-            img = _paint(img, c.mask(lambda d, _: d.rectangle([0.47 * c.w, 0.05 * c.h, 0.53 * c.w, 0.95 * c.h], fill=255)), 0.62)
+            img = _paint(
+                img,
+                c.mask(lambda d, _: d.rectangle([0.47 * c.w, 0.05 * c.h, 0.53 * c.w, 0.95 * c.h], fill=255)),
+                0.62,
+            )
         else:
             img = _paint(img, c.ellipse(0.55, 0.55, 0.14, 0.12), 0.58)  # heart
             img = _paint(img, c.ellipse(0.5, 0.86, 0.06, 0.05), 0.92)  # vertebra
@@ -109,20 +126,45 @@ def _anatomy(c: Canvas, modality: str, region: str) -> np.ndarray:
         img = _paint(img, c.ellipse(0.5, 0.68, 0.3, 0.3), 0.3)
         for k in range(5):
             fx = 0.3 + 0.1 * k
-            img = _paint(img, c.mask(lambda d, _, fx=fx: d.rectangle(
-                [(fx - 0.03) * c.w, 0.1 * c.h, (fx + 0.03) * c.w, 0.7 * c.h], fill=255)), 0.72)
+            img = _paint(
+                img,
+                c.mask(
+                    lambda d, _, fx=fx: d.rectangle(
+                        [(fx - 0.03) * c.w, 0.1 * c.h, (fx + 0.03) * c.w, 0.7 * c.h], fill=255
+                    )
+                ),
+                0.72,
+            )
     elif region == "knee":
         tissue, bone = (0.3, 0.75) if modality == "xray" else (0.75, 0.4)
-        img = _paint(img, c.mask(lambda d, _: d.rectangle([0.22 * c.w, 0, 0.78 * c.w, c.h], fill=255)), tissue)
+        img = _paint(
+            img, c.mask(lambda d, _: d.rectangle([0.22 * c.w, 0, 0.78 * c.w, c.h], fill=255)), tissue
+        )
         img = _paint(img, c.ellipse(0.5, 0.22, 0.22, 0.3), bone)
-        img = _paint(img, c.mask(lambda d, _: d.rectangle([0.3 * c.w, 0.58 * c.h, 0.7 * c.w, c.h], fill=255)), bone)
+        img = _paint(
+            img, c.mask(lambda d, _: d.rectangle([0.3 * c.w, 0.58 * c.h, 0.7 * c.w, c.h], fill=255)), bone
+        )
     elif region == "spine":
         img = _paint(img, c.mask(lambda d, _: d.rectangle([0.25 * c.w, 0, 0.75 * c.w, c.h], fill=255)), 0.35)
         for k in range(6):
             y = (0.08 + 0.16 * k) * c.h
-            img = _paint(img, c.mask(lambda d, _, y=y: d.rectangle([0.3 * c.w, y, 0.52 * c.w, y + 0.12 * c.h], fill=255)), 0.55)
-            img = _paint(img, c.mask(lambda d, _, y=y: d.rectangle([0.31 * c.w, y + 0.12 * c.h, 0.51 * c.w, y + 0.16 * c.h], fill=255)), 0.85)
-        img = _paint(img, c.mask(lambda d, _: d.rectangle([0.56 * c.w, 0, 0.64 * c.w, c.h], fill=255)), 0.2)  # cord
+            img = _paint(
+                img,
+                c.mask(lambda d, _, y=y: d.rectangle([0.3 * c.w, y, 0.52 * c.w, y + 0.12 * c.h], fill=255)),
+                0.55,
+            )
+            img = _paint(
+                img,
+                c.mask(
+                    lambda d, _, y=y: d.rectangle(
+                        [0.31 * c.w, y + 0.12 * c.h, 0.51 * c.w, y + 0.16 * c.h], fill=255
+                    )
+                ),
+                0.85,
+            )
+        img = _paint(
+            img, c.mask(lambda d, _: d.rectangle([0.56 * c.w, 0, 0.64 * c.w, c.h], fill=255)), 0.2
+        )  # cord
     return img
 
 
@@ -138,8 +180,12 @@ def _radiology(c: Canvas, s: Scene) -> np.ndarray:
             img = _paint(img, c.ellipse(s.cx, s.cy, s.radius * 1.15, s.radius * 1.15), 0.8)  # enhancing rim
         img = _paint(img, c.ellipse(s.cx, s.cy, s.radius, s.radius), 0.0 if us else 0.12)
         if us:  # posterior acoustic enhancement below an anechoic cyst
-            band = c.mask(lambda d, _: d.rectangle([(s.cx - s.radius) * c.w, s.cy * c.h + s.radius * c.s,
-                                                    (s.cx + s.radius) * c.w, c.h], fill=255))
+            band = c.mask(
+                lambda d, _: d.rectangle(
+                    [(s.cx - s.radius) * c.w, s.cy * c.h + s.radius * c.s, (s.cx + s.radius) * c.w, c.h],
+                    fill=255,
+                )
+            )
             img = _paint(img, band * (img > 0.05), 0.6)
     elif s.finding == "calcification":
         pts = c.scatter(7, s.cx, s.cy, spread=s.radius / 2)
@@ -156,7 +202,12 @@ def _microscopy(c: Canvas, s: Scene) -> np.ndarray:
     cells = c.dots(c.scatter(n_cells), 0.022)
     if s.finding == "cluster":
         cells = np.maximum(cells, c.dots(c.scatter(45, s.cx, s.cy, spread=s.radius / 2.2), 0.02))
-    glow = np.asarray(Image.fromarray((cells * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.5)), np.float32) / 255
+    glow = (
+        np.asarray(
+            Image.fromarray((cells * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.5)), np.float32
+        )
+        / 255
+    )
     intensity = np.clip(glow * c.rng.uniform(0.7, 1.0) + c.rng.normal(0.03, 0.02, glow.shape), 0, 1)
     return intensity[..., None] * np.asarray(STAIN_COLOUR[s.region], np.float32)
 
@@ -175,7 +226,9 @@ def _histology(c: Canvas, s: Scene) -> np.ndarray:
             img = _paint(img, c.ellipse(fx, fy, 0.07, 0.11), (0.98, 0.96, 0.97))  # gland lumen
     else:  # skin: epidermis along the top edge
         edge = [(x, (0.18 + 0.04 * math.sin(x / c.w * 12)) * c.h) for x in np.linspace(0, c.w, 24)]
-        img = _paint(img, c.mask(lambda d, _: d.polygon([(0, 0), *edge, (c.w, 0)], fill=255)), (0.55, 0.3, 0.6))
+        img = _paint(
+            img, c.mask(lambda d, _: d.polygon([(0, 0), *edge, (c.w, 0)], fill=255)), (0.55, 0.3, 0.6)
+        )
     if s.finding == "tumour":
         img = _paint(img, c.blob(s.cx, s.cy, s.radius, 0.4), (0.35, 0.15, 0.5))
         img = _paint(img, c.dots(c.scatter(40, s.cx, s.cy, spread=s.radius / 2), 0.01), (0.2, 0.05, 0.3))
@@ -189,7 +242,13 @@ def _histology(c: Canvas, s: Scene) -> np.ndarray:
 
 def render(scene: Scene, rng: np.random.Generator) -> Image.Image:
     c = Canvas(scene.width, scene.height, rng)
-    draw_fn = _radiology if scene.modality in RADIOLOGY else _microscopy if scene.modality == "microscopy" else _histology
+    draw_fn = (
+        _radiology
+        if scene.modality in RADIOLOGY
+        else _microscopy
+        if scene.modality == "microscopy"
+        else _histology
+    )
     rgb = draw_fn(c, scene)
     im = Image.fromarray((rgb * 255).round().astype(np.uint8), "RGB").filter(ImageFilter.GaussianBlur(0.6))
     d = ImageDraw.Draw(im)

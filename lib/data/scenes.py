@@ -27,17 +27,29 @@ FINDINGS = {
 }
 # Lesion radius as a fraction of the short side; findings absent here cover the whole field.
 RADIUS = {
-    "mass": (0.09, 0.17), "nodule": (0.03, 0.06), "cyst": (0.05, 0.11), "calcification": (0.04, 0.07),
-    "cluster": (0.09, 0.15), "tumour": (0.10, 0.18), "infiltrate": (0.08, 0.14), "necrosis": (0.08, 0.14),
+    "mass": (0.09, 0.17),
+    "nodule": (0.03, 0.06),
+    "cyst": (0.05, 0.11),
+    "calcification": (0.04, 0.07),
+    "cluster": (0.09, 0.15),
+    "tumour": (0.10, 0.18),
+    "infiltrate": (0.08, 0.14),
+    "necrosis": (0.08, 0.14),
 }
 ZONES = {
-    "upper left": (0.32, 0.32), "upper right": (0.68, 0.32), "lower left": (0.32, 0.68),
-    "lower right": (0.68, 0.68), "central": (0.5, 0.5),
+    "upper left": (0.32, 0.32),
+    "upper right": (0.68, 0.32),
+    "lower left": (0.32, 0.68),
+    "lower right": (0.68, 0.68),
+    "central": (0.5, 0.5),
 }
 # Radiology is read as if facing the patient: the image's left is the patient's right.
 PATIENT_SIDE = {
-    "upper left": "right upper", "upper right": "left upper", "lower left": "right lower",
-    "lower right": "left lower", "central": "central",
+    "upper left": "right upper",
+    "upper right": "left upper",
+    "lower left": "right lower",
+    "lower right": "left lower",
+    "central": "central",
 }
 INTROS = {
     "xray": ("{Region} radiograph", "{Region} X-ray", "Plain radiograph of the {region}"),
@@ -45,11 +57,15 @@ INTROS = {
     "mri": ("Axial MRI of the {region}", "{Region} MRI", "MR image of the {region}"),
     "ultrasound": ("Ultrasound of the {region}", "{Region} ultrasound", "Sonographic image of the {region}"),
     "microscopy": ("Fluorescence micrograph of {region}", "Confocal image of {region}"),
-    "histology": ("H&E-stained section of {region}", "Histology of the {region} (H&E)",
-                  "Photomicrograph of {region} tissue, H&E stain"),
+    "histology": (
+        "H&E-stained section of {region}",
+        "Histology of the {region} (H&E)",
+        "Photomicrograph of {region} tissue, H&E stain",
+    ),
 }
 STAIN_COLOUR = {
-    "DAPI-stained nuclei": (0.35, 0.45, 1.0), "GFP-expressing cells": (0.25, 1.0, 0.35),
+    "DAPI-stained nuclei": (0.35, 0.45, 1.0),
+    "GFP-expressing cells": (0.25, 1.0, 0.35),
     "CD31 immunofluorescence": (1.0, 0.25, 0.3),
 }
 SCALE_BAR_UM = 50
@@ -95,11 +111,21 @@ def sample_scene(rng: np.random.Generator) -> Scene:
     mode = "RGB" if u < 0.91 else "L" if u < 0.99 else "RGBA"
     fmt = "PNG" if mode == "RGBA" or rng.random() < 0.2 else "JPEG"
     return Scene(
-        modality=modality, region=region, finding=finding, radius=radius, zone=zone, cx=float(cx), cy=float(cy),
+        modality=modality,
+        region=region,
+        finding=finding,
+        radius=radius,
+        zone=zone,
+        cx=float(cx),
+        cy=float(cy),
         arrow=located and finding != "calcification" and rng.random() < 0.4,
         panel="ABCD"[rng.integers(4)] if rng.random() < 0.2 else "",
         scale_bar=modality in ("microscopy", "histology") and rng.random() < 0.6,
-        width=width, height=height, mode=mode, fmt=fmt, quality=int(rng.choice([80, 85, 90, 95])),
+        width=width,
+        height=height,
+        mode=mode,
+        fmt=fmt,
+        quality=int(rng.choice([80, 85, 90, 95])),
     )
 
 
@@ -120,12 +146,19 @@ def caption(scene: Scene, rng: np.random.Generator) -> str:
 def _finding_phrase(s: Scene) -> str:
     f, size = s.finding, s.size
     lo, hi = RADIUS.get(f, (0, 1))
-    adjective = "small " if s.radius < lo + (hi - lo) / 3 else "large " if s.radius > hi - (hi - lo) / 3 else ""
+    adjective = (
+        "small " if s.radius < lo + (hi - lo) / 3 else "large " if s.radius > hi - (hi - lo) / 3 else ""
+    )
     a = "an" if not adjective and (str(size).startswith("8") or size in (11, 18)) else "a"
     if s.modality in RADIOLOGY:
         echo = s.modality == "ultrasound"
-        where = ("centrally" if s.zone == "central" else
-                 f"in the {PATIENT_SIDE[s.zone]} {_zone_word(s.region)}" if s.zone else "")
+        where = (
+            "centrally"
+            if s.zone == "central"
+            else f"in the {PATIENT_SIDE[s.zone]} {_zone_word(s.region)}"
+            if s.zone
+            else ""
+        )
         return {
             "mass": f"{a} {adjective}{size} mm {'hypoechoic ' if echo else ''}mass {where}",
             "nodule": f"{a} {size} mm nodule {where}",
@@ -133,8 +166,13 @@ def _finding_phrase(s: Scene) -> str:
             "calcification": f"clustered calcifications {where}",
             "normal": "no focal abnormality",
         }[f]
-    where = ("in the centre of the field" if s.zone == "central" else
-             f"in the {s.zone} of the field" if s.zone else "")
+    where = (
+        "in the centre of the field"
+        if s.zone == "central"
+        else f"in the {s.zone} of the field"
+        if s.zone
+        else ""
+    )
     return {
         "cluster": f"a cluster of cells about {size} µm across {where}",
         "dense": "densely packed cells throughout the field",

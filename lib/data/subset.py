@@ -48,7 +48,9 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def subset(data_dir: str | os.PathLike, n: int, out: str | os.PathLike, seed: int = 0, progress: bool = True) -> dict:
+def subset(
+    data_dir: str | os.PathLike, n: int, out: str | os.PathLike, seed: int = 0, progress: bool = True
+) -> dict:
     """Write an ``n``-pair subset of ``data_dir`` to ``out`` (same layout; images hard-linked or copied)."""
     if n < 1:
         raise ValueError(f"--n must be positive, got {n}")
@@ -60,7 +62,14 @@ def subset(data_dir: str | os.PathLike, n: int, out: str | os.PathLike, seed: in
     want = allocate(sizes, n)
     src_root, dst_root = image_root(data_dir), out / IMAGE_DIR
     dst_root.mkdir(parents=True, exist_ok=True)
-    summary = {"source": str(data_dir), "n": n, "seed": seed, "splits": {}, "images_linked": 0, "images_not_found": 0}
+    summary = {
+        "source": str(data_dir),
+        "n": n,
+        "seed": seed,
+        "splits": {},
+        "images_linked": 0,
+        "images_not_found": 0,
+    }
     bar = tqdm(total=sum(want.values()), desc="subset", unit="pair", disable=not progress)
     for split, path in files.items():
         heap: list[tuple[int, int]] = []  # (-key, line): a max-heap of the want[split] smallest keys

@@ -39,16 +39,27 @@ def check_line(job: tuple[str, int, bytes], root: Path, limits: Limits) -> dict:
         data = read_data_file(root, rec.image, limits.max_file_bytes)
         im = decode(data, limits.max_pixels)
     except BadInput as bad:
-        return skip_row(bad.reason, bad.detail, **where, image=getattr(bad, "image", None) or row.get("image"))
+        return skip_row(
+            bad.reason, bad.detail, **where, image=getattr(bad, "image", None) or row.get("image")
+        )
     except Exception as e:  # noqa: BLE001 - one odd file must not end a 1.65M-pair run
         return skip_row("unexpected_error", f"{type(e).__name__}: {e}", **where, image=row.get("image"))
     digest = content_digest(data)
     # 64-bit key: ~100 B a pair in the duplicate table for the 1.65M release, collisions ~1e-7 likely.
-    pair_key = int.from_bytes(hashlib.blake2b(f"{digest}\x00{rec.caption.strip()}".encode(), digest_size=8).digest(),
-                              "big")
+    pair_key = int.from_bytes(
+        hashlib.blake2b(f"{digest}\x00{rec.caption.strip()}".encode(), digest_size=8).digest(), "big"
+    )
     return {
-        **row, "width": im.image.width, "height": im.image.height, "mode": im.mode, "format": im.format,
-        "bytes": len(data), "conversion": im.conversion, "frames": im.frames, "digest": digest, "pair_key": pair_key,
+        **row,
+        "width": im.image.width,
+        "height": im.image.height,
+        "mode": im.mode,
+        "format": im.format,
+        "bytes": len(data),
+        "conversion": im.conversion,
+        "frames": im.frames,
+        "digest": digest,
+        "pair_key": pair_key,
     }
 
 
@@ -106,19 +117,26 @@ def validate(
         index_tmp = index_path.with_name(f".{index_path.name}.tmp")
         index_file = open(index_tmp, "w", encoding="utf-8")
     try:
-        for row in tqdm(_checked(data_dir, root, limits, workers), desc="validate", unit="pair", disable=not progress):
+        for row in tqdm(
+            _checked(data_dir, root, limits, workers), desc="validate", unit="pair", disable=not progress
+        ):
             lines[row["split"]] += 1
             if "reason" not in row:
                 first = first_seen.setdefault(row.pop("pair_key"), (row["split"], row["line"]))
                 if first != (row["split"], row["line"]):
-                    row = skip_row("duplicate_pair", f"same image and caption as {first[0]} line {first[1]}",
-                                   **{k: row[k] for k in ("split", "line", "image")})
+                    row = skip_row(
+                        "duplicate_pair",
+                        f"same image and caption as {first[0]} line {first[1]}",
+                        **{k: row[k] for k in ("split", "line", "image")},
+                    )
             if "reason" in row:
                 skipped.append({k: row.get(k) for k in ("split", "line", "image", "reason", "detail")})
                 continue
             kept[row["split"]] += 1
             if row["conversion"]:
-                converted.append({k: row[k] for k in ("split", "line", "image", "mode", "format", "conversion")})
+                converted.append(
+                    {k: row[k] for k in ("split", "line", "image", "mode", "format", "conversion")}
+                )
             if index_tmp:
                 index_file.write(json.dumps(row, ensure_ascii=False) + "\n")
         if index_tmp:
@@ -137,8 +155,11 @@ def validate(
         "conversions": dict(sorted(Counter(c["conversion"] for c in converted).items())),
         "splits": splits,
         "warnings": warnings,
-        "limits": {"max_pixels": limits.max_pixels, "max_caption_chars": limits.max_caption_chars,
-                   "max_file_bytes": limits.max_file_bytes},
+        "limits": {
+            "max_pixels": limits.max_pixels,
+            "max_caption_chars": limits.max_caption_chars,
+            "max_file_bytes": limits.max_file_bytes,
+        },
         "skipped": skipped,
         "converted": converted,
     }

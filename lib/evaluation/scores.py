@@ -22,7 +22,9 @@ from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 def tokenize(captions: dict[str, list[str]]) -> dict[str, list[str]]:
     """PTB-tokenised, lower-cased captions (Stanford's tokenizer, run through Java by pycocoevalcap)."""
     if shutil.which("java") is None:
-        raise RuntimeError("pycocoevalcap's PTB tokenizer needs Java: install a JRE (apt-get install default-jre-headless)")
+        raise RuntimeError(
+            "pycocoevalcap's PTB tokenizer needs Java: install a JRE (apt-get install default-jre-headless)"
+        )
     return PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()})
 
 
@@ -48,8 +50,9 @@ def _per_caption(gts: dict, res: dict, meteor: bool) -> dict[str, np.ndarray]:
     return out
 
 
-def score(refs: dict[str, list[str]], hyps: dict[str, str], meteor: bool = True, resamples: int = 0,
-          seed: int = 0) -> dict:
+def score(
+    refs: dict[str, list[str]], hyps: dict[str, str], meteor: bool = True, resamples: int = 0, seed: int = 0
+) -> dict:
     """BLEU-1..4, METEOR (Java, about 6 s to start), ROUGE-L and CIDEr-D of one generated caption per
     id against its references. With ``resamples``, also ``ci95``: percentile intervals of BLEU-4,
     CIDEr-D, ROUGE-L and METEOR (95%) over resamples of the test images with replacement, seeded (the
@@ -80,8 +83,10 @@ def _intervals(gts: dict, res: dict, each: dict, n: int, seed: int) -> dict[str,
     for _ in range(n):
         pick = rng.integers(0, len(ids), len(ids))
         # a caption drawn twice is two test items: each draw gets its own key
-        corpus = _bleu_cider({str(j): gts[ids[i]] for j, i in enumerate(pick)},
-                             {str(j): res[ids[i]] for j, i in enumerate(pick)})
+        corpus = _bleu_cider(
+            {str(j): gts[ids[i]] for j, i in enumerate(pick)},
+            {str(j): res[ids[i]] for j, i in enumerate(pick)},
+        )
         for k in draws:
             draws[k].append(corpus[k] if k in corpus else float(each[k][pick].mean()) + shift.get(k, 0.0))
     return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in draws.items()}
@@ -95,7 +100,7 @@ def collapse(hyps: list[str]) -> dict[str, float]:
     counts = Counter(hyps)
     split = [h.split() for h in hyps]
     unigrams = [w for ws in split for w in ws]
-    bigrams = [tuple(ws[i:i + 2]) for ws in split for i in range(len(ws) - 1)]
+    bigrams = [tuple(ws[i : i + 2]) for ws in split for i in range(len(ws) - 1)]
     return {
         "identical_share": sum(c for c in counts.values() if c > 1) / max(1, len(hyps)),
         "top_share": counts.most_common(1)[0][1] / len(hyps) if hyps else 0.0,
@@ -116,7 +121,9 @@ def words(text: str) -> list[str]:
     return re.findall(r"[\w&]+", text.lower())
 
 
-def diversity(hyps: list[str], references: list[str], train_captions: list[str], generic_top: int = 10) -> dict:
+def diversity(
+    hyps: list[str], references: list[str], train_captions: list[str], generic_top: int = 10
+) -> dict:
     """What a captioner says against what the references say.
 
     vocab_share: distinct words used over the references' distinct words; generic_share: share of
@@ -129,11 +136,15 @@ def diversity(hyps: list[str], references: list[str], train_captions: list[str],
     vocab, ref_vocab = {w for ws in hyp_words for w in ws}, {w for ws in ref_words for w in ws}
     mean, ref_mean = np.mean([len(w) for w in hyp_words]), np.mean([len(w) for w in ref_words])
     return {
-        "vocab": len(vocab), "reference_vocab": len(ref_vocab), "vocab_share": len(vocab) / max(1, len(ref_vocab)),
+        "vocab": len(vocab),
+        "reference_vocab": len(ref_vocab),
+        "vocab_share": len(vocab) / max(1, len(ref_vocab)),
         "words_not_in_references": len(vocab - ref_vocab),
         "generic_share": sum(h in top for h in hyps) / max(1, len(hyps)),
         "reference_generic_share": sum(r in top for r in references) / max(1, len(references)),
-        "mean_words": float(mean), "reference_mean_words": float(ref_mean), "length_ratio": float(mean / ref_mean),
+        "mean_words": float(mean),
+        "reference_mean_words": float(ref_mean),
+        "length_ratio": float(mean / ref_mean),
     }
 
 

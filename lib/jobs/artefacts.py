@@ -30,6 +30,7 @@ SECTIONS = ("train", "pretrain")
 @dataclass
 class Settings:
     """A profile's job settings, checked."""
+
     profile: Profile
     params: dict  # common parameters overlaid with train.yaml
     spec: ModelSpec
@@ -62,20 +63,30 @@ def settings(profile_name: str = "default", params_dir: str | None = None) -> Se
     known = set(COMMON) | set(SECTIONS) | {f.name for f in dataclasses.fields(ModelSpec)}
     for key in params:
         if key not in known:
-            raise ValueError(f"{profile.source_of(key)}: unknown setting {key!r} (known: {', '.join(sorted(known))})")
-    return Settings(profile, params, model_spec(params, str(profile.source_of("lora"))),
-                    strict(TrainConfig, params.get("train"), f"{profile.source_of('train')}: train"))
+            raise ValueError(
+                f"{profile.source_of(key)}: unknown setting {key!r} (known: {', '.join(sorted(known))})"
+            )
+    return Settings(
+        profile,
+        params,
+        model_spec(params, str(profile.source_of("lora"))),
+        strict(TrainConfig, params.get("train"), f"{profile.source_of('train')}: train"),
+    )
 
 
 def _pretrain_configs(s: Settings) -> tuple[EncoderPretrain, LMPretrain]:
     pre, where = s.params.get("pretrain") or {}, f"{s.profile.source_of('pretrain')}: pretrain"
     lm = dict(pre.get("lm") or {})
     model = strict(TinyLM, lm.pop("model", None), f"{where}: lm: model")
-    return (strict(EncoderPretrain, pre.get("encoder"), f"{where}: encoder"),
-            dataclasses.replace(strict(LMPretrain, lm, f"{where}: lm"), model=model))
+    return (
+        strict(EncoderPretrain, pre.get("encoder"), f"{where}: encoder"),
+        dataclasses.replace(strict(LMPretrain, lm, f"{where}: lm"), model=model),
+    )
 
 
-def for_profile(profile_name: str = "default", params_dir: str | None = None, progress: bool = True) -> Artefacts:
+def for_profile(
+    profile_name: str = "default", params_dir: str | None = None, progress: bool = True
+) -> Artefacts:
     """Make sure data, clean index, shards, encoder, LM and feature cache exist; build what is missing.
     The tiny encoder and LM are pre-trained only for profiles that generate their data (the default)."""
     s = settings(profile_name, params_dir)
@@ -88,11 +99,19 @@ def for_profile(profile_name: str = "default", params_dir: str | None = None, pr
     if not index.exists():
         validate(data, work / "validate_report.json", index, workers=workers, progress=progress)
     preprocessed = work / "preprocessed"
-    preprocess(data, preprocessed, backend="dask-threads" if workers > 1 else "sequential", workers=workers,
-               index=index, progress=progress)
+    preprocess(
+        data,
+        preprocessed,
+        backend="dask-threads" if workers > 1 else "sequential",
+        workers=workers,
+        index=index,
+        progress=progress,
+    )
     if profile.generate:
         encoder_cfg, lm_cfg = _pretrain_configs(s)
-        enc.pretrain(preprocessed, resolve(spec.encoder.removeprefix("local-dir:")), encoder_cfg, progress=progress)
+        enc.pretrain(
+            preprocessed, resolve(spec.encoder.removeprefix("local-dir:")), encoder_cfg, progress=progress
+        )
         language.pretrain(preprocessed / "index.jsonl", resolve(spec.lm), lm_cfg, progress=progress)
     features = work / "features" / spec.encoder_output
     encode(preprocessed, features, local_spec(spec.encoder), output=spec.encoder_output, progress=progress)

@@ -12,9 +12,16 @@ from lib.models.feature_cache import encode
 from lib.results import write_results
 
 
-def baseline_job(profile_name: str = "default", params_dir: str | None = None, cfg: BaselineConfig | None = None,
-                 *, run_name: str | None = None, figures_dir: str | None = None, results_dir: str | None = None,
-                 progress: bool = True) -> tuple[dict, Path]:
+def baseline_job(
+    profile_name: str = "default",
+    params_dir: str | None = None,
+    cfg: BaselineConfig | None = None,
+    *,
+    run_name: str | None = None,
+    figures_dir: str | None = None,
+    results_dir: str | None = None,
+    progress: bool = True,
+) -> tuple[dict, Path]:
     """Build what is missing (the same cached artefacts training uses, plus pooled CLIP embeddings
     when training uses patch tokens), classify, write ``results/baseline/<run>.json`` (and figures)."""
     cfg = cfg or BaselineConfig()
@@ -24,9 +31,14 @@ def baseline_job(profile_name: str = "default", params_dir: str | None = None, c
     if art.spec.encoder_output != "pooled":
         encode(art.preprocessed, pooled, encoder, output="pooled", progress=progress)
     metrics = classify(art.preprocessed, pooled, encoder, cfg, progress=progress)
-    path = write_results(resolve(results_dir) if results_dir else art.settings.results_dir, "baseline",
-                         run_name or profile_name, metrics,
-                         {"profile": profile_name, **config(cfg, art.preprocessed, art.spec.encoder)}, cfg.seed)
+    path = write_results(
+        resolve(results_dir) if results_dir else art.settings.results_dir,
+        "baseline",
+        run_name or profile_name,
+        metrics,
+        {"profile": profile_name, **config(cfg, art.preprocessed, art.spec.encoder)},
+        cfg.seed,
+    )
     if figures_dir:
         figures(metrics, resolve(figures_dir))
     return metrics, path

@@ -19,9 +19,19 @@ from lib.training.checkpoint import load_weights
 from lib.training.data import CaptionData
 
 
-def evaluate_job(checkpoint: str, out: str, profile_name: str = "default", params_dir: str | None = None,
-                 cfg: EvalConfig | None = None, *, run_name: str | None = None, figures_dir: str | None = None,
-                 results_dir: str | None = None, device: str = "auto", progress: bool = True) -> tuple[dict, Path]:
+def evaluate_job(
+    checkpoint: str,
+    out: str,
+    profile_name: str = "default",
+    params_dir: str | None = None,
+    cfg: EvalConfig | None = None,
+    *,
+    run_name: str | None = None,
+    figures_dir: str | None = None,
+    results_dir: str | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> tuple[dict, Path]:
     """Evaluate ``checkpoint`` (a run folder, its ckpt/ or a step-N folder, from any strategy) with the
     profile's model; write ``out/eval.json``, ``out/captions.jsonl`` and ``results/evaluation/<run>.json``."""
     cfg = cfg or EvalConfig()
@@ -44,8 +54,19 @@ def evaluate_job(checkpoint: str, out: str, profile_name: str = "default", param
     if figures_dir:
         gallery(record["gallery"], resolve(figures_dir) / "07_gallery.png")
         modality_figure(record, resolve(figures_dir) / "07_per_modality.png")
-    config = {"profile": profile_name, "checkpoint": str(found), "model": asdict(art.spec), "device": device,
-              **asdict(cfg)}
-    path = write_results(resolve(results_dir) if results_dir else art.settings.results_dir, "evaluation",
-                         run_name or profile_name, record, config, cfg.seed)
+    config = {
+        "profile": profile_name,
+        "checkpoint": str(found),
+        "model": asdict(art.spec),
+        "device": device,
+        **asdict(cfg),
+    }
+    path = write_results(
+        resolve(results_dir) if results_dir else art.settings.results_dir,
+        "evaluation",
+        run_name or profile_name,
+        record,
+        config,
+        cfg.seed,
+    )
     return record, path

@@ -55,31 +55,65 @@ def _train(job: TrainJob, d: dist.Dist, stop: StopFlag) -> dict | None:
     root = art.features if job.source == "features" else art.preprocessed
     data = CaptionData(root, "train", tok, source=job.source)
     # parallelize: wrap, shard, cut or spread the model for the strategy
-    par = parallelize(vlm, job.strategy, d, schedule=job.schedule, microbatches=job.microbatches,
-                      devices=job.devices, cpu_offload=job.cpu_offload)
+    par = parallelize(
+        vlm,
+        job.strategy,
+        d,
+        schedule=job.schedule,
+        microbatches=job.microbatches,
+        devices=job.devices,
+        cpu_offload=job.cpu_offload,
+    )
     if par.step:  # a pipeline accumulates gradients over its schedule's micro-batches
         cfg = dataclasses.replace(cfg, grad_accum=job.overrides.get("grad_accum", par.microbatches))
     # loop
     out = resolve(job.out)
-    summary = train(par, data, cfg, out, resume=job.resume, device=d.device, rank=d.rank, world=d.world,
-                    progress=d.main, stop=stop)
+    summary = train(
+        par,
+        data,
+        cfg,
+        out,
+        resume=job.resume,
+        device=d.device,
+        rank=d.rank,
+        world=d.world,
+        progress=d.main,
+        stop=stop,
+    )
     # gather: the trained weights (collective under FSDP and pipeline) and every rank's numbers, on rank 0
     trained = full_trained_state(par.core)
-    ranks = dist.gather({"rank": d.rank, **{k: summary[k] for k in ("peak_memory_bytes", "model_state_bytes",
-                                                                      "step_s", "comm_s", "comm_ops")},
-                         "final_loss": summary["losses"][-1] if summary["losses"] else None}, d)
+    ranks = dist.gather(
+        {
+            "rank": d.rank,
+            **{
+                k: summary[k]
+                for k in ("peak_memory_bytes", "model_state_bytes", "step_s", "comm_s", "comm_ops")
+            },
+            "final_loss": summary["losses"][-1] if summary["losses"] else None,
+        },
+        d,
+    )
     record = None
     if d.main:
-        print(f"{summary['status']} at step {summary['steps']}: {summary['samples_per_s'] or 0:.1f} samples/s "
-              f"({d.world} rank{'s' if d.world > 1 else ''}, {par.name})")
-        record = {"strategy": job.strategy, **par.settings, "world_size": d.world,
-                  "threads_per_rank": torch.get_num_threads(), "source": job.source,
-                  **{k: v for k, v in summary.items() if k != "losses"},
-                  "final_loss": summary["losses"][-1] if summary["losses"] else None,
-                  "losses": summary["losses"], "ranks": ranks}
+        print(
+            f"{summary['status']} at step {summary['steps']}: {summary['samples_per_s'] or 0:.1f} samples/s "
+            f"({d.world} rank{'s' if d.world > 1 else ''}, {par.name})"
+        )
+        record = {
+            "strategy": job.strategy,
+            **par.settings,
+            "world_size": d.world,
+            "threads_per_rank": torch.get_num_threads(),
+            "source": job.source,
+            **{k: v for k, v in summary.items() if k != "losses"},
+            "final_loss": summary["losses"][-1] if summary["losses"] else None,
+            "losses": summary["losses"],
+            "ranks": ranks,
+        }
         if "devices" in par.settings and d.device.type == "cuda":  # the layer split: what each GPU held
-            record["device_peak_memory_bytes"] = {x: torch.cuda.max_memory_allocated(x)
-                                                  for x in set(par.settings["devices"])}
+            record["device_peak_memory_bytes"] = {
+                x: torch.cuda.max_memory_allocated(x) for x in set(par.settings["devices"])
+            }
         # caption the test split with the gathered weights
         if summary["status"] == "finished" and not job.no_eval:
             record["eval"] = _caption_test_split(art.spec, trained, job.source, data, root, tok, d.device)
@@ -88,29 +122,45 @@ def _train(job: TrainJob, d: dist.Dist, stop: StopFlag) -> dict | None:
             record["eval"]["examples"] = captions[:8]
         # results
         write_json_atomic(out / "train.json", record)
-        config = {"profile": job.profile, "train": asdict(cfg), "model": asdict(art.spec), "device": str(d.device),
-                  "strategy": job.strategy, **par.settings, "world_size": d.world,
-                  "threads_per_rank": torch.get_num_threads(),
-                  "workload": f"projector+LoRA on {'cached features' if job.source == 'features' else 'pixels'}"}
+        config = {
+            "profile": job.profile,
+            "train": asdict(cfg),
+            "model": asdict(art.spec),
+            "device": str(d.device),
+            "strategy": job.strategy,
+            **par.settings,
+            "world_size": d.world,
+            "threads_per_rank": torch.get_num_threads(),
+            "workload": f"projector+LoRA on {'cached features' if job.source == 'features' else 'pixels'}",
+        }
         name = job.name or (f"{job.profile}-{par.name}" + (f"-{d.world}" if d.world > 1 else ""))
-        path = write_results(resolve(job.results_dir) if job.results_dir else s.results_dir, "training", name,
-                             record, config, cfg.seed)
+        path = write_results(
+            resolve(job.results_dir) if job.results_dir else s.results_dir,
+            "training",
+            name,
+            record,
+            config,
+            cfg.seed,
+        )
         print(f"wrote {path}")
     dist.barrier(d)
     return record
 
 
-def _caption_test_split(spec: ModelSpec, trained: dict, source: str, data: CaptionData, root: Path, tok,
-                        device) -> dict:
+def _caption_test_split(
+    spec: ModelSpec, trained: dict, source: str, data: CaptionData, root: Path, tok, device
+) -> dict:
     """Caption the test split with a fresh single-process model holding the trained weights (the trained
     model may be sharded or wrapped; generation runs unwrapped on one device)."""
     vlm, _ = build(spec, with_encoder=source == "pixels", device=str(device))
     load_trained_state(vlm, trained, source="trained weights")
     result = score_split(vlm, data, CaptionData(root, "test", tok, source=source), str(device))
     m, base = result["model"], result["most_frequent"]
-    print(f"test BLEU-4 {m['bleu4']:.3f} (most frequent caption {base['bleu4']:.3f}), CIDEr {m['cider']:.3f} "
-          f"({base['cider']:.3f}), identical captions {m['identical_share']:.1%} "
-          f"(references {result['references']['identical_share']:.1%}), commonest caption {m['top_share']:.1%}")
+    print(
+        f"test BLEU-4 {m['bleu4']:.3f} (most frequent caption {base['bleu4']:.3f}), CIDEr {m['cider']:.3f} "
+        f"({base['cider']:.3f}), identical captions {m['identical_share']:.1%} "
+        f"(references {result['references']['identical_share']:.1%}), commonest caption {m['top_share']:.1%}"
+    )
     return result
 
 

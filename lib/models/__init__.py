@@ -1,4 +1,5 @@
-"""Model parts: frozen image encoder, projector, language model (+LoRA), the VLM joining them. No parallelism here."""
+"""Model parts: frozen image encoder, projector, language model (+LoRA), the VLM joining them. No
+parallelism here."""
 
 import logging
 import warnings

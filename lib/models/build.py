@@ -42,7 +42,12 @@ def build(spec: ModelSpec, with_encoder: bool = False, device: str = "cpu"):
     lm = load_lm(lm_path, lora=spec.lora, quant=spec.quant)
     clip, _ = create(local_spec(spec.encoder))
     encoder = FrozenEncoder(clip, spec.encoder_output)
-    projector = Projector(encoder.dim, lm.config.hidden_size, spec.projector_hidden, spec.visual_tokens,
-                          pooled=spec.encoder_output == "pooled")
+    projector = Projector(
+        encoder.dim,
+        lm.config.hidden_size,
+        spec.projector_hidden,
+        spec.visual_tokens,
+        pooled=spec.encoder_output == "pooled",
+    )
     vlm = CaptionVLM(projector, lm, tok, encoder if with_encoder else None)
     return vlm.to(device), tok

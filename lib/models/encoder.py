@@ -100,8 +100,13 @@ class FrozenEncoder(nn.Module):
         """uint8 [B, H, W, 3] -> normalised float [B, 3, S, S] at the tower's resolution."""
         x = images.permute(0, 3, 1, 2).float().div_(255)
         if x.shape[-1] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True,
-                              align_corners=False)
+            x = F.interpolate(
+                x,
+                size=(self.image_size, self.image_size),
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
+            )
         return (x - self.mean) / self.std
 
     @torch.no_grad()
@@ -111,7 +116,7 @@ class FrozenEncoder(nn.Module):
             return self.visual(x).unsqueeze(1)
         trunk = getattr(self.visual, "trunk", None)
         if trunk is not None:
-            return trunk.forward_features(x)[:, getattr(trunk, "num_prefix_tokens", 1):]
+            return trunk.forward_features(x)[:, getattr(trunk, "num_prefix_tokens", 1) :]
         self.visual.output_tokens = True
         try:
             return self.visual(x)[1]
@@ -128,8 +133,12 @@ def _train_rows(preprocessed: Path) -> list[dict]:
     return [r for r in rows if r["split"] == "train"]
 
 
-def pretrain(preprocessed: str | os.PathLike, out: str | os.PathLike, cfg: EncoderPretrain | None = None,
-             progress: bool = True) -> dict:
+def pretrain(
+    preprocessed: str | os.PathLike,
+    out: str | os.PathLike,
+    cfg: EncoderPretrain | None = None,
+    progress: bool = True,
+) -> dict:
     """Train the tiny CLIP contrastively on the training split of preprocessed shards; save it to ``out``
     in open_clip's local-dir layout. Cached: a folder already holding this config is returned as is."""
     cfg = cfg or EncoderPretrain()
@@ -154,7 +163,7 @@ def pretrain(preprocessed: str | os.PathLike, out: str | os.PathLike, cfg: Encod
     for _ in range(cfg.epochs):
         order = torch.randperm(len(rows), generator=gen)
         for k in range(len(rows) // cfg.batch_size):
-            idx = order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
+            idx = order[k * cfg.batch_size : (k + 1) * cfg.batch_size]
             x = encoder.pixels(torch.from_numpy(images[idx.numpy()]))
             feats = model(x, texts[idx])
             loss = loss_fn(feats["image_features"], feats["text_features"], feats["logit_scale"])
@@ -162,8 +171,10 @@ def pretrain(preprocessed: str | os.PathLike, out: str | os.PathLike, cfg: Encod
     bar.close()
     out.mkdir(parents=True, exist_ok=True)
     save_file(model.state_dict(), out / "open_clip_model.safetensors")
-    write_json_atomic(out / "open_clip_config.json",
-                      {"model_cfg": TINY_CLIP, "preprocess_cfg": {"mean": CLIP_MEAN, "std": CLIP_STD}})
+    write_json_atomic(
+        out / "open_clip_config.json",
+        {"model_cfg": TINY_CLIP, "preprocess_cfg": {"mean": CLIP_MEAN, "std": CLIP_STD}},
+    )
     record.update(pairs=len(rows), steps=steps, first_loss=losses[0], final_loss=float(np.mean(losses[-10:])))
     write_json_atomic(done, record)  # last: marks the folder complete
     return record

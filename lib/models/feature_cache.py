@@ -2,8 +2,9 @@
 
 ``out/features/shard-NNNNN.npy`` holds fp16 features [n, T, D] for the pixel shard of the same name
 (row i = offset i), ``out/features/shard-NNNNN.json`` marks it complete for one encoder (weights
-digest) and one pixel shard (digest of its record), and ``out/index.jsonl`` is the preprocessed index. Each shard is written atomically and skipped when already done, so a killed
-run resumes; training reads these files, never pixels.
+digest) and one pixel shard (digest of its record), and ``out/index.jsonl`` is the preprocessed index.
+Each shard is written atomically and skipped when already done, so a killed run resumes; training
+reads these files, never pixels.
 """
 
 from __future__ import annotations
@@ -42,8 +43,15 @@ def shards(preprocessed: Path) -> list[str]:
     return sorted(p.name for p in (preprocessed / "shards").glob("shard-*.npy"))
 
 
-def encode(preprocessed: str | os.PathLike, out: str | os.PathLike, encoder: str, output: str = "pooled",
-           batch_size: int = 64, device: str = "cpu", progress: bool = True) -> dict:
+def encode(
+    preprocessed: str | os.PathLike,
+    out: str | os.PathLike,
+    encoder: str,
+    output: str = "pooled",
+    batch_size: int = 64,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict:
     preprocessed, out = Path(preprocessed), Path(out)
     model = load_encoder(encoder, output).to(device)
     key = {"encoder": encoder, "weights": weights_digest(encoder), "output": output, "dim": model.dim}
@@ -53,13 +61,21 @@ def encode(preprocessed: str | os.PathLike, out: str | os.PathLike, encoder: str
         npy, meta = out / "features" / name, out / "features" / name.replace(".npy", ".json")
         # keyed by the encoder and by the pixel shard's own record (its rows, their sources, its config):
         # features of a shard that was rebuilt from other images are never reused
-        shard_key = {**key, "pixels": hashlib.sha256((preprocessed / "shards" / meta.name).read_bytes()).hexdigest()}
+        shard_key = {
+            **key,
+            "pixels": hashlib.sha256((preprocessed / "shards" / meta.name).read_bytes()).hexdigest(),
+        }
         if meta.exists() and json.loads(meta.read_text()) == shard_key:
             done += 1
             continue
         pixels = open_shard(preprocessed, name)
-        feats = [model(torch.from_numpy(np.array(pixels[i:i + batch_size])).to(device))  # copy out of the map
-                 .to(torch.float16).cpu().numpy() for i in range(0, len(pixels), batch_size)]
+        feats = [
+            model(torch.from_numpy(np.array(pixels[i : i + batch_size])).to(device))  # copy out of the map
+            .to(torch.float16)
+            .cpu()
+            .numpy()
+            for i in range(0, len(pixels), batch_size)
+        ]
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".npy", dir=npy.parent)
         with os.fdopen(fd, "wb") as f:
             np.save(f, np.concatenate(feats) if feats else np.zeros((0, 1, model.dim), np.float16))

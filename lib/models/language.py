@@ -43,9 +43,9 @@ SPECIAL = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_t
 
 def _hub_error(spec: str, err: Exception) -> ModelUnavailable:
     return ModelUnavailable(
-        f"cannot load {spec!r} ({type(err).__name__}: {err}). Without network access, download it where there "
-        f"is network (huggingface-cli download {spec}) and pass the local folder instead; HF_HUB_OFFLINE=1 "
-        f"makes the hub fail at once instead of retrying"
+        f"cannot load {spec!r} ({type(err).__name__}: {err}). Without network access, download it where "
+        f"there is network (huggingface-cli download {spec}) and pass the local folder instead; "
+        f"HF_HUB_OFFLINE=1 makes the hub fail at once instead of retrying"
     )
 
 
@@ -54,11 +54,17 @@ def train_tokenizer(captions: list[str], out: str | os.PathLike, vocab_size: int
     tok = Tokenizer(models.BPE(unk_token=SPECIAL["unk_token"]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL.values()),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(captions, trainer)
     bos = SPECIAL["bos_token"]
-    tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, tok.token_to_id(bos))])
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", special_tokens=[(bos, tok.token_to_id(bos))]
+    )
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL)
     fast.save_pretrained(out)
     return fast
@@ -67,11 +73,11 @@ def train_tokenizer(captions: list[str], out: str | os.PathLike, vocab_size: int
 def _caption_batches(ids: list[list[int]], batch_size: int, pad: int, gen: torch.Generator):
     order = torch.randperm(len(ids), generator=gen).tolist()
     for k in range(0, len(order) - batch_size + 1, batch_size):
-        rows = [ids[i] for i in order[k:k + batch_size]]
+        rows = [ids[i] for i in order[k : k + batch_size]]
         width = max(map(len, rows))
         x = torch.full((len(rows), width), pad)
         for i, r in enumerate(rows):
-            x[i, :len(r)] = torch.tensor(r)
+            x[i, : len(r)] = torch.tensor(r)
         yield x, x != pad
 
 
@@ -81,12 +87,17 @@ def _partners(rows: list[dict], seed: int) -> list[int]:
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
         groups.setdefault(r.get("modality") or "", []).append(i)
-    return [groups[r.get("modality") or ""][int(torch.randint(len(groups[r.get("modality") or ""]), (1,),
-                                                              generator=gen))] for r in rows]
+    return [
+        groups[r.get("modality") or ""][
+            int(torch.randint(len(groups[r.get("modality") or ""]), (1,), generator=gen))
+        ]
+        for r in rows
+    ]
 
 
-def pretrain(index: str | os.PathLike, out: str | os.PathLike, cfg: LMPretrain | None = None,
-             progress: bool = True) -> dict:
+def pretrain(
+    index: str | os.PathLike, out: str | os.PathLike, cfg: LMPretrain | None = None, progress: bool = True
+) -> dict:
     """Tokenizer + tiny Mistral pre-trained on the training captions; cached in ``out``."""
     cfg = cfg or LMPretrain()
     out = Path(out)
@@ -97,9 +108,14 @@ def pretrain(index: str | os.PathLike, out: str | os.PathLike, cfg: LMPretrain |
     captions = [r["caption"] for r in rows]
     tok = train_tokenizer(captions, out, cfg.model.vocab_size)
     torch.manual_seed(cfg.seed)
-    config = MistralConfig(**{**asdict(cfg.model), "vocab_size": len(tok)}, bos_token_id=tok.bos_token_id,
-                           eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, sliding_window=None,
-                           tie_word_embeddings=False)
+    config = MistralConfig(
+        **{**asdict(cfg.model), "vocab_size": len(tok)},
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        sliding_window=None,
+        tie_word_embeddings=False,
+    )
     model = MistralForCausalLM(config)
     half = cfg.model.max_position_embeddings // 2
     single = [tok(c).input_ids[: half - 1] + [tok.eos_token_id] for c in captions]
@@ -116,8 +132,14 @@ def pretrain(index: str | os.PathLike, out: str | os.PathLike, cfg: LMPretrain |
             pretrain_step(loss, opt, sched, losses, bar)
     bar.close()
     model.save_pretrained(out)  # config.json + model.safetensors, the layout from_pretrained reads
-    record = {"pretrain": asdict(cfg), "captions": len(captions), "vocab": len(tok), "steps": steps,
-              "first_loss": losses[0], "final_loss": sum(losses[-10:]) / len(losses[-10:])}
+    record = {
+        "pretrain": asdict(cfg),
+        "captions": len(captions),
+        "vocab": len(tok),
+        "steps": steps,
+        "first_loss": losses[0],
+        "final_loss": sum(losses[-10:]) / len(losses[-10:]),
+    }
     write_json_atomic(done, record)  # last: marks the folder complete
     return record
 
@@ -132,8 +154,7 @@ def load_tokenizer(spec: str):
     return tok
 
 
-def load_lm(spec: str, lora: LoraSpec | None, quant: str | None = None,
-            dtype: torch.dtype = torch.float32):
+def load_lm(spec: str, lora: LoraSpec | None, quant: str | None = None, dtype: torch.dtype = torch.float32):
     """Causal LM from a hub id or local folder, frozen, with LoRA adapters (trainable) when ``lora``.
 
     quant: None, "8bit" or "4bit" (bitsandbytes NF4 with bf16 compute); LoRA then trains on top of
@@ -144,8 +165,12 @@ def load_lm(spec: str, lora: LoraSpec | None, quant: str | None = None,
         if quant not in ("8bit", "4bit"):
             raise ValueError(f"quant must be '8bit' or '4bit', got {quant!r}")
         kwargs["quantization_config"] = (
-            BitsAndBytesConfig(load_in_8bit=True) if quant == "8bit" else
-            BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16))
+            BitsAndBytesConfig(load_in_8bit=True)
+            if quant == "8bit"
+            else BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+            )
+        )
     try:
         model = AutoModelForCausalLM.from_pretrained(spec, **kwargs)
     except OSError as e:
@@ -159,13 +184,19 @@ def add_lora(model, lora: LoraSpec | None):
     if lora is None:
         return model
 
-    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=list(lora.targets), task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.targets),
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(model, config)
 
 
-def random_lm(config, lora: LoraSpec | None, dtype: torch.dtype, device: str | torch.device,
-              quant: str | None = None):
+def random_lm(
+    config, lora: LoraSpec | None, dtype: torch.dtype, device: str | torch.device, quant: str | None = None
+):
     """A causal LM of this architecture with random weights, built on ``device`` directly (a 7B model
     is never materialised on the host): what throughput and memory measurements need, no download.
 

@@ -81,8 +81,9 @@ class CaptionVLM(nn.Module):
         return self.lm(inputs_embeds=embeds, attention_mask=full_mask, labels=labels).loss
 
     @torch.no_grad()
-    def generate(self, batch: dict, max_new_tokens: int = 48, num_beams: int = 1,
-                 use_cache: bool = True) -> list[list[int]]:
+    def generate(
+        self, batch: dict, max_new_tokens: int = 48, num_beams: int = 1, use_cache: bool = True
+    ) -> list[list[int]]:
         """Greedy (num_beams=1) or beam search; deterministic. Returns token ids after <s>, without
         the end token. use_cache=False recomputes every position at every step (the slow reference
         that generation throughput is measured against)."""
@@ -90,9 +91,16 @@ class CaptionVLM(nn.Module):
         bos = vis.new_full((len(vis), 1), self.bos, dtype=torch.long)
         embeds = torch.cat([vis, self.lm.get_input_embeddings()(bos)], dim=1)
         mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
-        out = self.lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
-                               num_beams=num_beams, do_sample=False, use_cache=use_cache, eos_token_id=self.eos,
-                               pad_token_id=self.pad)
+        out = self.lm.generate(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            do_sample=False,
+            use_cache=use_cache,
+            eos_token_id=self.eos,
+            pad_token_id=self.pad,
+        )
         captions = []
         for row in out.tolist():  # with inputs_embeds, generate returns only the new tokens
             captions.append(row[: row.index(self.eos)] if self.eos in row else row)

@@ -33,8 +33,9 @@ def apply_ddp(model: nn.Module, d: Dist) -> DistributedDataParallel:
     """DistributedDataParallel over the trained parameters only (LoRA + projector): DDP registers only
     parameters with requires_grad, so the frozen encoder and LM base weights are never all-reduced."""
     # buffers (rotary tables, CLIP's) are the same on every rank: no broadcast before each forward
-    return DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None,
-                                   forward_sync_buffers=False)
+    return DistributedDataParallel(
+        model, device_ids=[d.device.index] if d.device.type == "cuda" else None, forward_sync_buffers=False
+    )
 
 
 def lm_blocks(model: nn.Module) -> list[nn.Module]:
@@ -42,7 +43,9 @@ def lm_blocks(model: nn.Module) -> list[nn.Module]:
     return list(base_lm(model).model.layers)
 
 
-def apply_fsdp(model: nn.Module, d: Dist, mixed_precision: bool | None = None, cpu_offload: bool = False) -> nn.Module:
+def apply_fsdp(
+    model: nn.Module, d: Dist, mixed_precision: bool | None = None, cpu_offload: bool = False
+) -> nn.Module:
     """FSDP2 (``fully_shard``): each LM block is one unit (its frozen base weights and LoRA adapters are
     sharded together; FSDP2 keeps per-parameter requires_grad), the rest (embeddings, head, projector)
     is the root unit. bf16 compute with fp32 gradient reduction on GPU unless told otherwise."""
@@ -69,8 +72,12 @@ def layer_split_map(model: nn.Module, devices: list[str]) -> dict[str, str]:
     prefix = next(n for n, m in model.named_modules() if m is lm)
     first, last = devices[0], devices[-1]
     dmap = {name: first for name in ("projector", "encoder") if getattr(model, name, None) is not None}
-    dmap |= {f"{prefix}.model.embed_tokens": first, f"{prefix}.model.rotary_emb": first,
-             f"{prefix}.model.norm": last, f"{prefix}.lm_head": last}
+    dmap |= {
+        f"{prefix}.model.embed_tokens": first,
+        f"{prefix}.model.rotary_emb": first,
+        f"{prefix}.model.norm": last,
+        f"{prefix}.lm_head": last,
+    }
     n = len(lm.model.layers)
     for s, dev in enumerate(devices):
         dmap |= {f"{prefix}.model.layers.{i}": dev for i in stage_layers(n, len(devices), s)}
@@ -83,12 +90,16 @@ def apply_layer_split(model: nn.Module, devices: list[str]) -> nn.Module:
     time. The pipeline strategy keeps them all busy with micro-batches instead."""
     log = logging.getLogger("accelerate.big_modeling")
     level = log.level
-    if set(devices) == {"cpu"}:  # it warns of CPU offload whenever a map says "cpu"; with a CPU main device nothing is offloaded
+    if set(devices) == {
+        "cpu"
+    }:  # it warns of CPU offload whenever a map says "cpu"; with a CPU main device nothing is offloaded
         log.setLevel(logging.ERROR)
     try:
         # force_hooks: the hooks are placed even when every block lands on one device (CPU here), so
         # the same code path runs on a laptop and on a multi-GPU node
-        return dispatch_model(model, layer_split_map(model, devices), main_device=devices[0], force_hooks=True)
+        return dispatch_model(
+            model, layer_split_map(model, devices), main_device=devices[0], force_hooks=True
+        )
     finally:
         log.setLevel(level)
 
@@ -102,22 +113,44 @@ def split_devices(spec: str | None, device: torch.device) -> list[str]:
     return ["cpu", "cpu"]
 
 
-def parallelize(vlm: nn.Module, strategy: str, d: Dist, *, schedule: str = "1f1b", microbatches: int = 4,
-                devices: str | None = None, cpu_offload: bool = False) -> Parallelized:
+def parallelize(
+    vlm: nn.Module,
+    strategy: str,
+    d: Dist,
+    *,
+    schedule: str = "1f1b",
+    microbatches: int = 4,
+    devices: str | None = None,
+    cpu_offload: bool = False,
+) -> Parallelized:
     """Wrap, shard, cut or spread ``vlm`` for ``strategy`` on this rank; what the loop needs to know of it."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r} ({', '.join(STRATEGIES)})")
     if strategy in ("single", "layers") and d.world > 1:
-        raise ValueError(f"strategy {strategy!r} runs in one process; use ddp, fsdp or pipeline under torchrun")
+        raise ValueError(
+            f"strategy {strategy!r} runs in one process; use ddp, fsdp or pipeline under torchrun"
+        )
     fpt = flops_per_token(vlm)  # of the whole model, before a pipeline cuts it
     if strategy == "layers":
         split = split_devices(devices, d.device)
-        return Parallelized(apply_layer_split(vlm, split), devices=len(set(split)), flops_per_token=fpt,
-                            name=strategy, settings={"devices": split})
+        return Parallelized(
+            apply_layer_split(vlm, split),
+            devices=len(set(split)),
+            flops_per_token=fpt,
+            name=strategy,
+            settings={"devices": split},
+        )
     if strategy == "ddp":
         ddp = apply_ddp(vlm, d)
-        return Parallelized(vlm, module=ddp, replicas=d.world, devices=d.world, flops_per_token=fpt, name=strategy,
-                            grad_sync=lambda last: nullcontext() if last else ddp.no_sync())
+        return Parallelized(
+            vlm,
+            module=ddp,
+            replicas=d.world,
+            devices=d.world,
+            flops_per_token=fpt,
+            name=strategy,
+            grad_sync=lambda last: nullcontext() if last else ddp.no_sync(),
+        )
     if strategy == "fsdp":
         fsdp = apply_fsdp(vlm, d, cpu_offload=cpu_offload)
 
@@ -125,13 +158,29 @@ def parallelize(vlm: nn.Module, strategy: str, d: Dist, *, schedule: str = "1f1b
             fsdp.set_requires_gradient_sync(last)
             return nullcontext()
 
-        return Parallelized(fsdp, replicas=d.world, devices=d.world, whole=False, grad_sync=sync,
-                            flops_per_token=fpt, name=strategy)
+        return Parallelized(
+            fsdp,
+            replicas=d.world,
+            devices=d.world,
+            whole=False,
+            grad_sync=sync,
+            flops_per_token=fpt,
+            name=strategy,
+        )
     if strategy == "pipeline":
         pipe = Pipeline(vlm, d, schedule, microbatches)
-        return Parallelized(vlm, module=pipe, step=pipe.step, microbatches=microbatches, devices=d.world,
-                            whole=False, norm_across_ranks=True, flops_per_token=fpt, name=f"pipeline-{schedule}",
-                            settings={"schedule": schedule, "microbatches": microbatches})
+        return Parallelized(
+            vlm,
+            module=pipe,
+            step=pipe.step,
+            microbatches=microbatches,
+            devices=d.world,
+            whole=False,
+            norm_across_ranks=True,
+            flops_per_token=fpt,
+            name=f"pipeline-{schedule}",
+            settings={"schedule": schedule, "microbatches": microbatches},
+        )
     return Parallelized(vlm, flops_per_token=fpt)
 
 

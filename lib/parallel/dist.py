@@ -47,8 +47,9 @@ def init(device: str = "auto", timeout_s: float = 300) -> Dist:
         return Dist(device=dev)
     if not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s),
-                                device_id=dev if dev.type == "cuda" else None)
+        dist.init_process_group(
+            backend, timeout=timedelta(seconds=timeout_s), device_id=dev if dev.type == "cuda" else None
+        )
     return Dist(dist.get_rank(), dist.get_world_size(), local, dev)
 
 

@@ -71,8 +71,9 @@ class Stage(nn.Module):
         pos = torch.arange(x.shape[1], device=x.device)[None]
         # Right padding: padded positions come after every real token, so the causal mask alone gives
         # real tokens the same attention as the padding mask would (pads carry no loss).
-        mask = create_causal_mask(config=lm.config, inputs_embeds=x, attention_mask=None, past_key_values=None,
-                                  position_ids=pos)
+        mask = create_causal_mask(
+            config=lm.config, inputs_embeds=x, attention_mask=None, past_key_values=None, position_ids=pos
+        )
         rope = lm.model.rotary_emb(x, position_ids=pos)
         for block in lm.model.layers.values():
             x = block(x, attention_mask=mask, position_ids=pos, position_embeddings=rope)
@@ -117,8 +118,9 @@ class Pipeline:
         self.first, self.last = self.stage.first, self.stage.last
         runner = PipelineStage(self.stage, d.rank, d.world, d.device)  # sends, receives, runs micro-batches
         # scale_grads: gradients are the mean over micro-batches, as gradient accumulation gives
-        self.schedule = _SCHEDULES[schedule](runner, n_microbatches=microbatches, loss_fn=caption_loss,
-                                            scale_grads=True)
+        self.schedule = _SCHEDULES[schedule](
+            runner, n_microbatches=microbatches, loss_fn=caption_loss, scale_grads=True
+        )
 
     def train(self, mode: bool = True) -> Pipeline:
         self.module.train(mode)
@@ -136,4 +138,3 @@ class Pipeline:
         with torch.autocast(self.device.type, dtype=dtype) if dtype else nullcontext():
             self.schedule.step(*args, **kwargs)
         return float(torch.stack(losses).detach().mean()) if self.last else None
-

@@ -50,8 +50,18 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if is_trained(n)}
 
 
-def save(folder: str | os.PathLike, model, optimizer, scheduler, step: int, extra: dict | None = None,
-         scaler=None, rank: int = 0, keep: int = 3, whole: bool = True) -> Path:
+def save(
+    folder: str | os.PathLike,
+    model,
+    optimizer,
+    scheduler,
+    step: int,
+    extra: dict | None = None,
+    scaler=None,
+    rank: int = 0,
+    keep: int = 3,
+    whole: bool = True,
+) -> Path:
     """Write ``folder/step-NNNNNN`` via a temp folder + rename, point ``latest`` at it, and delete all
     but the ``keep`` newest. Every rank calls it (DCP is collective under a process group). ``whole``:
     this rank holds every trained parameter (not an FSDP shard or a pipeline stage), so rank 0 also
@@ -68,8 +78,16 @@ def save(folder: str | os.PathLike, model, optimizer, scheduler, step: int, extr
     if rank == 0:
         if whole:
             save_file(trainable_state(model), tmp / "trainable.safetensors")
-        torch.save({"step": step, "scheduler": scheduler.state_dict(), "rng": _rng(), "extra": extra or {},
-                    "scaler": scaler.state_dict() if scaler else None}, tmp / "state.pt")
+        torch.save(
+            {
+                "step": step,
+                "scheduler": scheduler.state_dict(),
+                "rng": _rng(),
+                "extra": extra or {},
+                "scaler": scaler.state_dict() if scaler else None,
+            },
+            tmp / "state.pt",
+        )
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         (folder / ".latest.tmp").write_text(final.name)
@@ -142,7 +160,9 @@ def latest(folder: str | os.PathLike) -> Path | None:
         if (ckpts / "latest").is_file():
             name = (ckpts / "latest").read_text(errors="replace").strip()
             if not re.fullmatch(r"step-\d+", name):
-                raise UnsafeCheckpoint(f"{ckpts / 'latest'} names {name[:80]!r}, not a step-N folder beside it")
+                raise UnsafeCheckpoint(
+                    f"{ckpts / 'latest'} names {name[:80]!r}, not a step-N folder beside it"
+                )
             return ckpts / name
     return None
 
@@ -158,7 +178,9 @@ def load_weights(model, ckpt: str | os.PathLike) -> Path:
     stages, whatever world size wrote them. Returns the checkpoint folder read."""
     found = latest(ckpt)
     if found is None:
-        raise FileNotFoundError(f"no checkpoint under {ckpt} (a run's out folder, its ckpt/, or a step-N folder)")
+        raise FileNotFoundError(
+            f"no checkpoint under {ckpt} (a run's out folder, its ckpt/, or a step-N folder)"
+        )
     if (found / "trainable.safetensors").exists():
         load_trainable(model, found)
         return found
@@ -169,13 +191,17 @@ def load_weights(model, ckpt: str | os.PathLike) -> Path:
     return found
 
 
-def load_trained_state(model, state: dict[str, torch.Tensor], strict: bool = True, source: str = "state") -> None:
+def load_trained_state(
+    model, state: dict[str, torch.Tensor], strict: bool = True, source: str = "state"
+) -> None:
     """Copy trained weights by name into a plain model; strict: exactly its trained parameters."""
     own = dict(model.named_parameters())
     missing = [n for n in own if is_trained(n) and n not in state]
     unknown = [n for n in state if n not in own]
     if strict and (missing or unknown):
-        raise ValueError(f"{source}: weights do not match the model (missing {missing[:3]}, unknown {unknown[:3]})")
+        raise ValueError(
+            f"{source}: weights do not match the model (missing {missing[:3]}, unknown {unknown[:3]})"
+        )
     with torch.no_grad():
         for n, t in state.items():
             if n in own:
@@ -196,8 +222,16 @@ def _metadata_classes() -> dict[tuple[str, str], object]:
         ("pathlib", "PosixPath"): pathlib.PosixPath,
         ("pathlib", "PurePosixPath"): pathlib.PurePosixPath,
     }
-    for name in ("Metadata", "MetadataIndex", "StorageMeta", "TensorProperties", "TensorStorageMetadata",
-                 "BytesStorageMetadata", "ChunkStorageMetadata", "_MEM_FORMAT_ENCODING"):
+    for name in (
+        "Metadata",
+        "MetadataIndex",
+        "StorageMeta",
+        "TensorProperties",
+        "TensorStorageMetadata",
+        "BytesStorageMetadata",
+        "ChunkStorageMetadata",
+        "_MEM_FORMAT_ENCODING",
+    ):
         allowed["torch.distributed.checkpoint.metadata", name] = getattr(metadata, name)
     for name in dir(torch):  # dtypes (torch.float32, ...) are pickled as torch.<name>
         if isinstance(getattr(torch, name, None), torch.dtype):
@@ -213,8 +247,10 @@ class _MetadataUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         if (module, name) not in _METADATA_CLASSES:
-            raise UnsafeCheckpoint(f"checkpoint index asks for {module}.{name}, which a DCP index never holds: "
-                                   f"refused, nothing was loaded")
+            raise UnsafeCheckpoint(
+                f"checkpoint index asks for {module}.{name}, which a DCP index never holds: "
+                f"refused, nothing was loaded"
+            )
         return _METADATA_CLASSES[module, name]
 
 
@@ -239,8 +275,10 @@ class _SafePlanner(DefaultLoadPlanner):
         try:
             loaded = torch.load(value, weights_only=True)
         except pickle.UnpicklingError as e:
-            raise UnsafeCheckpoint(f"checkpoint value {read_item.dest_index.fqn} needs code to load "
-                                   f"({_what_it_asked(e)}): refused") from None
+            raise UnsafeCheckpoint(
+                f"checkpoint value {read_item.dest_index.fqn} needs code to load "
+                f"({_what_it_asked(e)}): refused"
+            ) from None
         value = io.BytesIO()
         torch.save(loaded, value)  # plain data now, re-serialised for DCP's own (unrestricted) unpickling
         value.seek(0)
@@ -256,12 +294,16 @@ def _what_it_asked(e: pickle.UnpicklingError) -> str:
 def _dcp_load(state: dict, ckpt_dcp: Path, no_dist: bool) -> None:
     """``dcp.load`` through the safe reader and planner; a refusal surfaces as ``UnsafeCheckpoint``
     (DCP wraps every rank's error in its own exception)."""
-    _read_metadata(ckpt_dcp)  # a crafted index is refused here: inside dcp.load its error turns into fallbacks
+    _read_metadata(
+        ckpt_dcp
+    )  # a crafted index is refused here: inside dcp.load its error turns into fallbacks
     try:
         with _one_process_is_fine():
             dcp.load(state, storage_reader=_SafeReader(ckpt_dcp), planner=_SafePlanner(), no_dist=no_dist)
     except CheckpointException as e:
-        refused = [f for f in getattr(e, "failures", {}).values() if isinstance(_root_cause(f), UnsafeCheckpoint)]
+        refused = [
+            f for f in getattr(e, "failures", {}).values() if isinstance(_root_cause(f), UnsafeCheckpoint)
+        ]
         if refused:
             raise UnsafeCheckpoint(f"{ckpt_dcp}: {_root_cause(refused[0])}") from None
         raise
@@ -286,19 +328,28 @@ def resume(model, optimizer, scheduler, ckpt: str | os.PathLike, scaler=None) ->
     saved = _read_metadata(ckpt / "dcp").state_dict_metadata.keys()
     # Parameters the optimizer had not stepped yet (LoRA in the projector-only stage 1) have no state in
     # the checkpoint; they go on without one, as in the run that was not interrupted.
-    target["optim"]["state"] = {k: v for k, v in target["optim"]["state"].items() if f"optim.state.{k}.step" in saved}
+    target["optim"]["state"] = {
+        k: v for k, v in target["optim"]["state"].items() if f"optim.state.{k}.step" in saved
+    }
     _dcp_load(target, ckpt / "dcp", no_dist=not _distributed())
     # not strict: the frozen weights are not in checkpoints by design; anything else missing is an error
     with _tensors_only(model):
-        keys = set_state_dict(model, optimizer, model_state_dict=target["model"], optim_state_dict=target["optim"],
-                              options=StateDictOptions(ignore_frozen_params=True, strict=False))
+        keys = set_state_dict(
+            model,
+            optimizer,
+            model_state_dict=target["model"],
+            optim_state_dict=target["optim"],
+            options=StateDictOptions(ignore_frozen_params=True, strict=False),
+        )
     wrong = [k for k in keys.missing_keys if is_trained(k)] + list(keys.unexpected_keys)
     if wrong:
         raise ValueError(f"{ckpt}: checkpoint does not match the model ({wrong[:3]})")
     try:
         state = torch.load(ckpt / "state.pt", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise UnsafeCheckpoint(f"{ckpt / 'state.pt'} needs code to load ({_what_it_asked(e)}): refused") from None
+        raise UnsafeCheckpoint(
+            f"{ckpt / 'state.pt'} needs code to load ({_what_it_asked(e)}): refused"
+        ) from None
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler"):  # fp16: the loss scale reached so far
         scaler.load_state_dict(state["scaler"])

@@ -15,15 +15,19 @@ from torch.utils.data import DistributedSampler
 
 
 class CaptionData:
-    def __init__(self, root: str | os.PathLike, split: str, tokenizer, source: str = "features",
-                 max_tokens: int = 64):
+    def __init__(
+        self, root: str | os.PathLike, split: str, tokenizer, source: str = "features", max_tokens: int = 64
+    ):
         """root: an ``encode`` output (source="features") or a ``preprocess`` output (source="pixels")."""
         if source not in ("features", "pixels"):
             raise ValueError(f"source must be 'features' or 'pixels', got {source!r}")
         self.root, self.source, self.tok, self.max_tokens = Path(root), source, tokenizer, max_tokens
         index = self.root / "index.jsonl"
         if not index.exists():
-            raise FileNotFoundError(f"{index} is missing: run `python -m lib {'encode' if source == 'features' else 'preprocess'}` first")
+            raise FileNotFoundError(
+                f"{index} is missing: run "
+                f"`python -m lib {'encode' if source == 'features' else 'preprocess'}` first"
+            )
         self.rows = [r for r in map(json.loads, open(index, encoding="utf-8")) if r["split"] == split]
         if not self.rows:
             raise ValueError(f"{index}: no pairs in split {split!r}")
@@ -31,7 +35,9 @@ class CaptionData:
         if None in ids:
             raise ValueError(f"{index} predates pair ids: rebuild it (python -m lib preprocess, then encode)")
         if len(ids) < len(self.rows):  # captions and scores are keyed by id: a repeat would overwrite a pair
-            raise ValueError(f"{index}: pair ids repeat ({', '.join(i for i, n in ids.items() if n > 1)[:200]})")
+            raise ValueError(
+                f"{index}: pair ids repeat ({', '.join(i for i, n in ids.items() if n > 1)[:200]})"
+            )
         self._arrays: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -68,11 +74,15 @@ class CaptionData:
         input_ids = torch.full((len(ids), width), self.tok.pad_token_id)
         mask = torch.zeros((len(ids), width), dtype=torch.long)
         for i, seq in enumerate(ids):
-            input_ids[i, :len(seq)] = torch.tensor(seq)
-            mask[i, :len(seq)] = 1
+            input_ids[i, : len(seq)] = torch.tensor(seq)
+            mask[i, : len(seq)] = 1
         key = "features" if self.source == "features" else "pixels"
-        return {key: torch.from_numpy(x), "input_ids": input_ids, "attention_mask": mask,
-                "ids": [r["id"] for r in rows]}
+        return {
+            key: torch.from_numpy(x),
+            "input_ids": input_ids,
+            "attention_mask": mask,
+            "ids": [r["id"] for r in rows],
+        }
 
 
 class Order:
@@ -89,7 +99,9 @@ class Order:
     def __init__(self, n: int, batch_size: int, seed: int, world: int = 1, accum: int = 1):
         slots = world * accum
         if batch_size % slots:
-            raise ValueError(f"batch size {batch_size} must divide evenly over {world} ranks x {accum} micro-batches")
+            raise ValueError(
+                f"batch size {batch_size} must divide evenly over {world} ranks x {accum} micro-batches"
+            )
         self.n, self.bs, self.seed, self.world, self.slots = n, batch_size, seed, world, slots
         self.per_epoch = n // batch_size  # drop the ragged tail: every step sees a full batch
         if self.per_epoch == 0:
@@ -100,8 +112,14 @@ class Order:
         if self._epoch is None or self._epoch[0] != epoch:
             dealt = []
             for s in range(self.slots):
-                sampler = DistributedSampler(range(self.n), num_replicas=self.slots, rank=s, shuffle=True,
-                                             seed=self.seed, drop_last=True)
+                sampler = DistributedSampler(
+                    range(self.n),
+                    num_replicas=self.slots,
+                    rank=s,
+                    shuffle=True,
+                    seed=self.seed,
+                    drop_last=True,
+                )
                 sampler.set_epoch(epoch)
                 dealt.append(list(sampler))
             self._epoch = (epoch, dealt)
@@ -110,4 +128,4 @@ class Order:
     def indices(self, step: int, rank: int = 0, micro: int = 0) -> list[int]:
         epoch, k = divmod(step, self.per_epoch)
         share = self.bs // self.slots
-        return self._slots(epoch)[micro * self.world + rank][k * share:(k + 1) * share]
+        return self._slots(epoch)[micro * self.world + rank][k * share : (k + 1) * share]

@@ -40,14 +40,19 @@ def _sync_always(last: bool) -> AbstractContextManager:
 class Parallelized:
     """What the loop knows of a parallel strategy; ``lib.parallel.parallelize`` builds it, a one-process
     run is ``Parallelized(model)``."""
+
     core: nn.Module  # the captioner itself (sharded, cut to a stage or spread over devices in place)
-    module: nn.Module | None = None  # what the loop calls, module(batch) -> loss (a DDP wrapper); default: core
+    module: nn.Module | None = (
+        None  # what the loop calls, module(batch) -> loss (a DDP wrapper); default: core
+    )
     step: Callable | None = None  # runs forward and backward of a whole batch itself (a pipeline schedule)
     microbatches: int = 1  # the schedule's micro-batches: its gradient accumulation
     replicas: int = 1  # data-parallel copies: each step processes ``replicas`` times this rank's batch
     devices: int = 1  # devices the job's model spans (the MFU denominator counts each one's peak)
     whole: bool = True  # this rank holds every trained parameter (checkpoints add one safetensors file)
-    grad_sync: Callable[[bool], AbstractContextManager] = _sync_always  # reduce gradients on this micro-batch?
+    grad_sync: Callable[[bool], AbstractContextManager] = (
+        _sync_always  # reduce gradients on this micro-batch?
+    )
     norm_across_ranks: bool = False  # the trained parameters are spread over ranks: sum the norms first
     flops_per_token: float | None = None  # of the whole model, counted before it was cut or sharded
     name: str = "single"
@@ -65,6 +70,7 @@ def lr_lambda(cfg: TrainConfig):
             return (step + 1) / cfg.warmup
         progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
     return f
 
 
@@ -103,9 +109,19 @@ def trained_parameters(model: nn.Module) -> tuple[list, list]:
     return [p for _, p in named], [p for n, p in named if is_lora(n)]
 
 
-def train(model: nn.Module | Parallelized, data: CaptionData, cfg: TrainConfig, out: str | Path,
-          resume: str | Path | None = None, device: str | torch.device = "cpu", rank: int = 0, world: int = 1,
-          progress: bool = True, on_step=None, stop: StopFlag | None = None) -> dict:
+def train(
+    model: nn.Module | Parallelized,
+    data: CaptionData,
+    cfg: TrainConfig,
+    out: str | Path,
+    resume: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    rank: int = 0,
+    world: int = 1,
+    progress: bool = True,
+    on_step=None,
+    stop: StopFlag | None = None,
+) -> dict:
     """Train a captioner (a CaptionVLM, or one ``lib.parallel.parallelize`` wrapped) and checkpoint under
     ``out/ckpt``. Returns a summary: status (finished | preempted), steps, losses, throughput,
     communication time and memory."""
@@ -114,8 +130,10 @@ def train(model: nn.Module | Parallelized, data: CaptionData, cfg: TrainConfig, 
     par = model if isinstance(model, Parallelized) else Parallelized(model)
     accum = par.microbatches if par.step else cfg.grad_accum
     if par.step and cfg.grad_accum != par.microbatches:
-        raise ValueError(f"a pipeline's micro-batches ({par.microbatches}) are its gradient accumulation: "
-                         f"set --microbatches, not --grad-accum ({cfg.grad_accum})")
+        raise ValueError(
+            f"a pipeline's micro-batches ({par.microbatches}) are its gradient accumulation: "
+            f"set --microbatches, not --grad-accum ({cfg.grad_accum})"
+        )
     meter = StepMeter(par.flops_per_token, device, replicas=par.replicas, devices=par.devices)
     params, lora = trained_parameters(par.core)  # a pipeline rank: only its stage's
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -146,7 +164,9 @@ def train(model: nn.Module | Parallelized, data: CaptionData, cfg: TrainConfig, 
         for step in range(start, cfg.steps):
             meter.start()
             timer.start(step)
-            if par.step:  # a pipeline: every stage reads the whole batch, padded to one width (buffers are sized once)
+            if (
+                par.step
+            ):  # a pipeline: every stage reads the whole batch, padded to one width (buffers are sized once)
                 rows = [i for a in range(accum) for i in order.indices(step, 0, a)]
                 batch = _to(data.batch(rows, width=data.longest()), device)
                 total = par.step(batch, dtype) or 0.0  # the loss comes back on the last stage only
@@ -177,14 +197,21 @@ def train(model: nn.Module | Parallelized, data: CaptionData, cfg: TrainConfig, 
             sched.step()
             stopping = stop.signal
             if world > 1:  # one all-reduce: the job's loss, and whether any rank was told to stop
-                # data parallel: the mean of the replicas' losses; pipeline: the last stage's, the others add 0
+                # data parallel: the mean of the replicas' losses; pipeline: the last stage's (the others
+                # add 0)
                 total, stopped = _agree(total / par.replicas, stopping is not None, device)
                 stopping = stopping or ("signal on another rank" if stopped else None)
             losses.append(total)
             m = meter.stop(samples, tokens, count=not timer.active(step))
             timer.stop(step)
-            record = {"step": step + 1, "stage": 1 if step < cfg.align_steps else 2, "loss": total,
-                      "lr": sched.get_last_lr()[0], "grad_norm": float(grad_norm), **m}
+            record = {
+                "step": step + 1,
+                "stage": 1 if step < cfg.align_steps else 2,
+                "loss": total,
+                "lr": sched.get_last_lr()[0],
+                "grad_norm": float(grad_norm),
+                **m,
+            }
             if on_step:
                 on_step(record)
             if log and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
@@ -194,17 +221,33 @@ def train(model: nn.Module | Parallelized, data: CaptionData, cfg: TrainConfig, 
             bar.update()
             done = step + 1
             if stopping or done % cfg.ckpt_every == 0 or done == cfg.steps:
-                checkpoint.save(out / "ckpt", par.core, opt, sched, done, extra={"config": asdict(cfg)},
-                                scaler=scaler, rank=rank, keep=cfg.keep_ckpts, whole=par.whole)
+                checkpoint.save(
+                    out / "ckpt",
+                    par.core,
+                    opt,
+                    sched,
+                    done,
+                    extra={"config": asdict(cfg)},
+                    scaler=scaler,
+                    rank=rank,
+                    keep=cfg.keep_ckpts,
+                    whole=par.whole,
+                )
                 if stopping:  # every rank stops after the same step, so the checkpoint is collective
                     status = f"preempted ({stopping})"
                     break
     bar.close()
     if log:
         log.close()
-    return {"status": status, "start_step": start, "steps": step + 1 if cfg.steps > start else start,
-            "losses": losses, **meter.summary(), **timer.summary(),
-            "model_state_bytes": model_state_bytes(par.core, opt)}
+    return {
+        "status": status,
+        "start_step": start,
+        "steps": step + 1 if cfg.steps > start else start,
+        "losses": losses,
+        **meter.summary(),
+        **timer.summary(),
+        "model_state_bytes": model_state_bytes(par.core, opt),
+    }
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -212,6 +255,7 @@ def _truncate_log(path: Path, step: int) -> None:
     step logs those steps again, and each step must appear once."""
     if not path.exists():
         return
+
     def logged(line: str) -> int | None:
         try:
             return json.loads(line)["step"]
@@ -240,8 +284,11 @@ def _clip(params: list, max_norm: float, across_ranks: bool = False) -> torch.Te
         norm = torch.nn.utils.clip_grad_norm_(with_grad, max_norm)
         return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
     device = params[0].device if params else torch.device("cpu")
-    local = (torch.nn.utils.get_total_norm([p.grad for p in with_grad]) if with_grad
-             else torch.zeros((), device=device))  # stage 1: the last stage's adapters get no gradient
+    local = (
+        torch.nn.utils.get_total_norm([p.grad for p in with_grad])
+        if with_grad
+        else torch.zeros((), device=device)
+    )  # stage 1: the last stage's adapters get no gradient
     sq = local.double().square()
     dist.all_reduce(sq)
     norm = sq.sqrt().float()

@@ -14,8 +14,16 @@ from lib.models.language import n_elements
 from lib.models.vlm import is_trained
 
 # Dense peak TFLOP/s by device name fragment, for the MFU estimate (bf16/fp16 tensor cores; P100: fp16).
-PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "V100": 125.0,
-               "P100": 18.7, "T4": 65.0}
+PEAK_TFLOPS = {
+    "H200": 989.0,
+    "H100": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "A10": 125.0,
+    "V100": 125.0,
+    "P100": 18.7,
+    "T4": 65.0,
+}
 
 
 def peak_tflops(device: torch.device) -> float | None:
@@ -63,8 +71,12 @@ def model_state_bytes(model, optimizer) -> dict[str, int]:
     trained ones (allocated every step) and optimizer state. FSDP shards all three; DDP replicates."""
     params = sum(_local_bytes(p) for p in model.parameters())
     grads = sum(_local_bytes(p) for p in model.parameters() if p.requires_grad)
-    optim = sum(_local_bytes(v) for s in optimizer.state.values() for v in s.values()
-                if torch.is_tensor(v) and v.ndim > 0)
+    optim = sum(
+        _local_bytes(v)
+        for s in optimizer.state.values()
+        for v in s.values()
+        if torch.is_tensor(v) and v.ndim > 0
+    )
     return {"params": params, "grads": grads, "optimizer": optim, "total": params + grads + optim}
 
 
@@ -92,29 +104,52 @@ class StepMeter:
             torch.cuda.synchronize(self.device)
         dt = time.perf_counter() - self.t0
         if self.steps > 0 and count:  # the first step pays one-off costs (allocations, lazy init)
-            self.seconds, self.samples, self.tokens = self.seconds + dt, self.samples + samples, self.tokens + tokens
+            self.seconds, self.samples, self.tokens = (
+                self.seconds + dt,
+                self.samples + samples,
+                self.tokens + tokens,
+            )
             self.durations.append(dt)
         self.steps += count
-        return {"seconds": dt, **self._rates(samples, tokens, dt), "peak_memory_bytes": peak_memory_bytes(self.device)}
+        return {
+            "seconds": dt,
+            **self._rates(samples, tokens, dt),
+            "peak_memory_bytes": peak_memory_bytes(self.device),
+        }
 
     def _rates(self, samples: int, tokens: int, seconds: float) -> dict:
         tps = self.replicas * tokens / seconds
-        return {"samples_per_s": self.replicas * samples / seconds, "tokens_per_s": tps,
-                # MFU per device: the job's FLOPs over the job's peak
-                "mfu": tps * self.fpt / (self.devices * self.peak * 1e12) if self.peak else None}
+        return {
+            "samples_per_s": self.replicas * samples / seconds,
+            "tokens_per_s": tps,
+            # MFU per device: the job's FLOPs over the job's peak
+            "mfu": tps * self.fpt / (self.devices * self.peak * 1e12) if self.peak else None,
+        }
 
     def summary(self) -> dict:
         """Mean rates over the timed steps (what a run delivers), and the same at the median step time,
         which a few steps slowed by something else on the machine do not move (what benchmarks compare)."""
-        rates = (self._rates(self.samples, self.tokens, self.seconds) if self.seconds else
-                 {"samples_per_s": None, "tokens_per_s": None, "mfu": None})
+        rates = (
+            self._rates(self.samples, self.tokens, self.seconds)
+            if self.seconds
+            else {"samples_per_s": None, "tokens_per_s": None, "mfu": None}
+        )
         median = float(np.median(self.durations)) if self.durations else None
-        typical = (self._rates(self.samples, self.tokens, median * len(self.durations)) if median else
-                   {"samples_per_s": None, "tokens_per_s": None})
-        return {**rates, "flops_per_token": self.fpt, "timed_steps": max(0, self.steps - 1),
-                "step_s": self.seconds / (self.steps - 1) if self.steps > 1 else None, "step_s_median": median,
-                "samples_per_s_median": typical["samples_per_s"], "tokens_per_s_median": typical["tokens_per_s"],
-                "peak_memory_bytes": peak_memory_bytes(self.device)}
+        typical = (
+            self._rates(self.samples, self.tokens, median * len(self.durations))
+            if median
+            else {"samples_per_s": None, "tokens_per_s": None}
+        )
+        return {
+            **rates,
+            "flops_per_token": self.fpt,
+            "timed_steps": max(0, self.steps - 1),
+            "step_s": self.seconds / (self.steps - 1) if self.steps > 1 else None,
+            "step_s_median": median,
+            "samples_per_s_median": typical["samples_per_s"],
+            "tokens_per_s_median": typical["tokens_per_s"],
+            "peak_memory_bytes": peak_memory_bytes(self.device),
+        }
 
 
 class CollectiveTimer:
