@@ -28,15 +28,7 @@ def _validate(a):
     from lib.data.validate import validate
     from lib.settings import Limits
 
-    report = validate(
-        a.data,
-        a.report,
-        a.index,
-        workers=a.workers,
-        limits=Limits(
-            max_pixels=a.max_pixels, max_caption_chars=a.max_caption_chars, max_file_bytes=a.max_file_bytes
-        ),
-    )
+    report = validate(a.data, a.report, a.index, workers=a.workers, limits=from_args(Limits, a))
     for warning in report["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     print(
@@ -59,18 +51,8 @@ def _preprocess(a):
     slurm = None
     if a.backend == "dask-slurm":
         slurm = load_profile(a.profile).notebook_params("02_preprocessing").get("slurm") or {}
-    manifest = preprocess(
-        a.data,
-        a.out,
-        backend=a.backend,
-        workers=a.workers,
-        chunk_size=a.chunk_size,
-        cfg=from_args(PrepConfig, a),
-        index=a.index,
-        slurm=slurm,
-        max_file_bytes=a.max_file_bytes,
-    )
-    print(json.dumps(manifest))
+    run = {k: getattr(a, k) for k in ("backend", "workers", "chunk_size", "index", "max_file_bytes")}
+    print(json.dumps(preprocess(a.data, a.out, cfg=from_args(PrepConfig, a), slurm=slurm, **run)))
 
 
 def _pretrain_encoder(a):
@@ -340,7 +322,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from lib.data.preprocess import WorkerDied
+    from lib.data.clusters import WorkerDied
     from lib.models import ModelUnavailable
     from lib.study import NotebookFailed
 

@@ -46,7 +46,7 @@ scratch = "outputs/default/work/bench/scaling"  # finished jobs here are reused:
 import pandas as pd
 from IPython.display import Image, display
 
-from lib.bench import scaling
+from lib.bench import scaling, scaling_views
 from lib.config import resolve
 
 # %% [markdown]
@@ -72,11 +72,11 @@ display(pd.DataFrame([first_ddp["model_state"]], index=["model state bytes, rank
 # %%
 out = scaling.record(metrics, configs, resolve(results_dir), f"{run_name}-ddp", profile, seed)
 print(f"wrote {out}")
-table = pd.DataFrame(scaling.table(metrics))
+table = pd.DataFrame(scaling_views.table(metrics))
 display(table)
 
 # %%
-for path in scaling.figures(metrics, resolve(figures_dir), prefix="04_ddp"):
+for path in scaling_views.figures(metrics, resolve(figures_dir), prefix="04_ddp"):
     display(Image(filename=str(path)))
 
 # %% [markdown]
@@ -90,7 +90,7 @@ for path in scaling.figures(metrics, resolve(figures_dir), prefix="04_ddp"):
 # much of that time overlaps compute; the overhead is the part that does not.
 
 # %%
-display(pd.DataFrame(scaling.comm_table(metrics)))
+display(pd.DataFrame(scaling_views.comm_table(metrics)))
 
 # %% [markdown]
 # ## More ranks or more threads?
@@ -98,4 +98,4 @@ display(pd.DataFrame(scaling.comm_table(metrics)))
 # wins is a measurement, not a rule: the table says it for this machine.
 
 # %%
-display(pd.DataFrame(scaling.ranks_vs_threads(metrics)))
+display(pd.DataFrame(scaling_views.ranks_vs_threads(metrics)))

@@ -44,7 +44,7 @@ scratch = "outputs/default/work/bench/scaling"  # shared with notebook 04: finis
 import pandas as pd
 from IPython.display import Image, display
 
-from lib.bench import scaling
+from lib.bench import scaling, scaling_views
 from lib.config import resolve
 
 # %% [markdown]
@@ -58,7 +58,7 @@ configs = scaling.grid(["ddp", "fsdp"], worlds, batches, threads, amps, compare_
 metrics = scaling.sweep(configs, resolve(scratch), profile, steps=steps, repeats=repeats)
 out = scaling.record(metrics, configs, resolve(results_dir), f"{run_name}-fsdp", profile, seed)
 print(f"wrote {out}")
-display(pd.DataFrame(scaling.table(metrics)))
+display(pd.DataFrame(scaling_views.table(metrics)))
 
 # %% [markdown]
 # ## Memory per rank
@@ -67,9 +67,9 @@ display(pd.DataFrame(scaling.table(metrics)))
 # activations, which FSDP does not shard.
 
 # %%
-display(pd.DataFrame(scaling.memory_table(metrics)))
-display(pd.DataFrame(scaling.fsdp_vs_ddp(metrics)))
+display(pd.DataFrame(scaling_views.memory_table(metrics)))
+display(pd.DataFrame(scaling_views.fsdp_vs_ddp(metrics)))
 
 # %%
-for path in scaling.figures(metrics, resolve(figures_dir), prefix="05_fsdp"):
+for path in scaling_views.figures(metrics, resolve(figures_dir), prefix="05_fsdp"):
     display(Image(filename=str(path)))

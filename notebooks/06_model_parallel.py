@@ -55,7 +55,7 @@ scratch = "outputs/default/work/bench/scaling"  # shared with notebooks 04 and 0
 import pandas as pd
 from IPython.display import Image, display
 
-from lib.bench import scaling
+from lib.bench import scaling, scaling_views
 from lib.config import resolve
 
 # %% [markdown]
@@ -78,10 +78,10 @@ print(f"wrote {out}")
 # flight, per step), the padding, and on this 2-core box two ranks competing for memory bandwidth.
 
 # %%
-display(pd.DataFrame(scaling.pipeline_table(metrics)))
+display(pd.DataFrame(scaling_views.pipeline_table(metrics)))
 
 # %%
-for path in scaling.pipeline_figure(metrics, resolve(figures_dir), prefix="06_model_parallel"):
+for path in scaling_views.pipeline_figure(metrics, resolve(figures_dir), prefix="06_model_parallel"):
     display(Image(filename=str(path)))
 
 # %% [markdown]
@@ -90,4 +90,4 @@ for path in scaling.pipeline_figure(metrics, resolve(figures_dir), prefix="06_mo
 # first and the head on the last. DDP holds everything on every rank.
 
 # %%
-display(pd.DataFrame(scaling.memory_table(metrics)))
+display(pd.DataFrame(scaling_views.memory_table(metrics)))

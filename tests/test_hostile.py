@@ -26,6 +26,7 @@ from lib.settings import ModelSpec, TrainConfig
 from lib.training import checkpoint
 from lib.training.data import CaptionData
 from lib.training.loop import train
+from lib.training.safe_load import UnsafeCheckpoint
 
 import badfiles
 from conftest import ROOT
@@ -295,7 +296,7 @@ def test_crafted_checkpoints_are_refused_and_run_no_code(world, tmp_path):
     (ckpt / "dcp" / ".metadata").write_bytes(_crafted_index(command))
     (ckpt / "trainable.safetensors").unlink()  # as an FSDP run's checkpoint: evaluation reads the DCP shards
     with pytest.raises(
-        checkpoint.UnsafeCheckpoint, match=r"asks for torch\.distributed\.checkpoint\.metadata\.os\.system"
+        UnsafeCheckpoint, match=r"asks for torch\.distributed\.checkpoint\.metadata\.os\.system"
     ):
         train(
             vlm,
@@ -305,22 +306,20 @@ def test_crafted_checkpoints_are_refused_and_run_no_code(world, tmp_path):
             resume=ckpt,
             progress=False,
         )
-    with pytest.raises(checkpoint.UnsafeCheckpoint, match="os.system"):
+    with pytest.raises(UnsafeCheckpoint, match="os.system"):
         checkpoint.load_weights(_model(world)[0], ckpt)
     # 2. a non-tensor value inside the DCP data (DCP's own planner unpickles those without limits)
     saved = checkpoint.save(tmp_path / "bytes", *_tiny_run(tmp_path, lr=RunsCode(command)), step=1)
-    with pytest.raises(
-        checkpoint.UnsafeCheckpoint, match=r"optim\.param_groups\.0\.lr needs code .*posix\.system"
-    ):
+    with pytest.raises(UnsafeCheckpoint, match=r"optim\.param_groups\.0\.lr needs code .*posix\.system"):
         checkpoint.resume(*_tiny_run(tmp_path), saved)
     # 3. state.pt
     saved = checkpoint.save(tmp_path / "state", *_tiny_run(tmp_path), step=1)
     torch.save({"step": RunsCode(command)}, saved / "state.pt")
-    with pytest.raises(checkpoint.UnsafeCheckpoint, match=r"state\.pt needs code"):
+    with pytest.raises(UnsafeCheckpoint, match=r"state\.pt needs code"):
         checkpoint.resume(*_tiny_run(tmp_path), saved)
     # 4. a `latest` pointer that leads out of the checkpoint folder
     (tmp_path / "state" / "latest").write_text("../../elsewhere")
-    with pytest.raises(checkpoint.UnsafeCheckpoint, match="not a step-N folder"):
+    with pytest.raises(UnsafeCheckpoint, match="not a step-N folder"):
         checkpoint.latest(tmp_path / "state")
     assert not marker.exists(), "a checkpoint ran code"
 

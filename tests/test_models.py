@@ -21,6 +21,7 @@ from lib.settings import LoraSpec, ModelSpec, TrainConfig
 from lib.training import checkpoint
 from lib.training.data import CaptionData, Order
 from lib.training.loop import StopFlag, train
+from lib.training.safe_load import UnsafeCheckpoint
 
 from conftest import ROOT, TINY_LM, cli, tiny_profile
 
@@ -227,7 +228,7 @@ def test_checkpoints_load_without_unpickling(world, tmp_path):
     torch.load(ckpt / "state.pt", weights_only=True)  # raises if anything needs unpickling
     # DCP's pickled index is read with an allow-list: a crafted one cannot run code
     (ckpt / "dcp" / ".metadata").write_bytes(pickle.dumps(os.getcwd))
-    with pytest.raises(checkpoint.UnsafeCheckpoint, match=r"asks for posix\.getcwd"):
+    with pytest.raises(UnsafeCheckpoint, match=r"asks for posix\.getcwd"):
         checkpoint.resume(vlm, torch.optim.AdamW(vlm.projector.parameters()), None, ckpt)
 
 

@@ -7,8 +7,10 @@ import time
 import numpy as np
 import yaml
 
+from lib.data.clusters import slurm_cluster
 from lib.data.generate import generate
-from lib.data.preprocess import PrepConfig, fit, open_shard, preprocess, slurm_cluster
+from lib.data.preprocess import fit, open_shard, preprocess
+from lib.settings import PrepConfig
 
 import badfiles
 from conftest import ROOT, cli

@@ -1,15 +1,7 @@
 import pytest
 
-from lib.bench.scaling import (
-    Config,
-    _summarise,
-    comm_table,
-    derive,
-    fsdp_vs_ddp,
-    pipeline_grid,
-    pipeline_table,
-    ranks_vs_threads,
-)
+from lib.bench.scaling import Config, _summarise, derive, pipeline_grid
+from lib.bench.scaling_views import comm_table, fsdp_vs_ddp, pipeline_table, ranks_vs_threads
 
 
 def _run(strategy, world, threads, samples_per_s, step_s, state, batch=16, **extra):

@@ -60,7 +60,7 @@ def _bench_cache(a):
 def _bench_scaling(a):
     import tempfile
 
-    from lib.bench import scaling
+    from lib.bench import scaling, scaling_views
     from lib.jobs.artefacts import settings
 
     s = settings(a.profile, a.params_dir)
@@ -96,10 +96,12 @@ def _bench_scaling(a):
         )
     name = a.run or (a.profile + ("-model-parallel" if a.bench == "pipeline" else ""))
     path = scaling.record(metrics, configs, s.results_dir, name, a.profile, s.params.get("seed"))
-    for row in (scaling.pipeline_table if a.bench == "pipeline" else scaling.table)(metrics):
+    for row in (scaling_views.pipeline_table if a.bench == "pipeline" else scaling_views.table)(metrics):
         print(row)
     if a.figures:
-        (scaling.pipeline_figure if a.bench == "pipeline" else scaling.figures)(metrics, a.figures)
+        (scaling_views.pipeline_figure if a.bench == "pipeline" else scaling_views.figures)(
+            metrics, a.figures
+        )
     print(f"wrote {path}")
 
 

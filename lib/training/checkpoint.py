@@ -17,13 +17,9 @@ naming what it asked for.
 
 from __future__ import annotations
 
-import io
 import os
-import pathlib
-import pickle
 import re
 import shutil
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,18 +27,15 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from safetensors.torch import load_file, save_file
-from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader, filesystem, metadata
-from torch.distributed.checkpoint.api import CheckpointException
-from torch.distributed.checkpoint.metadata import StorageMeta
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
     get_state_dict,
     set_state_dict,
 )
-from torch.serialization import _get_layout
 
 from lib.models.vlm import is_trained
+from lib.training.safe_load import UnsafeCheckpoint, dcp_load, load_plain, one_process_is_fine, read_metadata
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -73,7 +66,7 @@ def save(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     _barrier()  # the temp folder exists before any rank writes into it
-    with _one_process_is_fine():
+    with one_process_is_fine():
         dcp.save(_dcp_state(model, optimizer), checkpoint_id=tmp / "dcp", no_dist=not _distributed())
     if rank == 0:
         if whole:
@@ -100,14 +93,6 @@ def save(
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
-
-
-@contextmanager
-def _one_process_is_fine():
-    """DCP warns on every call without a process group; a one-process run is meant to be one."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
-        yield
 
 
 def _barrier() -> None:
@@ -186,7 +171,7 @@ def load_weights(model, ckpt: str | os.PathLike) -> Path:
         return found
     with _tensors_only(model):
         state = {"model": get_model_state_dict(model, options=StateDictOptions(ignore_frozen_params=True))}
-    _dcp_load(state, found / "dcp", no_dist=True)
+    dcp_load(state, found / "dcp", no_dist=True)
     load_trained_state(model, state["model"], source=str(found))
     return found
 
@@ -208,116 +193,6 @@ def load_trained_state(
                 own[n].copy_(t)
 
 
-class UnsafeCheckpoint(ValueError):
-    """A checkpoint that asks to be read in a way that could run code; nothing of it is loaded."""
-
-
-def _metadata_classes() -> dict[tuple[str, str], object]:
-    """Every (module, name) a DCP index (``.metadata``) holds, mapped to exactly that object. Nothing
-    is looked up by name at load time, so no dotted name (``metadata.os.system``) can reach further."""
-    allowed: dict[tuple[str, str], object] = {
-        ("torch", "Size"): torch.Size,
-        ("torch.serialization", "_get_layout"): _get_layout,  # looks a layout up by name, calls nothing else
-        ("torch.distributed.checkpoint.filesystem", "_StorageInfo"): filesystem._StorageInfo,
-        ("pathlib", "PosixPath"): pathlib.PosixPath,
-        ("pathlib", "PurePosixPath"): pathlib.PurePosixPath,
-    }
-    for name in (
-        "Metadata",
-        "MetadataIndex",
-        "StorageMeta",
-        "TensorProperties",
-        "TensorStorageMetadata",
-        "BytesStorageMetadata",
-        "ChunkStorageMetadata",
-        "_MEM_FORMAT_ENCODING",
-    ):
-        allowed["torch.distributed.checkpoint.metadata", name] = getattr(metadata, name)
-    for name in dir(torch):  # dtypes (torch.float32, ...) are pickled as torch.<name>
-        if isinstance(getattr(torch, name, None), torch.dtype):
-            allowed["torch", name] = getattr(torch, name)
-    return allowed
-
-
-_METADATA_CLASSES = _metadata_classes()
-
-
-class _MetadataUnpickler(pickle.Unpickler):
-    """DCP pickles its index; read it allowing only the exact classes such an index holds."""
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in _METADATA_CLASSES:
-            raise UnsafeCheckpoint(
-                f"checkpoint index asks for {module}.{name}, which a DCP index never holds: "
-                f"refused, nothing was loaded"
-            )
-        return _METADATA_CLASSES[module, name]
-
-
-class _SafeReader(FileSystemReader):
-    """DCP's reader, with its index read by ``_MetadataUnpickler``; DCP itself reads tensors with
-    ``torch.load(weights_only=True)``."""
-
-    def read_metadata(self, *args, **kwargs):
-        with self.fs.create_stream(self._get_metadata_path(kwargs.get("rank")), "rb") as f:
-            index = _MetadataUnpickler(f).load()
-        if getattr(index, "storage_meta", None) is None:
-            index.storage_meta = StorageMeta()
-        index.storage_meta.load_id = self.load_id
-        return index
-
-
-class _SafePlanner(DefaultLoadPlanner):
-    """DCP's load planner, except that non-tensor values (optimizer settings such as lr and betas) are
-    read with ``torch.load(weights_only=True)``: DCP's own planner unpickles them without limits."""
-
-    def load_bytes(self, read_item, value):
-        try:
-            loaded = torch.load(value, weights_only=True)
-        except pickle.UnpicklingError as e:
-            raise UnsafeCheckpoint(
-                f"checkpoint value {read_item.dest_index.fqn} needs code to load "
-                f"({_what_it_asked(e)}): refused"
-            ) from None
-        value = io.BytesIO()
-        torch.save(loaded, value)  # plain data now, re-serialised for DCP's own (unrestricted) unpickling
-        value.seek(0)
-        super().load_bytes(read_item, value)
-
-
-def _what_it_asked(e: pickle.UnpicklingError) -> str:
-    """The line of torch's weights-only refusal that names the global the file asked for."""
-    lines = [x for x in str(e).splitlines() if x.strip()]
-    return next((x for x in lines if "GLOBAL" in x or "global" in x), lines[0] if lines else type(e).__name__)
-
-
-def _dcp_load(state: dict, ckpt_dcp: Path, no_dist: bool) -> None:
-    """``dcp.load`` through the safe reader and planner; a refusal surfaces as ``UnsafeCheckpoint``
-    (DCP wraps every rank's error in its own exception)."""
-    _read_metadata(
-        ckpt_dcp
-    )  # a crafted index is refused here: inside dcp.load its error turns into fallbacks
-    try:
-        with _one_process_is_fine():
-            dcp.load(state, storage_reader=_SafeReader(ckpt_dcp), planner=_SafePlanner(), no_dist=no_dist)
-    except CheckpointException as e:
-        refused = [
-            f for f in getattr(e, "failures", {}).values() if isinstance(_root_cause(f), UnsafeCheckpoint)
-        ]
-        if refused:
-            raise UnsafeCheckpoint(f"{ckpt_dcp}: {_root_cause(refused[0])}") from None
-        raise
-
-
-def _root_cause(failure) -> BaseException:
-    """DCP keeps each rank's failure as (exception, traceback) or the exception itself."""
-    return failure[0] if isinstance(failure, tuple) else failure
-
-
-def _read_metadata(ckpt_dcp: Path):
-    return _SafeReader(ckpt_dcp).read_metadata()
-
-
 def resume(model, optimizer, scheduler, ckpt: str | os.PathLike, scaler=None) -> int:
     """Restore everything a run needs to continue bit for bit; returns the step to start from.
     Every rank calls it; the checkpoint may come from any world size and strategy."""
@@ -325,13 +200,13 @@ def resume(model, optimizer, scheduler, ckpt: str | os.PathLike, scaler=None) ->
     if not (ckpt / "dcp").is_dir() or not (ckpt / "state.pt").exists():
         raise FileNotFoundError(f"{ckpt} is not a complete checkpoint (dcp/ and state.pt)")
     target = _dcp_state(model, optimizer)
-    saved = _read_metadata(ckpt / "dcp").state_dict_metadata.keys()
+    saved = read_metadata(ckpt / "dcp").state_dict_metadata.keys()
     # Parameters the optimizer had not stepped yet (LoRA in the projector-only stage 1) have no state in
     # the checkpoint; they go on without one, as in the run that was not interrupted.
     target["optim"]["state"] = {
         k: v for k, v in target["optim"]["state"].items() if f"optim.state.{k}.step" in saved
     }
-    _dcp_load(target, ckpt / "dcp", no_dist=not _distributed())
+    dcp_load(target, ckpt / "dcp", no_dist=not _distributed())
     # not strict: the frozen weights are not in checkpoints by design; anything else missing is an error
     with _tensors_only(model):
         keys = set_state_dict(
@@ -344,12 +219,7 @@ def resume(model, optimizer, scheduler, ckpt: str | os.PathLike, scaler=None) ->
     wrong = [k for k in keys.missing_keys if is_trained(k)] + list(keys.unexpected_keys)
     if wrong:
         raise ValueError(f"{ckpt}: checkpoint does not match the model ({wrong[:3]})")
-    try:
-        state = torch.load(ckpt / "state.pt", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise UnsafeCheckpoint(
-            f"{ckpt / 'state.pt'} needs code to load ({_what_it_asked(e)}): refused"
-        ) from None
+    state = load_plain(ckpt / "state.pt")
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler"):  # fp16: the loss scale reached so far
         scaler.load_state_dict(state["scaler"])

@@ -1,0 +1,130 @@
+"""The report's blocks of the study's parts, one function each, from the results files alone: which part
+is recorded, preprocessing, the baseline, DDP, FSDP, model parallelism and the evaluation."""
+
+from __future__ import annotations
+
+from lib.baseline import classify as baseline_run
+from lib.bench import preprocess as bench
+from lib.bench import scaling_views
+from lib.evaluation.views import diversity_table, scores_table, throughput_table
+from lib.report.markdown import missing, source, table
+from lib.report.seed_study import gpu_runs
+
+
+def status(res: dict, run: str) -> str:
+    parts = [
+        ("EDA", "01_eda", f"eda/{run}"),
+        ("Dask preprocessing", "02_preprocessing", f"preprocess/{run}"),
+        ("CPU baseline, zero-shot", "03_baselines", f"baseline/{run}"),
+        ("DDP", "04_ddp", f"scaling/{run}-ddp"),
+        ("FSDP", "05_fsdp", f"scaling/{run}-fsdp"),
+        ("Model parallel", "06_model_parallel", f"scaling/{run}-model-parallel"),
+        ("Training", "07_evaluation", f"training/{run}-single"),
+        ("Evaluation", "07_evaluation", f"evaluation/{run}"),
+    ]
+    rows = []
+    for part, nb, key in parts + [
+        ("Full-size training throughput", "python -m lib bench lm", "lm_throughput/gpu")
+    ]:
+        hits = gpu_runs(res) if key == "lm_throughput/gpu" else [res[key]] if key in res else []
+        files = (
+            ", ".join(f"`{r['_path']}`" for r in hits)
+            if len(hits) < 3
+            else f"`results/{key.split('/')[0]}/` ({len(hits)} runs)"
+        )
+        rows.append(
+            {
+                "part": part,
+                "notebook": f"`{nb}`",
+                "results": files or "–",
+                "hardware": ", ".join(sorted({r["provenance"]["hardware"]["tag"] for r in hits})) or "–",
+            }
+        )
+    return table(rows)
+
+
+def preprocess(res: dict, run: str) -> str:
+    r = res.get(f"preprocess/{run}")
+    if not r:
+        return missing("02_preprocessing")
+    m = r["metrics"]
+    return (
+        table(bench.table(m))
+        + f"\nBare OpenCV decode + resize on one core: {m['floor_opencv']['img_per_s']:.0f} img/s; "
+        f"one worker reaches {m['one_worker_vs_floor']:.2f}x of it, "
+        f"two workers {m['two_workers_vs_one']:.2f}x one.\n\n" + source(r)
+    )
+
+
+def baseline(res: dict, run: str) -> str:
+    r = res.get(f"baseline/{run}")
+    if not r:
+        return missing("03_baselines")
+    m = r["metrics"]
+    scaling = [
+        {"stage": k, **{c: v for c, v in row.items()}}
+        for k in ("features", "xgboost")
+        for row in m["scaling"][k]
+    ]
+    return (
+        table(baseline_run.table(m))
+        + f"\nCommonest class alone: accuracy {m['majority_class_accuracy']:.3f}.\n\n"
+        + table(scaling)
+        + "\n"
+        + source(r)
+    )
+
+
+def _scaling(res: dict, key: str, notebook: str, tables) -> str:
+    r = res.get(key)
+    if not r:
+        return missing(notebook)
+    return "\n".join(table(t(r["metrics"])) for t in tables) + "\n" + source(r)
+
+
+def ddp(res: dict, run: str) -> str:
+    return _scaling(
+        res,
+        f"scaling/{run}-ddp",
+        "04_ddp",
+        (scaling_views.table, scaling_views.comm_table, scaling_views.ranks_vs_threads),
+    )
+
+
+def fsdp(res: dict, run: str) -> str:
+    return _scaling(
+        res, f"scaling/{run}-fsdp", "05_fsdp", (scaling_views.fsdp_vs_ddp, scaling_views.memory_table)
+    )
+
+
+def model_parallel(res: dict, run: str) -> str:
+    return _scaling(
+        res, f"scaling/{run}-model-parallel", "06_model_parallel", (scaling_views.pipeline_table,)
+    )
+
+
+def evaluation(res: dict, run: str) -> str:
+    r, t = res.get(f"evaluation/{run}"), res.get(f"training/{run}-single")
+    if not r:
+        return missing("07_evaluation")
+
+    m = r["metrics"]
+    trained = ""
+    if t:
+        x = t["metrics"]
+        trained = (
+            f"The captioner: {x['steps']} steps, {x['samples_per_s']:.1f} samples/s, final loss "
+            f"{x['final_loss']:.3f}.\n\n" + source(t) + "\n"
+        )
+    return (
+        trained + f"Test split, {m['pairs']} images; scores on pycocoevalcap's 0-1 scale with 95% bootstrap "
+        f"intervals. SPICE: {m['spice']}. Reference vs reference: "
+        f"{m['reference_agreement'].get('note') or m['reference_agreement']}.\n\n"
+        + table(scores_table(m))
+        + "\n"
+        + table(diversity_table(m))
+        + "\n"
+        + table(throughput_table(m))
+        + f"\nBatched decoding with the KV cache: {m['throughput']['speedup']:.1f}x one image at a time "
+        "without it.\n\n" + source(r)
+    )
