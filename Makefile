@@ -3,23 +3,41 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
 PROFILE ?= default
 
-.PHONY: setup study test lint sync clean
+.PHONY: setup study test lint sync clean lock
 
 setup: $(STAMP)
 
-# Reinstall only when the declared dependencies or pins change.
-$(STAMP): pyproject.toml constraints.txt
+# Reinstall only when the lock or the declared dependencies change. On Python 3.11 (what the lock was
+# compiled for) every package comes from requirements.lock, hashes checked: the same versions as the
+# committed results. Elsewhere pyproject's ranges, with constraints.txt's pins; results files then
+# record that the environment is not the locked one (provenance.lock).
+$(STAMP): pyproject.toml constraints.txt $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --constraint constraints.txt --editable '.[dev]'
+	@if $(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then \
+		$(PY) -m pip install --quiet --require-hashes -r $(LOCK) && \
+		$(PY) -m pip install --quiet --no-deps --editable . ; \
+	else \
+		echo "!! $$($(PY) --version) is not the lock's Python 3.11: installing unlocked (see README)"; \
+		$(PY) -m pip install --quiet --constraint constraints.txt --editable '.[dev]'; \
+	fi
 	$(PY) -m lib jupyter  # the pmcoa kernel; JupyterLab opens notebooks/*.py as notebooks
 	@touch $@
+
+## lock: recompile requirements.lock (pip-tools) after changing pyproject.toml or constraints.txt; commit it
+lock:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet pip-tools
+	$(PY) -m piptools compile --quiet --generate-hashes --allow-unsafe --no-emit-index-url \
+		--no-emit-find-links --extra dev --strip-extras --constraint constraints.txt \
+		--output-file $(LOCK) pyproject.toml
 
 ## study: generate the embedded data if missing, run every notebook on $(PROFILE), rebuild the report
 study: setup
 	$(PY) -m lib run --profile $(PROFILE)
-	$(PY) -m lib report --run $(PROFILE)
+	$(PY) -m lib report --profile $(PROFILE)
 
 ## test: lint, then the whole test suite
 test: setup lint

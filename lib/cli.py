@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import yaml
 
 from lib.bench.cli import INTS, bench_parsers
+from lib.config import DATA_ENV
 from lib.options import add_options, from_args, given
+from lib.settings import DATA_HELP
 
 
 def _generate(a):
     from lib.data.generate import generate
 
-    print(json.dumps(generate(a.out, n=a.n, seed=a.seed, workers=a.workers, force=a.force)))
+    print(json.dumps(generate(a.out, n=a.n, seed=a.seed, workers=a.workers, force=a.force, large=a.large)))
 
 
 def _validate(a):
@@ -99,16 +102,8 @@ def _evaluate(a):
     from lib.jobs.evaluate import evaluate_job
     from lib.settings import EvalConfig
 
-    rec, path = evaluate_job(
-        a.checkpoint,
-        a.out,
-        a.profile,
-        a.params_dir,
-        from_args(EvalConfig, a),
-        run_name=a.run,
-        figures_dir=a.figures,
-        device=a.device,
-    )
+    where = {"run_name": a.run, "figures_dir": a.figures, "device": a.device}
+    rec, path = evaluate_job(a.checkpoint, a.out, a.profile, a.params_dir, from_args(EvalConfig, a), **where)
     print(f"{summary(rec)}\nwrote {path}")
 
 
@@ -117,23 +112,24 @@ def _baseline(a):
     from lib.jobs.baseline import baseline_job
     from lib.settings import BaselineConfig
 
-    metrics, path = baseline_job(
-        a.profile,
-        a.params_dir,
-        from_args(BaselineConfig, a, n_jobs=INTS(a.n_jobs)),
-        run_name=a.run,
-        figures_dir=a.figures,
-    )
+    cfg = from_args(BaselineConfig, a, n_jobs=INTS(a.n_jobs))
+    metrics, path = baseline_job(a.profile, a.params_dir, cfg, run_name=a.run, figures_dir=a.figures)
     print(f"{summary(metrics)}\nwrote {path}")
 
 
 def _report(a):
-    from lib.config import resolve
+    from lib.config import JOBS, load_profile, resolve
     from lib.report import build
 
-    out = build(resolve(a.results), resolve(a.report), None if a.no_figures else resolve(a.figures), a.run)
+    prof = load_profile(
+        a.profile, a.params_dir
+    )  # with --data: that run's results, never the committed report
+    run = prof.notebook_params(JOBS)
+    report = a.report or (f"outputs/{prof.run_name}/REPORT.md" if prof.data else "FINAL_REPORT.md")
+    figures = None if a.no_figures else resolve(a.figures or run["figures_dir"])
+    out = build(resolve(a.results or run["results_dir"]), resolve(report), figures, a.run or prof.run_name)
     print(
-        f"{out['results']} results files -> {len(out['blocks'])} tables in {a.report} "
+        f"{out['results']} results files -> {len(out['blocks'])} tables in {report} "
         f"({'changed' if out['report_changed'] else 'unchanged'}), {len(out['figures'])} figures"
     )
 
@@ -154,20 +150,16 @@ def _run(a):
         if not sep:
             raise ValueError(f"-p expects key=value, got {item!r}")
         overrides[key] = yaml.safe_load(value)  # so numbers and lists keep their types
-    for path in run_notebooks(
-        a.notebooks,
-        profile=a.profile,
-        overrides=overrides,
-        params_dir=a.params_dir,
-        output_dir=a.output_dir,
-        force=a.force,
-    ):
+    where = {"params_dir": a.params_dir, "output_dir": a.output_dir, "force": a.force}
+    for path in run_notebooks(a.notebooks, profile=a.profile, overrides=overrides, **where):
         print(f"executed {path}")
 
 
 def _profile_options(p, default: str = "default") -> None:
     p.add_argument("--profile", default=default, help="papermill_params/<profile>/")
     p.add_argument("--params-dir", help="folder of profiles (default: papermill_params/)")
+    p.add_argument("--data", help=DATA_HELP)
+    p.set_defaults(profile_data=True)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -182,6 +174,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     g.add_argument("--force", action="store_true", help="regenerate even when complete")
+    g.add_argument("--large", type=float, default=0.0, help="share of figures drawn at 1-4 megapixels (0-1)")
     g.set_defaults(fn=_generate)
 
     v = sub.add_parser("validate", help="check every pair; report skips with reasons; write the clean index")
@@ -205,7 +198,9 @@ def parser() -> argparse.ArgumentParser:
     pp.add_argument("--index", help="clean index from validate (default: validate into --out first)")
     pp.add_argument("--backend", choices=s.BACKENDS, default="sequential")
     pp.add_argument("--workers", type=int, default=1)
-    pp.add_argument("--chunk-size", type=int, default=256)
+    pp.add_argument(
+        "--chunk-size", type=int, help="images a chunk (default: 4+ chunks a worker, at most 256)"
+    )
     add_options(pp, s.PrepConfig)
     add_options(pp, s.Limits, skip=("max_pixels", "max_caption_chars"))
     pp.add_argument("--profile", default="cluster", help="where dask-slurm reads its SLURMCluster parameters")
@@ -283,11 +278,12 @@ def parser() -> argparse.ArgumentParser:
     rp = sub.add_parser(
         "report", help="rebuild FINAL_REPORT.md's tables and the figures from results files alone"
     )
-    rp.add_argument("--results", default="results")
-    rp.add_argument("--report", default="FINAL_REPORT.md")
-    rp.add_argument("--figures", default="figures")
+    _profile_options(rp)
+    rp.add_argument("--results", help="results folder (default: the profile's)")
+    rp.add_argument("--report", help="FINAL_REPORT.md, or outputs/<run>/REPORT.md for other data")
+    rp.add_argument("--figures", help="figures folder (default: the profile's)")
     rp.add_argument("--no-figures", action="store_true", help="tables only")
-    rp.add_argument("--run", default="default", help="whose results: a profile's run_name (default, cluster)")
+    rp.add_argument("--run", help="whose results: a run name (default: the profile's)")
     rp.set_defaults(fn=_report)
 
     jp = sub.add_parser(
@@ -304,7 +300,7 @@ def parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="execute numbered notebooks with papermill")
     r.add_argument("notebooks", nargs="*", help="e.g. 01_eda or 01 (default: all)")
-    r.add_argument("--profile", default="default")
+    _profile_options(r)
     r.add_argument(
         "-p",
         "--param",
@@ -313,8 +309,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a notebook parameter",
     )
-    r.add_argument("--params-dir", help="folder of profiles (default: papermill_params/)")
-    r.add_argument("--output-dir", help="executed notebooks go to <this>/<profile>/ (default: outputs/)")
+    r.add_argument("--output-dir", help="executed notebooks go to <this>/<run>/ (default: outputs/)")
     r.add_argument("--force", action="store_true", help="run every chosen notebook, also those up to date")
     r.set_defaults(fn=_run)
     return p
@@ -322,19 +317,16 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if getattr(args, "profile_data", False) and args.data:  # for this command and every job it starts
+        os.environ[DATA_ENV] = os.path.abspath(args.data)
     from lib.data.clusters import WorkerDied
     from lib.models import ModelUnavailable
     from lib.study import NotebookFailed
 
+    expected = (FileNotFoundError, ValueError, NotebookFailed, WorkerDied, ModelUnavailable)
     try:
         args.fn(args)
-    except (
-        FileNotFoundError,
-        ValueError,
-        NotebookFailed,
-        WorkerDied,
-        ModelUnavailable,
-    ) as e:  # expected failures
+    except expected as e:  # a clear message, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

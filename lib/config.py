@@ -1,13 +1,22 @@
-"""Profiles (``default``: embedded data on a laptop; ``cluster``: PMC-OA and hub models).
+"""Profiles (``default``: embedded data on a laptop; ``cluster``: PMC-OA and hub models), and a user's
+own data in place of a profile's.
 
 A profile is a folder ``papermill_params/<profile>/`` holding ``profile.yaml``
 (environment, the dataset to generate if any, parameters every notebook gets)
 and one ``<notebook>.yaml`` per notebook with that notebook's own parameters.
+
+``--data DIR`` (or ``$PMCOA_DATA``) runs a profile on another PMC-OA-format folder: nothing is
+generated, and the run gets a name of its own derived from the folder (``<name>-<6 hex>``), with its
+work, results, figures and executed notebooks under ``outputs/<run>/``, so a run of other data never
+writes the committed study's files.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +24,7 @@ import yaml
 
 PROFILES = ("default", "cluster")
 JOBS = "train"  # <profile>/train.yaml: the model and training settings every job reads
+DATA_ENV = "PMCOA_DATA"  # another dataset for any profile; --data sets it for the command and its children
 
 
 def repo_root() -> Path:
@@ -38,6 +48,20 @@ def resolve(path: str | os.PathLike) -> Path:
     return p if p.is_absolute() else repo_root() / p
 
 
+def shown(path: str | os.PathLike) -> str:
+    """A path as results files record it: relative to the repository when inside it, else as it is (never
+    the absolute path of the checkout that ran it)."""
+    p, root = Path(path).resolve(), repo_root()
+    return str(p.relative_to(root)) if p.is_relative_to(root) else str(path)
+
+
+def run_name_for(data: Path) -> str:
+    """A run's name from its data folder: the folder's name and a digest of its full path (two folders
+    called ``data`` are two runs)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", data.name.lower()).strip("-") or "data"
+    return f"{slug}-{hashlib.sha256(str(data).encode()).hexdigest()[:6]}"
+
+
 @dataclass
 class Profile:
     name: str
@@ -45,10 +69,36 @@ class Profile:
     env: dict[str, str] = field(default_factory=dict)
     generate: dict | None = None  # {out, n, seed}: the embedded dataset to create when missing
     params: dict = field(default_factory=dict)  # given to every notebook that declares them
+    data: dict = field(default_factory=dict)  # another dataset's run layout, over everything else
 
     def notebook_params(self, notebook: str) -> dict:
-        """Common parameters overlaid with ``<notebook>.yaml`` (the latter wins)."""
-        return {**self.params, **self._own(notebook)}
+        """Common parameters overlaid with ``<notebook>.yaml`` (the latter wins), then the run layout
+        of other data, if any."""
+        return {**self.params, **self._own(notebook), **self.data}
+
+    @property
+    def run_name(self) -> str:
+        return self.notebook_params(JOBS).get("run_name") or self.name
+
+    def with_data(self, data: str | os.PathLike) -> Profile:
+        """This profile on the PMC-OA-format folder ``data``. Its own data gives the profile unchanged;
+        other data drops ``generate`` and moves everything the run writes to ``outputs/<run>/``."""
+        given = resolve(data).resolve()
+        try:
+            own = resolve(self.params["data_dir"]).resolve() if self.params.get("data_dir") else None
+        except ValueError:  # its data_dir names a variable that is not set
+            own = None
+        if given == own:
+            return self
+        run = run_name_for(given)
+        layout = {
+            "data_dir": str(given),
+            "run_name": run,
+            "work_dir": f"outputs/{run}/work",
+            "results_dir": f"outputs/{run}/results",
+            "figures_dir": f"outputs/{run}/figures",
+        }
+        return dataclasses.replace(self, generate=None, data=layout)
 
     def job_params(self) -> dict:
         """What every job reads (train, evaluate, baseline, the benchmarks): the common parameters
@@ -78,8 +128,8 @@ def _read_yaml(path: Path) -> dict:
 
 
 def load_profile(name: str, params_dir: str | os.PathLike | None = None) -> Profile:
-    """papermill_params/<name>/, or <params_dir>/<name>/; $PMCOA_PARAMS_DIR carries a params_dir into
-    the notebooks and torchrun jobs a study run starts."""
+    """papermill_params/<name>/, or <params_dir>/<name>/, on $PMCOA_DATA when it is set. $PMCOA_PARAMS_DIR
+    and $PMCOA_DATA carry a params_dir and a dataset into the notebooks and torchrun jobs a run starts."""
     params_dir = params_dir or os.environ.get("PMCOA_PARAMS_DIR")
     folder = Path(params_dir) if params_dir else repo_root() / "papermill_params"
     folder = folder / name
@@ -90,10 +140,11 @@ def load_profile(name: str, params_dir: str | os.PathLike | None = None) -> Prof
             f"no profile {name!r}: {spec} is missing (known: {', '.join(known) or 'none'})"
         )
     raw = _read_yaml(spec)
-    return Profile(
+    profile = Profile(
         name=name,
         folder=folder,
         env={k: str(v) for k, v in (raw.get("env") or {}).items()},
         generate=raw.get("generate"),
         params=raw.get("params") or {},
     )
+    return profile.with_data(os.environ[DATA_ENV]) if os.environ.get(DATA_ENV) else profile

@@ -7,9 +7,11 @@ table of the study is drawn from these files alone.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -44,11 +46,29 @@ TRACKED_LIBRARIES = (
 )
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# read once, in the main thread (os.umask sets as it reads: threads writing at once must not race on it)
+FILE_MODE = 0o666 & ~_umask()
+
+
+def temp_file(folder: str | os.PathLike, prefix: str, suffix: str = "") -> tuple[int, str]:
+    """``tempfile.mkstemp`` with the mode a plain ``open`` would give (the user's umask, not 0600), so the
+    other members of a project group can read what a run wrote once it is renamed into place."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+    os.fchmod(fd, FILE_MODE)
+    return fd, tmp
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write a file so a reader never sees half of it (temp file in the same folder + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = temp_file(path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -171,9 +191,36 @@ def library_versions() -> dict:
     return versions
 
 
+LOCK = Path(__file__).resolve().parent.parent / "requirements.lock"
+
+
+def lock_state(lock: Path = LOCK) -> dict | None:
+    """Which locked environment produced a result: the lock's digest, and whether every package it pins
+    is installed at its pinned version (a local build tag such as torch's +cu130 aside)."""
+    if not lock.exists():
+        return None
+    text = lock.read_text()
+    differs = {}
+    for name, pinned in re.findall(r"^([A-Za-z0-9_.\-]+)==([^\s;\\]+)", text, re.M):
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            installed = None
+        if (installed or "").split("+")[0] != pinned:
+            differs[name] = {"locked": pinned, "installed": installed}
+    return {
+        "file": lock.name,
+        "sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "installed_as_locked": not differs,
+        "differing": len(differs),
+        "differs": dict(list(differs.items())[:20]),
+    }
+
+
 def provenance() -> dict:
     return {
         "git": git_state(),
+        "lock": lock_state(),
         "hardware": hardware(),
         "libraries": library_versions(),
         "python": sys.version.split()[0],

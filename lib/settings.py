@@ -19,6 +19,11 @@ SCHEDULES = ("gpipe", "1f1b")
 BACKENDS = ("sequential", "dask-processes", "dask-threads", "dask-slurm")
 MAX_PIXELS = 40_000_000  # PMC-OA figures are ~271x238 px: a declared size beyond this is a bomb, not a figure
 MAX_FILE_BYTES = 256 * 2**20  # PMC-OA figures average ~20 KB and real scans rarely reach 50 MB
+TINY = "tiny"  # a profile's encoder or lm: pre-train the default's tiny one on the data's training split
+DATA_HELP = (
+    "a PMC-OA-format folder (train/valid/test.jsonl + images/) in place of the profile's data (also "
+    "$PMCOA_DATA); its run writes under outputs/<run>/, never the committed study"
+)
 
 
 # ------------------------------------------------------------------ data
@@ -50,6 +55,12 @@ class PrepConfig:
     clahe: bool = field(default=False, metadata=option("CLAHE on the L channel of LAB (glaucoma study)"))
     gamma: float = field(default=1.0, metadata=option("gamma correction; 1.0 = off"))
     denoise: int = field(default=0, metadata=option("median filter aperture (odd); 0 = off"))
+    reduced_decode: bool = field(
+        default=True,
+        metadata=option(
+            "decode a JPEG at least twice --size at 1/2, 1/4 or 1/8 of its size (libjpeg-turbo DCT scaling)"
+        ),
+    )
 
     def key(self) -> str:
         """Changes whenever the pixels a chunk holds would change."""
@@ -104,8 +115,8 @@ class LoraSpec:
 class ModelSpec:
     """The captioner: a profile's train.yaml (and profile.yaml) fill it."""
 
-    encoder: str  # "hf-hub:..." or "local-dir:/path"
-    lm: str  # hub id or local folder
+    encoder: str  # "hf-hub:...", "local-dir:/path", or "tiny" (pre-trained on the data, in the work folder)
+    lm: str  # hub id or local folder, or "tiny"
     encoder_output: str = "pooled"  # pooled | tokens
     visual_tokens: int = 4
     projector_hidden: int = 512
@@ -155,6 +166,7 @@ class TrainJob:
     params_dir: str | None = field(
         default=None, metadata=option("folder of profiles (default: papermill_params/)")
     )
+    data: str | None = field(default=None, metadata=option(DATA_HELP))
     strategy: str = field(
         default="single",
         metadata=option(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import jupytext
@@ -71,16 +72,35 @@ def run_notebooks(
     """Execute the chosen notebooks in order, skipping those whose source, parameters, inputs and
     ``lib`` code are unchanged since their last successful run (``force``: run them all); return the
     executed copies' paths."""
+    # notebooks, and the jobs they launch, read the same profiles; set for this call only
+    with _environ(PMCOA_PARAMS_DIR=str(Path(params_dir).resolve()) if params_dir else None):
+        return _run(notebooks, profile, overrides, params_dir, notebooks_dir, output_dir, progress, force)
+
+
+@contextmanager
+def _environ(**values: str | None):
+    """Environment variables set (where not None) for the duration of a block, then as they were."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update({k: v for k, v in values.items() if v is not None})
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _run(notebooks, profile, overrides, params_dir, notebooks_dir, output_dir, progress, force) -> list[Path]:
     prof = load_profile(profile, params_dir)
     prof.apply_env()
-    if params_dir:  # notebooks, and the jobs they launch, read the same profiles
-        os.environ["PMCOA_PARAMS_DIR"] = str(Path(params_dir).resolve())
     if prof.generate:
         spec = prof.generate
         generate(resolve(spec["out"]), n=int(spec["n"]), seed=int(spec["seed"]), progress=progress)
     root = repo_root()
     chosen = select(notebooks, discover(notebooks_dir or root / "notebooks"))
-    out_dir = Path(output_dir or root / "outputs") / profile
+    out_dir = Path(output_dir or root / "outputs") / prof.run_name
     executed = []
     for path in tqdm(chosen, desc="notebooks", unit="nb", disable=not progress or len(chosen) < 2):
         nb = jupytext.read(path)
@@ -97,7 +117,7 @@ def run_notebooks(
             params.setdefault("profile", profile)
         target = out_dir / f"{path.stem}.ipynb"
         target.parent.mkdir(parents=True, exist_ok=True)
-        data_dir = params.get("data_dir") or prof.params.get("data_dir")
+        data_dir = params.get("data_dir") or prof.notebook_params(path.stem).get("data_dir")
         current = stale.fingerprint(path, params, prof.folder, root, data_dir and str(resolve(data_dir)))
         why = ["--force"] if force else stale.changed(target, current)
         if not why:

@@ -38,7 +38,7 @@ top_k = 25
 import pandas as pd
 from IPython.display import Image, display
 
-from lib.config import resolve
+from lib.config import resolve, shown
 from lib.data import eda
 from lib.data.validate import validate
 from lib.results import write_results
@@ -95,6 +95,6 @@ metrics = {
     **summary,
     "validation": {k: report[k] for k in ("kept", "skipped_count", "reasons", "conversions")},
 }
-config = {"profile": profile, "data_dir": str(data), "top_k": top_k, "workers": workers}
+config = {"profile": profile, "data_dir": shown(data), "top_k": top_k, "workers": workers}
 out = write_results(resolve(results_dir), "eda", run_name, metrics, config, seed)
 print(f"wrote {out}")

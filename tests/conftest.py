@@ -86,10 +86,9 @@ def tiny_profile(tmp_path: Path, n: int) -> Path:
         figures_dir=str(tmp_path / "figures"),
         run_name="test",
         workers=1,
-        encoder=f"local-dir:{tmp_path / 'work' / 'encoder'}",
-        lm=str(tmp_path / "work" / "lm"),
     )
-    for key in ("data_dir", "work_dir", "results_dir", "figures_dir", "encoder", "lm"):  # never the repo's
+    assert spec["params"]["encoder"] == spec["params"]["lm"] == "tiny"  # pre-trained into work_dir
+    for key in ("data_dir", "work_dir", "results_dir", "figures_dir"):  # never the repo's
         assert str(tmp_path) in spec["params"][key], key
     (params / "default" / "profile.yaml").write_text(yaml.safe_dump(spec))
     return params

@@ -38,7 +38,7 @@ def test_eda_notebook_runs_through_papermill(tmp_path):
         "--output-dir",
         str(tmp_path / "out"),
     )
-    executed = tmp_path / "out" / "default" / "01_eda.ipynb"
+    executed = tmp_path / "out" / "test" / "01_eda.ipynb"  # named by the run (the tiny profile's run_name)
     assert f"executed {executed}" in proc.stdout
     nb = nbformat.read(executed, as_version=4)
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
@@ -180,7 +180,7 @@ def test_baseline_and_evaluation_notebooks_report_from_results(tmp_path):
     for name in ("03_baselines_confusion", "03_baselines_njobs", "07_gallery", "07_per_modality"):
         assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
     for nb in ("03_baselines", "07_evaluation"):
-        executed = nbformat.read(tmp_path / "out" / "default" / f"{nb}.ipynb", as_version=4)
+        executed = nbformat.read(tmp_path / "out" / "test" / f"{nb}.ipynb", as_version=4)
         assert not [
             o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"
         ]

@@ -110,7 +110,7 @@ def test_two_ranks_follow_the_one_process_loss(job, two_ranks, strategy):
     assert two["samples_per_s"] > 0 and two["tokens_per_s"] > 0
     for r in two["ranks"]:
         assert r["peak_memory_bytes"] > 0 and r["model_state_bytes"]["total"] > 0
-    results = json.loads((job[0] / "results" / "training" / f"default-{strategy}-2.json").read_text())
+    results = json.loads((job[0] / "results" / "training" / f"test-{strategy}-2.json").read_text())
     assert results["config"]["world_size"] == 2 and results["provenance"]["git"]["commit"]
 
 

@@ -7,6 +7,7 @@ import time
 import numpy as np
 import yaml
 
+from lib.config import run_name_for
 from lib.data.clusters import slurm_cluster
 from lib.data.generate import generate
 from lib.data.preprocess import fit, open_shard, preprocess
@@ -195,7 +196,10 @@ def test_bench_preprocess_records_every_backend_and_worker_count(small_data, tmp
         str(tmp_path / "figures"),
     )
     assert "wrote" in out.stdout
-    record = json.loads((tmp_path / "results" / "preprocess" / "default.json").read_text())
+    # not the default's data: the file is named by this data's run, never the committed default.json
+    record = json.loads(
+        (tmp_path / "results" / "preprocess" / f"{run_name_for(small_data)}.json").read_text()
+    )
     m = record["metrics"]
     assert [(r["backend"], r["workers"]) for r in m["runs"]] == [
         ("sequential", 1),
@@ -207,6 +211,8 @@ def test_bench_preprocess_records_every_backend_and_worker_count(small_data, tmp
     assert [r["speedup"] for r in m["runs"] if r["workers"] == 1] == [1.0, 1.0]
     assert set(m["breakdown"]["ms_per_img"]) == {"read", "decode", "resize", "write"}
     assert m["floor_opencv"]["images"] == 100 and record["config"]["limit"] == 100
+    assert set(m["reduced_vs_full"]) == set(m["floor_opencv"]["formats"]) == {"JPEG", "PNG"}
+    assert record["config"]["data_dir"] == str(small_data)  # outside the repository: as given
     assert record["provenance"]["hardware"]["tag"] and record["provenance"]["git"]["commit"]
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
         "02_preprocess_breakdown.png",

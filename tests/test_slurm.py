@@ -267,7 +267,7 @@ def test_notebook_job_runs_papermill(jobs):
     j, ids = jobs
     j.completed(ids["notebook"])
     assert json.loads((j.tmp / "results" / "eda" / "test.json").read_text())["metrics"]["pairs"] == 60
-    assert (j.tmp / "nb" / "default" / "01_eda.ipynb").exists()
+    assert (j.tmp / "nb" / "test" / "01_eda.ipynb").exists()  # named by the run
 
 
 def test_array_job_sweeps_batch_sizes_on_fake_gpus(jobs):

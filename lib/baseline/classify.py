@@ -13,6 +13,7 @@ import numpy as np
 from lib import plots
 from lib.baseline import features as hand
 from lib.baseline import modality as mod
+from lib.config import shown
 from lib.data.modality import TERMS, labelled
 from lib.models.feature_cache import open_features
 from lib.settings import BaselineConfig
@@ -112,7 +113,7 @@ def classify(
 def config(cfg: BaselineConfig, preprocessed: Path, encoder: str) -> dict:
     return {
         **asdict(cfg),
-        "preprocessed": str(preprocessed),
+        "preprocessed": shown(preprocessed),
         "encoder": encoder,
         "feature_names": hand.NAMES,
         "templates": list(mod.TEMPLATES),

@@ -14,6 +14,7 @@ INTS = lambda s: tuple(int(x) for x in s.split(",") if x)  # noqa: E731 - "1,2,4
 
 def _bench_preprocess(a):
     from lib.bench import preprocess as bench
+    from lib.config import JOBS, load_profile
     from lib.results import write_results
     from lib.settings import PrepConfig
 
@@ -26,9 +27,14 @@ def _bench_preprocess(a):
         cfg=PrepConfig(size=a.size),
         repeats=a.repeats,
         limit=a.limit,
+        formats=tuple(a.formats) if a.formats else None,
         scratch=a.scratch,
     )
-    path = write_results(a.results, "preprocess", a.run, metrics, config, seed=None)
+    # the default's data records the committed study's file; other data a file of its own run
+    run = load_profile("default").with_data(a.data).notebook_params(JOBS)
+    path = write_results(
+        a.results or run["results_dir"], "preprocess", a.run or run["run_name"], metrics, config, None
+    )
     for row in bench.table(metrics):
         print(row)
     if a.figures:
@@ -46,7 +52,7 @@ def _bench_cache(a):
     path = write_results(
         art.settings.results_dir,
         "feature_cache",
-        a.run or a.profile,
+        a.run or art.settings.profile.run_name,
         metrics,
         {**config, "profile": a.profile},
         art.settings.params.get("seed"),
@@ -94,7 +100,7 @@ def _bench_scaling(a):
             profile_comm=a.profile_comm,
             repeats=a.repeats,
         )
-    name = a.run or (a.profile + ("-model-parallel" if a.bench == "pipeline" else ""))
+    name = a.run or (s.profile.run_name + ("-model-parallel" if a.bench == "pipeline" else ""))
     path = scaling.record(metrics, configs, s.results_dir, name, a.profile, s.params.get("seed"))
     for row in (scaling_views.pipeline_table if a.bench == "pipeline" else scaling_views.table)(metrics):
         print(row)
@@ -147,17 +153,26 @@ def bench_parsers(b, profile_options) -> None:
         "--backends", nargs="+", choices=BACKENDS, default=["sequential", "dask-processes", "dask-threads"]
     )
     bp.add_argument("--max-workers", type=int, default=2, help="each Dask backend runs with 1..N workers")
-    bp.add_argument("--chunk-size", type=int, default=256)
+    bp.add_argument(
+        "--chunk-size",
+        type=int,
+        help="images a chunk, every run (default: 4+ chunks a worker at the most workers)",
+    )
     bp.add_argument("--size", type=int, default=224)
     bp.add_argument("--repeats", type=int, default=3, help="runs per configuration; the median is reported")
     bp.add_argument("--limit", type=int, help="benchmark the first N pairs only")
+    bp.add_argument("--formats", nargs="+", help="only pairs whose image has one of these formats, e.g. JPEG")
     bp.add_argument(
         "--scratch",
         default="outputs/bench",
         help="folder for the runs' temporary shards, on the file system real output would use",
     )
-    bp.add_argument("--results", default="results", help="writes <this>/preprocess/<run>.json")
-    bp.add_argument("--name", dest="run", default="default", help="results file name")
+    bp.add_argument(
+        "--results",
+        help="writes <this>/preprocess/<name>.json (default: results/ for the default's "
+        "data, else outputs/<run>/results/)",
+    )
+    bp.add_argument("--name", dest="run", help="results file name (default: the data's run name)")
     bp.add_argument("--figures", help="also draw the scaling and cost figures into this folder")
     bp.set_defaults(fn=_bench_preprocess)
 

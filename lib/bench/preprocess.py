@@ -1,7 +1,9 @@
 """How fast preprocessing runs, against the floor set by the image decoder.
 
 Three measurements over the same clean index:
-  floor      a bare OpenCV loop (read, imdecode, resize to size x size): what one core can do at best
+  floor      a bare OpenCV loop (read, imdecode, resize to size x size): what one core can do at best, with
+             every image decoded at full size (the reference) and with large JPEGs decoded at reduced
+             size (what preprocessing does), per image format
   breakdown  where one image's time goes in ``lib.data.preprocess`` (read, decode, resize, write)
   scaling    img/s of every backend at 1..N workers, each run writing real shards to a scratch folder;
              processing time excludes cluster start-up, which is recorded beside it
@@ -25,10 +27,23 @@ import numpy as np
 from tqdm import tqdm
 
 from lib import plots
+from lib.config import shown
 from lib.data.files import read_data_file
 from lib.data.pmcoa import image_root, read_index
-from lib.data.preprocess import PrepConfig, _cv2, enhance, fit, load_pixels, preprocess, resize_plan
+from lib.data.preprocess import (
+    DECODE_FLAGS,
+    _cv2,
+    auto_chunk_size,
+    decode_factor,
+    enhance,
+    fit,
+    load_pixels,
+    preprocess,
+    resize_plan,
+)
 from lib.data.validate import validate
+from lib.results import write_jsonl_atomic
+from lib.settings import PrepConfig
 
 BACKEND_COLOURS = {
     "sequential": "#4C72B0",
@@ -38,24 +53,30 @@ BACKEND_COLOURS = {
 }
 
 
-def floor(data_dir, index, cfg: PrepConfig, limit: int | None = None) -> dict:
+def floor(data_dir, index, cfg: PrepConfig, limit: int | None = None, reduced: bool = False) -> dict:
     """A bare OpenCV loop on one core (read, imdecode, resize to the same size with the same interpolation):
     the reference preprocessing is held to. It skips what preprocessing adds: padding, RGB order, the
-    write."""
+    write. ``reduced``: a JPEG at least twice the target size is decoded at reduced size, as
+    preprocessing decodes it; else every image at full size. Rates per image format too."""
     cv2 = _cv2()
     root = image_root(data_dir)
-    names = [row["image"] for row in islice(read_index(index), limit)]
+    rows = list(islice(read_index(index), limit))
+    formats: dict[str, list[float]] = {}
     start = time.perf_counter()
-    for name in names:
-        img = cv2.imdecode(np.frombuffer(read_data_file(root, name), np.uint8), cv2.IMREAD_COLOR)
+    for row in rows:
+        t0 = time.perf_counter()
+        f = decode_factor(row["height"], row["width"], cfg.size) if reduced and row["format"] == "JPEG" else 1
+        img = cv2.imdecode(np.frombuffer(read_data_file(root, row["image"]), np.uint8), DECODE_FLAGS[f])
         nh, nw, interp = resize_plan(*img.shape[:2], cfg)
         cv2.resize(img, (nw, nh), interpolation=interp)
+        formats.setdefault(row["format"], []).append(time.perf_counter() - t0)
     seconds = time.perf_counter() - start
     return {
-        "images": len(names),
+        "images": len(rows),
         "seconds": seconds,
-        "img_per_s": len(names) / seconds,
-        "ms_per_img": 1e3 * seconds / len(names),
+        "img_per_s": len(rows) / seconds,
+        "ms_per_img": 1e3 * seconds / len(rows),
+        "formats": {k: {"images": len(v), "img_per_s": len(v) / sum(v)} for k, v in sorted(formats.items())},
     }
 
 
@@ -72,7 +93,7 @@ def breakdown(
         t0 = time.perf_counter()
         data = read_data_file(root, row["image"])
         t1 = time.perf_counter()
-        img = load_pixels(data, row)
+        img = load_pixels(data, row, cfg.size if cfg.reduced_decode else None)
         t2 = time.perf_counter()
         fit(enhance(img, cfg), cfg, out=pixels[i])  # enhancement ops (off by default) count as resize time
         t3 = time.perf_counter()
@@ -109,10 +130,11 @@ def measure_backends(
     index,
     backends=("sequential", "dask-processes", "dask-threads"),
     max_workers: int = 2,
-    chunk_size: int = 256,
+    chunk_size: int | None = None,
     cfg: PrepConfig | None = None,
     repeats: int = 1,
     limit: int | None = None,
+    formats: tuple[str, ...] | None = None,
     scratch: str | os.PathLike = "outputs/bench",
     progress: bool = True,
 ) -> tuple[dict, dict]:
@@ -121,28 +143,31 @@ def measure_backends(
     Repeats go round-robin over the configurations (floor included), so a slow spell on a shared machine
     hits all of them alike; each number is the median of its repeats. ``scratch`` should sit on the file
     system real output would use: write speed differs by an order of magnitude between file systems.
-    ``limit`` benchmarks the first n pairs only (a full PMC-OA pass per configuration would take hours).
+    ``limit`` benchmarks the first n pairs only (a full PMC-OA pass per configuration would take hours);
+    ``formats`` (e.g. JPEG) only the pairs whose image has one of them. Every run uses one chunk size:
+    given, or four chunks a worker at ``max_workers``.
     """
     cfg = cfg or PrepConfig()
     Path(scratch).mkdir(parents=True, exist_ok=True)
     configs = configurations(backends, max_workers)
-    floors, samples, digests = [], {c: [] for c in configs}, set()
+    floors, reduced, samples, digests = [], [], {c: [] for c in configs}, set()
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         if index is None:  # validate once, outside the timed runs
             index = Path(tmp) / "clean_index.jsonl"
             validate(
                 data_dir, Path(tmp) / "validate_report.json", index, workers=max_workers, progress=progress
             )
-        if limit:
-            first = Path(tmp) / "bench_index.jsonl"
-            with open(index, encoding="utf-8") as src, open(first, "w", encoding="utf-8") as dst:
-                dst.writelines(islice(src, limit))
-            index = first
+        if limit or formats:
+            chosen = (r for r in read_index(index) if not formats or r["format"] in formats)
+            index = Path(tmp) / "bench_index.jsonl"
+            write_jsonl_atomic(index, list(islice(chosen, limit)))
+        chunk_size = chunk_size or auto_chunk_size(sum(1 for _ in read_index(index)), max_workers)
         floor(data_dir, index, cfg)  # warm the page cache: every run then reads from memory
         cost = breakdown(data_dir, index, cfg, tmp, chunk_size=chunk_size)
         bar = tqdm(total=repeats * len(configs), desc="bench preprocess", unit="run", disable=not progress)
         for _ in range(repeats):
             floors.append(floor(data_dir, index, cfg))
+            reduced.append(floor(data_dir, index, cfg, reduced=True))
             for backend, workers in configs:
                 bar.set_postfix_str(f"{backend} x{workers}")
                 out = Path(tmp) / f"{backend}-{workers}"
@@ -184,11 +209,15 @@ def measure_backends(
         one = next(r for r in rows if r["backend"] == row["backend"] and r["workers"] == 1)
         row["speedup"] = row["img_per_s"] / one["img_per_s"]
         row["efficiency"] = row["speedup"] / row["workers"]
-    ref = {"images": floors[0]["images"], "seconds": _median(floors, "seconds"), "samples": floors}
-    ref.update(img_per_s=ref["images"] / ref["seconds"], ms_per_img=1e3 * ref["seconds"] / ref["images"])
+    ref, fast = _floor(floors), _floor(reduced)
     best = {w: max(r["img_per_s"] for r in rows if r["workers"] == w) for w in {r["workers"] for r in rows}}
     metrics = {
         "floor_opencv": ref,
+        "floor_reduced_decode": fast,
+        # what decoding large JPEGs at reduced size buys, per format (PNG has no reduced decode)
+        "reduced_vs_full": {
+            k: fast["formats"][k]["img_per_s"] / v["img_per_s"] for k, v in ref["formats"].items()
+        },
         "breakdown": cost,
         "runs": rows,
         "identical_outputs": len(digests) == 1,
@@ -197,17 +226,29 @@ def measure_backends(
         "two_workers_vs_one": best[2] / best[1] if 2 in best else None,
     }
     config = {
-        "data_dir": str(data_dir),
+        "data_dir": shown(data_dir),
         "backends": list(backends),
         "max_workers": max_workers,
         "chunk_size": chunk_size,
         "prep": asdict(cfg),
         "repeats": repeats,
         "limit": limit,
-        "scratch": str(scratch),
+        "formats": list(formats) if formats else None,
+        "scratch": shown(scratch),
         "floor": "read + cv2.imdecode + cv2.resize (same size and interpolation)",
     }
     return metrics, config
+
+
+def _floor(runs: list[dict]) -> dict:
+    """The median of a floor's repeats (per format too), keeping every repeat."""
+    out = {"images": runs[0]["images"], "seconds": _median(runs, "seconds"), "samples": runs}
+    out.update(img_per_s=out["images"] / out["seconds"], ms_per_img=1e3 * out["seconds"] / out["images"])
+    out["formats"] = {
+        k: {"images": v["images"], "img_per_s": statistics.median(r["formats"][k]["img_per_s"] for r in runs)}
+        for k, v in runs[0]["formats"].items()
+    }
+    return out
 
 
 def table(metrics: dict) -> list[dict]:

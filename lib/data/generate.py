@@ -13,8 +13,10 @@ any larger one.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import math
 import os
 import shutil
 from dataclasses import asdict
@@ -34,12 +36,19 @@ GENERATOR_VERSION = 1
 MANIFEST = "dataset.json"
 
 
-def figure(seed: int, index: int) -> tuple[str, str, str, bytes, Scene]:
-    """(split, image name, caption, encoded bytes, scene) of figure ``index``; pure in (seed, index)."""
+def figure(seed: int, index: int, large: float = 0.0) -> tuple[str, str, str, bytes, Scene]:
+    """(split, image name, caption, encoded bytes, scene) of figure ``index``; pure in (seed, index, large).
+    A share ``large`` of the figures is drawn at 1-4 megapixels (scans and photographs as users have
+    them), chosen from a stream of its own: ``large=0`` gives the same bytes as the generator always did."""
     rng = np.random.default_rng([seed, index])
     u = rng.random()
     split = "train" if u < 0.8 else "valid" if u < 0.9 else "test"
     scene = sample_scene(rng)
+    if large:
+        big = np.random.default_rng([seed, index, 1])
+        if big.random() < large:
+            k = math.sqrt(big.uniform(1e6, 4e6) / (scene.width * scene.height))
+            scene = dataclasses.replace(scene, width=round(scene.width * k), height=round(scene.height * k))
     text = caption(scene, rng)
     im = render(scene, rng)
     buf = io.BytesIO()
@@ -52,7 +61,7 @@ def figure(seed: int, index: int) -> tuple[str, str, str, bytes, Scene]:
     return split, name, text, buf.getvalue(), scene
 
 
-def is_complete(out: str | os.PathLike, n: int, seed: int) -> bool:
+def is_complete(out: str | os.PathLike, n: int, seed: int, large: float = 0.0) -> bool:
     path = Path(out) / MANIFEST
     if not path.exists():
         return False
@@ -60,7 +69,8 @@ def is_complete(out: str | os.PathLike, n: int, seed: int) -> bool:
         m = json.loads(path.read_text())
     except json.JSONDecodeError:
         return False
-    return (m.get("n"), m.get("seed"), m.get("generator_version")) == (n, seed, GENERATOR_VERSION)
+    made = (m.get("n"), m.get("seed"), m.get("large", 0.0), m.get("generator_version"))
+    return made == (n, seed, large, GENERATOR_VERSION)
 
 
 def generate(
@@ -70,15 +80,16 @@ def generate(
     workers: int | None = None,
     force: bool = False,
     progress: bool = True,
+    large: float = 0.0,
 ) -> dict:
     """Write ``n`` figure-caption pairs to ``out`` in PMC-OA's layout; a no-op when already complete.
 
     The manifest is written last, so an interrupted run is detected and redone. Figures are
     drawn in ``workers`` processes (default: all cores); each is pure in (seed, index), so the
-    files do not depend on the worker count.
+    files do not depend on the worker count. ``large``: the share of figures drawn at 1-4 megapixels.
     """
     out = Path(out)
-    if not force and is_complete(out, n, seed):
+    if not force and is_complete(out, n, seed, large):
         return json.loads((out / MANIFEST).read_text())
     if out.exists():
         (out / MANIFEST).unlink(missing_ok=True)
@@ -91,9 +102,9 @@ def generate(
     workers = max(1, workers or os.cpu_count() or 1)
     pool = get_context("spawn").Pool(workers) if workers > 1 and n >= 64 else None
     figures = (
-        pool.imap(partial(figure, seed), range(n), chunksize=32)
+        pool.imap(partial(figure, seed, large=large), range(n), chunksize=32)
         if pool
-        else (figure(seed, i) for i in range(n))
+        else (figure(seed, i, large) for i in range(n))
     )
     try:
         for split, name, text, data, scene in tqdm(
@@ -115,6 +126,7 @@ def generate(
         "n": n,
         "seed": seed,
         "generator_version": GENERATOR_VERSION,
+        **({"large": large} if large else {}),  # absent when 0: the default's manifest stays as it was
         "splits": counts,
         "modalities": modalities,
     }

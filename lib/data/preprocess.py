@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -40,8 +39,8 @@ from lib.data.files import content_digest, read_data_file
 from lib.data.images import decode
 from lib.data.pmcoa import image_root, pair_id, read_index
 from lib.data.reasons import BadInput, skip_row
-from lib.data.validate import validate
-from lib.results import write_json_atomic
+from lib.data.validate import ensure_index
+from lib.results import temp_file, write_json_atomic
 from lib.settings import BACKENDS, MAX_FILE_BYTES, Limits, PrepConfig
 
 
@@ -54,13 +53,30 @@ def warm() -> None:
     _cv2()  # import OpenCV and this module on every worker before the clock starts
 
 
-def load_pixels(data: bytes, row: dict) -> np.ndarray:
+# OpenCV's imdecode flags by JPEG DCT scaling factor
+DECODE_FLAGS = {
+    1: cv2.IMREAD_COLOR,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
+
+
+def decode_factor(height: int, width: int, size: int) -> int:
+    """The largest JPEG DCT scaling (1/8, 1/4, 1/2) that still leaves the short side at least ``size``:
+    libjpeg-turbo then decodes a fraction of the pixels, which resizing would have averaged away anyway."""
+    return next((f for f in (8, 4, 2) if -(-min(height, width) // f) >= size), 1)
+
+
+def load_pixels(data: bytes, row: dict, size: int | None = None) -> np.ndarray:
     """HxWx3 uint8 in OpenCV's BGR order (swapped to RGB once, after resizing, on fewer pixels).
-    OpenCV decodes the common case fast; anything the index marked for conversion, or that
-    OpenCV refuses, goes through the one bad-input policy (lib.data.images)."""
+    OpenCV decodes the common case fast, a JPEG at least twice ``size`` at reduced size; anything the
+    index marked for conversion, or that OpenCV refuses, goes through the one bad-input policy
+    (lib.data.images)."""
     cv2 = _cv2()
     if not row.get("conversion") and row.get("mode") in ("RGB", "L"):
-        flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION  # PIL ignores EXIF orientation too
+        f = decode_factor(row["height"], row["width"], size) if size and row.get("format") == "JPEG" else 1
+        flags = DECODE_FLAGS[f] | cv2.IMREAD_IGNORE_ORIENTATION  # PIL ignores EXIF orientation too
         arr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
         if arr is not None:
             return arr
@@ -169,7 +185,8 @@ def process_chunk(
                 raise BadInput(
                     "changed_since_validation", f"{row['image']}: its bytes differ from the validated file"
                 )
-            fit(enhance(load_pixels(data, row), cfg), cfg, out=pixels[len(kept)])
+            img = load_pixels(data, row, cfg.size if cfg.reduced_decode else None)
+            fit(enhance(img, cfg), cfg, out=pixels[len(kept)])
         except BadInput as e:
             quarantined.append(skip_row(e.reason, e.detail, **where))
             continue
@@ -178,7 +195,7 @@ def process_chunk(
         )
     npy, meta = shard_paths(out_p, k)
     npy.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{npy.name}.", suffix=".npy", dir=npy.parent)
+    fd, tmp = temp_file(npy.parent, prefix=f".{npy.name}.", suffix=".npy")
     with os.fdopen(fd, "wb") as f:
         np.save(f, pixels[: len(kept)])
     os.replace(tmp, npy)
@@ -197,6 +214,12 @@ def _counts(meta: dict) -> dict:
     return {"stored": len(meta["rows"]), "quarantined": len(meta["quarantined"])}
 
 
+def auto_chunk_size(n_rows: int, workers: int) -> int:
+    """At least four chunks a worker (so the last ones do not leave the others idle), at most 256 images a
+    chunk (38 MB of pixels at 224 px), at least 16 (a chunk's fixed cost)."""
+    return max(16, min(256, -(-n_rows // (4 * workers))))
+
+
 def chunks(index_path: str | os.PathLike, chunk_size: int) -> Iterator[tuple[int, list[dict]]]:
     """(chunk number, rows) streamed from the clean index: never the whole index in memory."""
     rows = read_index(index_path)
@@ -211,7 +234,7 @@ def preprocess(
     out: str | os.PathLike,
     backend: str = "sequential",
     workers: int = 1,
-    chunk_size: int = 256,
+    chunk_size: int | None = None,
     cfg: PrepConfig = PrepConfig(),
     index: str | os.PathLike | None = None,
     slurm: dict | None = None,
@@ -221,27 +244,26 @@ def preprocess(
     """Turn the clean index into shards under ``out``; resumes where a previous run stopped."""
     if backend not in BACKENDS:
         raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if chunk_size < 1 or workers < 1:
+    if (chunk_size is not None and chunk_size < 1) or workers < 1:
         raise ValueError("--chunk-size and --workers must be positive")
     out = Path(out)
     (out / "shards").mkdir(parents=True, exist_ok=True)
     for stale in (out / "shards").glob(".shard-*"):  # temp files of a killed run
         stale.unlink()
     timings = {"validate_s": 0.0, "cluster_start_s": 0.0}
-    if index is None:
-        index = out / "clean_index.jsonl"
-        if not index.exists():
-            t = time.perf_counter()
-            validate(
-                data_dir,
-                out / "validate_report.json",
-                index,
-                workers=workers,
-                progress=progress,
-                limits=Limits(max_file_bytes=max_file_bytes),
-            )
-            timings["validate_s"] = time.perf_counter() - t
+    if index is None:  # validate into out/ first, or reuse what was validated from this very data
+        t = time.perf_counter()
+        index = ensure_index(
+            data_dir,
+            out / "clean_index.jsonl",
+            out / "validate_report.json",
+            workers,
+            Limits(max_file_bytes=max_file_bytes),
+            progress,
+        )
+        timings["validate_s"] = time.perf_counter() - t
     n_rows = sum(1 for _ in read_index(index))
+    chunk_size = chunk_size or auto_chunk_size(n_rows, workers)
     n_chunks = -(-n_rows // chunk_size)
     task = partial(
         process_chunk, data_dir=str(data_dir), out=str(out), cfg=cfg, max_file_bytes=max_file_bytes
@@ -289,6 +311,24 @@ def _finish(out: Path, n_chunks: int, cfg: PrepConfig, backend, workers, chunk_s
         "workers": workers,
     }
     return manifest
+
+
+def split_digest(out: str | os.PathLike, split: str) -> str:
+    """What a model trained on ``split`` of these shards saw: its rows (ids, captions, where their pixels
+    are) and each shard's own record (config and input digest)."""
+    out, h, shards = Path(out), hashlib.sha256(), set()
+    for row in read_index(out / "index.jsonl"):
+        if row["split"] == split:
+            h.update(
+                json.dumps(
+                    [row["id"], row["caption"], row.get("modality"), row["shard"], row["offset"]]
+                ).encode()
+            )
+            shards.add(row["shard"])
+    for shard in sorted(shards):
+        meta = json.loads((out / "shards" / shard).with_suffix(".json").read_text())
+        h.update(f"{shard}\0{meta['config']}\0{meta['input']}".encode())
+    return h.hexdigest()
 
 
 def open_shard(out: str | os.PathLike, shard: str) -> np.ndarray:

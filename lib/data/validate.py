@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from functools import partial
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from lib.config import shown
 from lib.data.files import content_digest, read_data_file
 from lib.data.images import decode
 from lib.data.pmcoa import SPLITS, image_root, iter_lines, pair_id, parse_record, split_files
@@ -94,6 +96,45 @@ def _checked(data_dir: Path, root: Path, limits: Limits, workers: int) -> Iterat
         yield from pool.imap(check, _jobs(data_dir), chunksize=64)
 
 
+def data_digest(data_dir: str | os.PathLike) -> str:
+    """What a clean index is made from: the split files' bytes and the image folder's listing (each
+    entry's path, size and modification time; no image is read). Another dataset, an edited caption or
+    a replaced image gives another digest."""
+    data_dir, h = Path(data_dir), hashlib.sha256()
+    for split, path in split_files(data_dir).items():
+        h.update(f"{split}\0".encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    root = image_root(data_dir)
+    for folder, dirs, names in sorted(os.walk(root)):
+        dirs.sort()
+        for name in sorted(names):
+            st = os.lstat(os.path.join(folder, name))
+            rel = os.path.relpath(os.path.join(folder, name), root)
+            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    return h.hexdigest()
+
+
+def ensure_index(
+    data_dir: str | os.PathLike,
+    index: str | os.PathLike,
+    report: str | os.PathLike,
+    workers: int = 1,
+    limits: Limits = Limits(),
+    progress: bool = True,
+) -> Path:
+    """The clean index of ``data_dir`` at ``index``: reused only when its ``report`` says it was made
+    from exactly this data (``data_digest``), else validated again, saying why."""
+    index, report = Path(index), Path(report)
+    if index.exists() and report.exists():
+        if json.loads(report.read_text()).get("source") == data_digest(data_dir):
+            return index
+        print(f"{index} was made from other data than {shown(data_dir)}: validating again", file=sys.stderr)
+    validate(data_dir, report, index, workers=workers, limits=limits, progress=progress)
+    return index
+
+
 def validate(
     data_dir: str | os.PathLike,
     report_path: str | os.PathLike,
@@ -107,6 +148,7 @@ def validate(
     root = image_root(data_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"{data_dir}: no image folder {root.name}/")
+    source = data_digest(data_dir)  # before reading: a change while validating shows as stale next time
     first_seen: dict[int, tuple[str, int]] = {}
     skipped, converted = [], []
     lines, kept = Counter(), Counter()
@@ -148,7 +190,8 @@ def validate(
             index_tmp.unlink(missing_ok=True)
     splits, warnings = _splits(data_dir, lines, kept)
     report = {
-        "data": str(data_dir),
+        "data": shown(data_dir),
+        "source": source,
         "kept": sum(kept.values()),
         "skipped_count": len(skipped),
         "reasons": dict(sorted(Counter(s["reason"] for s in skipped).items())),

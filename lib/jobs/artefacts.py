@@ -1,6 +1,8 @@
-"""What a profile's jobs need, built when missing: data -> clean index -> image shards -> the default's
-tiny encoder and LM -> feature cache. Every step is cached and resumable; ``for_profile`` is the one
-set-up that training, evaluation, the baseline and the benchmarks share.
+"""What a profile's jobs need, built when missing: data -> clean index -> image shards -> the tiny encoder
+and LM (``tiny`` in a profile: pre-trained on this data's training split) -> feature cache. Every step
+is cached, keyed by what it was made from, and resumable: another dataset in the same work folder is
+rebuilt, never used. ``for_profile`` is the one set-up that training, evaluation, the baseline and the
+benchmarks share.
 
 A profile's settings are read strictly: a key that is neither a common parameter, a model setting,
 ``train`` (the recipe) nor ``pretrain`` is an error naming it and its file.
@@ -15,13 +17,13 @@ from pathlib import Path
 from lib.config import Profile, load_profile, resolve
 from lib.data.generate import generate
 from lib.data.preprocess import preprocess
-from lib.data.validate import validate
+from lib.data.validate import ensure_index
 from lib.models import encoder as enc
 from lib.models import language
 from lib.models.build import local_spec, model_spec
 from lib.models.feature_cache import encode
 from lib.options import strict
-from lib.settings import EncoderPretrain, LMPretrain, ModelSpec, TinyLM, TrainConfig
+from lib.settings import TINY, EncoderPretrain, LMPretrain, ModelSpec, TinyLM, TrainConfig
 
 COMMON = ("data_dir", "work_dir", "results_dir", "figures_dir", "run_name", "seed", "workers")
 SECTIONS = ("train", "pretrain")
@@ -33,8 +35,9 @@ class Settings:
 
     profile: Profile
     params: dict  # common parameters overlaid with train.yaml
-    spec: ModelSpec
+    spec: ModelSpec  # ``tiny`` models resolved to their folders in the work folder
     train: TrainConfig
+    tiny: tuple[str, ...] = ()  # the models to pre-train on the data ("encoder", "lm")
 
     @property
     def results_dir(self) -> Path:
@@ -66,11 +69,28 @@ def settings(profile_name: str = "default", params_dir: str | None = None) -> Se
             raise ValueError(
                 f"{profile.source_of(key)}: unknown setting {key!r} (known: {', '.join(sorted(known))})"
             )
+    for model, what in (
+        ("encoder", "hf-hub:org/name or local-dir:/path (open_clip)"),
+        ("lm", "a hub id or folder"),
+    ):
+        if not params.get(model):
+            raise ValueError(
+                f"{profile.source_of(model)}: no {model!r} model: set it to {what}, or to {TINY!r} to "
+                f"pre-train the default's tiny one on the data's training split"
+            )
+    tiny = tuple(m for m in ("encoder", "lm") if params[m] == TINY)
+    work = params["work_dir"]
+    resolved = {
+        **params,
+        **({"encoder": f"local-dir:{work}/encoder"} if "encoder" in tiny else {}),
+        **({"lm": f"{work}/lm"} if "lm" in tiny else {}),
+    }
     return Settings(
         profile,
         params,
-        model_spec(params, str(profile.source_of("lora"))),
+        model_spec(resolved, str(profile.source_of("lora"))),
         strict(TrainConfig, params.get("train"), f"{profile.source_of('train')}: train"),
+        tiny,
     )
 
 
@@ -87,32 +107,30 @@ def _pretrain_configs(s: Settings) -> tuple[EncoderPretrain, LMPretrain]:
 def for_profile(
     profile_name: str = "default", params_dir: str | None = None, progress: bool = True
 ) -> Artefacts:
-    """Make sure data, clean index, shards, encoder, LM and feature cache exist; build what is missing.
-    The tiny encoder and LM are pre-trained only for profiles that generate their data (the default)."""
+    """Make sure data, clean index, shards, the tiny models the profile asks for and the feature cache
+    exist, made from this data; build what is missing or was made from something else."""
     s = settings(profile_name, params_dir)
     params, spec, profile = s.params, s.spec, s.profile
     work, data, workers = resolve(params["work_dir"]), resolve(params["data_dir"]), params.get("workers", 1)
     if profile.generate:
         g = profile.generate
         generate(resolve(g["out"]), n=g["n"], seed=g["seed"], workers=workers, progress=progress)
-    index = work / "index.jsonl"
-    if not index.exists():
-        validate(data, work / "validate_report.json", index, workers=workers, progress=progress)
-    preprocessed = work / "preprocessed"
-    preprocess(
-        data,
-        preprocessed,
-        backend="dask-threads" if workers > 1 else "sequential",
-        workers=workers,
-        index=index,
-        progress=progress,
-    )
-    if profile.generate:
-        encoder_cfg, lm_cfg = _pretrain_configs(s)
-        enc.pretrain(
-            preprocessed, resolve(spec.encoder.removeprefix("local-dir:")), encoder_cfg, progress=progress
+    if not data.is_dir():
+        raise FileNotFoundError(
+            f"no data at {data}: pass --data DIR (a folder with train/valid/test.jsonl and images/), set "
+            f"$PMCOA_DATA, or set data_dir in {profile.source_of('data_dir')}"
         )
-        language.pretrain(preprocessed / "index.jsonl", resolve(spec.lm), lm_cfg, progress=progress)
+    index = ensure_index(
+        data, work / "index.jsonl", work / "validate_report.json", workers, progress=progress
+    )
+    preprocessed = work / "preprocessed"
+    backend = "dask-threads" if workers > 1 else "sequential"
+    preprocess(data, preprocessed, backend=backend, workers=workers, index=index, progress=progress)
+    encoder_cfg, lm_cfg = _pretrain_configs(s)
+    if "encoder" in s.tiny:
+        enc.pretrain(preprocessed, work / "encoder", encoder_cfg, progress=progress)
+    if "lm" in s.tiny:
+        language.pretrain(preprocessed / "index.jsonl", work / "lm", lm_cfg, progress=progress)
     features = work / "features" / spec.encoder_output
     encode(preprocessed, features, local_spec(spec.encoder), output=spec.encoder_output, progress=progress)
     return Artefacts(s, data, index, preprocessed, features)

@@ -34,7 +34,7 @@ def baseline_job(
     path = write_results(
         resolve(results_dir) if results_dir else art.settings.results_dir,
         "baseline",
-        run_name or profile_name,
+        run_name or art.settings.profile.run_name,
         metrics,
         {"profile": profile_name, **config(cfg, art.preprocessed, art.spec.encoder)},
         cfg.seed,

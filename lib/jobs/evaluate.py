@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from lib.config import resolve
+from lib.config import resolve, shown
 from lib.evaluation.evaluate import EvalConfig, evaluate_split
 from lib.evaluation.views import gallery, gallery_items, modality_figure
 from lib.jobs.artefacts import for_profile
@@ -43,7 +43,7 @@ def evaluate_job(
     train, test = CaptionData(art.features, "train", tok), CaptionData(art.features, cfg.split, tok)
     t0 = time.perf_counter()
     record = evaluate_split(vlm, train, test, cfg, device, progress)
-    record["checkpoint"], record["seconds"] = str(found), time.perf_counter() - t0
+    record["checkpoint"], record["seconds"] = shown(found), time.perf_counter() - t0
     out_dir = resolve(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     captions = record.pop("captions")
@@ -56,7 +56,7 @@ def evaluate_job(
         modality_figure(record, resolve(figures_dir) / "07_per_modality.png")
     config = {
         "profile": profile_name,
-        "checkpoint": str(found),
+        "checkpoint": shown(found),
         "model": asdict(art.spec),
         "device": device,
         **asdict(cfg),
@@ -64,7 +64,7 @@ def evaluate_job(
     path = write_results(
         resolve(results_dir) if results_dir else art.settings.results_dir,
         "evaluation",
-        run_name or profile_name,
+        run_name or art.settings.profile.run_name,
         record,
         config,
         cfg.seed,

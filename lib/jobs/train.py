@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from dataclasses import asdict
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from lib.config import resolve
+from lib.config import DATA_ENV, resolve
 from lib.evaluation.evaluate import score_split
 from lib.jobs.artefacts import for_profile, settings
 from lib.models.build import build
@@ -30,6 +31,8 @@ from lib.training.loop import StopFlag, train
 
 def train_job(job: TrainJob) -> dict | None:
     """Run ``job``; the record on rank 0 (None on other ranks)."""
+    if job.data:  # the run layout of that data, for this process and every job it starts
+        os.environ[DATA_ENV] = os.path.abspath(job.data)
     with StopFlag() as stop:  # from here a SIGUSR1/SIGTERM is a request to checkpoint, not the end
         if job.threads:
             torch.set_num_threads(job.threads)
@@ -133,7 +136,7 @@ def _train(job: TrainJob, d: dist.Dist, stop: StopFlag) -> dict | None:
             "threads_per_rank": torch.get_num_threads(),
             "workload": f"projector+LoRA on {'cached features' if job.source == 'features' else 'pixels'}",
         }
-        name = job.name or (f"{job.profile}-{par.name}" + (f"-{d.world}" if d.world > 1 else ""))
+        name = job.name or (f"{s.profile.run_name}-{par.name}" + (f"-{d.world}" if d.world > 1 else ""))
         path = write_results(
             resolve(job.results_dir) if job.results_dir else s.results_dir,
             "training",

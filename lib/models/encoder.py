@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
-from lib.data.preprocess import open_shard
+from lib.data.preprocess import open_shard, split_digest
 from lib.models import ModelUnavailable, pretrain_step
 from lib.results import write_json_atomic
 from lib.settings import EncoderPretrain
@@ -63,6 +63,10 @@ def create(spec: str):
             raise _hub_error(spec, e) from e
         raise
     return model, tokenizer
+
+
+def _same(cached: dict, record: dict, keys: tuple[str, ...]) -> bool:
+    return all(cached.get(k) == record[k] for k in keys)
 
 
 class FrozenEncoder(nn.Module):
@@ -143,27 +147,38 @@ def pretrain(
     in open_clip's local-dir layout. Cached: a folder already holding this config is returned as is."""
     cfg = cfg or EncoderPretrain()
     out, preprocessed = Path(out), Path(preprocessed)
-    record = {"model_cfg": TINY_CLIP, "pretrain": asdict(cfg), "data": str(preprocessed)}
+    # cached only for the same settings and the same training images and captions: a folder pre-trained on
+    # other data is trained again, never reused
+    record = {
+        "model_cfg": TINY_CLIP,
+        "pretrain": asdict(cfg),
+        "trained_on": split_digest(preprocessed, "train"),
+    }
     done = out / "pretrain.json"
-    if done.exists() and json.loads(done.read_text())["pretrain"] == record["pretrain"]:
-        return json.loads(done.read_text())
+    if done.exists():
+        if _same(json.loads(done.read_text()), record, ("pretrain", "trained_on")):
+            return json.loads(done.read_text())
+        done.unlink()  # made from other data or settings: not complete until trained again
     torch.manual_seed(cfg.seed)
     model = open_clip.CLIP(**TINY_CLIP, output_dict=True)
     tokenizer = open_clip.get_tokenizer("ViT-B-16", context_length=TINY_CLIP["text_cfg"]["context_length"])
     rows = _train_rows(preprocessed)
+    if not rows:
+        raise ValueError(f"{preprocessed}: no training pairs to pre-train the tiny encoder on")
     images = np.stack([open_shard(preprocessed, r["shard"])[r["offset"]] for r in rows])
     texts = tokenizer([r["caption"] for r in rows])
     encoder = FrozenEncoder(model)  # only for its pixel transform; training goes through the model itself
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * (len(rows) // cfg.batch_size)
+    batch = min(cfg.batch_size, len(rows))  # a small folder of one's own: one batch of everything
+    steps = cfg.epochs * (len(rows) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.1)
     loss_fn, gen, losses = ClipLoss(), torch.Generator().manual_seed(cfg.seed), []
     model.train()
     bar = tqdm(total=steps, desc="pretrain tiny CLIP", unit="step", disable=not progress)
     for _ in range(cfg.epochs):
         order = torch.randperm(len(rows), generator=gen)
-        for k in range(len(rows) // cfg.batch_size):
-            idx = order[k * cfg.batch_size : (k + 1) * cfg.batch_size]
+        for k in range(len(rows) // batch):
+            idx = order[k * batch : (k + 1) * batch]
             x = encoder.pixels(torch.from_numpy(images[idx.numpy()]))
             feats = model(x, texts[idx])
             loss = loss_fn(feats["image_features"], feats["text_features"], feats["logit_scale"])

@@ -13,16 +13,16 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from lib.config import shown
 from lib.data.preprocess import open_shard
 from lib.models.encoder import load_encoder
-from lib.results import write_json_atomic
+from lib.results import temp_file, write_json_atomic
 
 
 def weights_digest(encoder: str) -> str | None:
@@ -76,14 +76,14 @@ def encode(
             .numpy()
             for i in range(0, len(pixels), batch_size)
         ]
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".npy", dir=npy.parent)
+        fd, tmp = temp_file(npy.parent, prefix=f".{name}.", suffix=".npy")
         with os.fdopen(fd, "wb") as f:
             np.save(f, np.concatenate(feats) if feats else np.zeros((0, 1, model.dim), np.float16))
         os.replace(tmp, npy)
         write_json_atomic(meta, shard_key)
     shutil.copyfile(preprocessed / "index.jsonl", out / ".index.jsonl.tmp")
     os.replace(out / ".index.jsonl.tmp", out / "index.jsonl")
-    manifest = {**key, "shards": len(names), "resumed_shards": done, "preprocessed": str(preprocessed)}
+    manifest = {**key, "shards": len(names), "resumed_shards": done, "preprocessed": shown(preprocessed)}
     write_json_atomic(out / "encode.json", manifest)
     return manifest
 

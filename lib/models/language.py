@@ -14,6 +14,7 @@ weights (bitsandbytes) are applied on top, the same way for both.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -101,11 +102,19 @@ def pretrain(
     """Tokenizer + tiny Mistral pre-trained on the training captions; cached in ``out``."""
     cfg = cfg or LMPretrain()
     out = Path(out)
-    done = out / "pretrain.json"
-    if done.exists() and json.loads(done.read_text())["pretrain"] == asdict(cfg):
-        return json.loads(done.read_text())
     rows = [r for r in map(json.loads, open(index, encoding="utf-8")) if r["split"] == "train"]
     captions = [r["caption"] for r in rows]
+    # cached only for the same settings and the same training captions: an LM pre-trained on other data
+    # is trained again, never reused
+    trained_on = hashlib.sha256(
+        json.dumps([[r["caption"], r.get("modality")] for r in rows]).encode()
+    ).hexdigest()
+    done = out / "pretrain.json"
+    if done.exists():
+        cached = json.loads(done.read_text())
+        if (cached.get("pretrain"), cached.get("trained_on")) == (asdict(cfg), trained_on):
+            return cached
+        done.unlink()  # made from other captions or settings: not complete until trained again
     tok = train_tokenizer(captions, out, cfg.model.vocab_size)
     torch.manual_seed(cfg.seed)
     config = MistralConfig(
@@ -121,19 +130,23 @@ def pretrain(
     single = [tok(c).input_ids[: half - 1] + [tok.eos_token_id] for c in captions]
     ids = [single[j] + single[i] for i, j in enumerate(_partners(rows, cfg.seed))]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    steps = cfg.epochs * (len(ids) // cfg.batch_size)
+    if not ids:
+        raise ValueError(f"{index}: no training captions to pre-train the tiny LM on")
+    batch = min(cfg.batch_size, len(ids))  # a small folder of one's own: one batch of everything
+    steps = cfg.epochs * (len(ids) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.1)
     gen, losses = torch.Generator().manual_seed(cfg.seed), []
     model.train()
     bar = tqdm(total=steps, desc="pretrain tiny Mistral", unit="step", disable=not progress)
     for _ in range(cfg.epochs):
-        for x, mask in _caption_batches(ids, cfg.batch_size, tok.pad_token_id, gen):
+        for x, mask in _caption_batches(ids, batch, tok.pad_token_id, gen):
             loss = model(input_ids=x, attention_mask=mask, labels=x.masked_fill(~mask, -100)).loss
             pretrain_step(loss, opt, sched, losses, bar)
     bar.close()
     model.save_pretrained(out)  # config.json + model.safetensors, the layout from_pretrained reads
     record = {
         "pretrain": asdict(cfg),
+        "trained_on": trained_on,
         "captions": len(captions),
         "vocab": len(tok),
         "steps": steps,

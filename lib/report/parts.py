@@ -47,12 +47,40 @@ def preprocess(res: dict, run: str) -> str:
     r = res.get(f"preprocess/{run}")
     if not r:
         return missing("02_preprocessing")
-    m = r["metrics"]
+    m, two = r["metrics"], r["metrics"].get("two_workers_vs_one")
     return (
         table(bench.table(m))
         + f"\nBare OpenCV decode + resize on one core: {m['floor_opencv']['img_per_s']:.0f} img/s; "
         f"one worker reaches {m['one_worker_vs_floor']:.2f}x of it, "
-        f"two workers {m['two_workers_vs_one']:.2f}x one.\n\n" + source(r)
+        + (f"two workers {two:.2f}x one.\n\n" if two is not None else "one worker measured.\n\n")
+        + source(r)
+        + large_images(res)
+    )
+
+
+def large_images(res: dict) -> str:
+    """Large figures (1-4 megapixels), decoded at reduced size where the format allows it."""
+    r = res.get("preprocess/large-images")
+    if not r:
+        return ""
+    m = r["metrics"]
+    full, fast = m["floor_opencv"]["formats"], m["floor_reduced_decode"]["formats"]
+    rows = [
+        {
+            "format": k,
+            "full decode img/s": full[k]["img_per_s"],
+            "reduced decode img/s": fast[k]["img_per_s"],
+            "reduced / full": m["reduced_vs_full"][k],
+        }
+        for k in full
+    ]
+    return (
+        f"\nLarge figures ({', '.join(m['floor_opencv']['formats'])}; bare OpenCV loop on one core, "
+        "full-size decode against decoding a JPEG at 1/2-1/8 size where its short side stays at least the "
+        "target):\n\n"
+        + table(rows)
+        + f"\nOne preprocessing worker on them: {m['one_worker_vs_floor']:.2f}x the full-decode loop.\n\n"
+        + source(r)
     )
 
 
