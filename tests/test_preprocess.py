@@ -10,7 +10,7 @@ import yaml
 from lib.config import run_name_for
 from lib.data.clusters import slurm_cluster
 from lib.data.generate import generate
-from lib.data.preprocess import fit, open_shard, preprocess
+from lib.data.preprocess import decode_factor, fit, open_shard, preprocess
 from lib.settings import PrepConfig
 
 import badfiles
@@ -97,6 +97,13 @@ def test_run_killed_with_sigkill_resumes_to_identical_output(tmp_path):
     resumed = json.loads(cli(*cmd[3:], "--out", str(tmp_path / "killed")).stdout)
     assert resumed["resumed_chunks"] >= done - 1
     assert _tree(tmp_path / "killed") == _tree(tmp_path / "whole")
+
+
+def test_large_jpegs_are_decoded_at_the_smallest_size_that_is_never_enlarged():
+    pad, crop = PrepConfig(size=224), PrepConfig(size=224, fit="crop")
+    assert decode_factor(1500, 2000, pad) == 8  # 188 x 250 >= 168 x 224, the padded figure's size
+    assert decode_factor(1500, 2000, crop) == 4  # the crop needs a 224 short side: 375 x 500
+    assert decode_factor(400, 600, pad) == 2 and decode_factor(238, 271, pad) == 1  # PMC-OA's typical figure
 
 
 def test_fit_keeps_the_whole_figure_when_padding():

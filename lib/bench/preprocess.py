@@ -56,7 +56,7 @@ BACKEND_COLOURS = {
 def floor(data_dir, index, cfg: PrepConfig, limit: int | None = None, reduced: bool = False) -> dict:
     """A bare OpenCV loop on one core (read, imdecode, resize to the same size with the same interpolation):
     the reference preprocessing is held to. It skips what preprocessing adds: padding, RGB order, the
-    write. ``reduced``: a JPEG at least twice the target size is decoded at reduced size, as
+    write. ``reduced``: a JPEG at least twice the size it is resized to is decoded at reduced size, as
     preprocessing decodes it; else every image at full size. Rates per image format too."""
     cv2 = _cv2()
     root = image_root(data_dir)
@@ -65,7 +65,7 @@ def floor(data_dir, index, cfg: PrepConfig, limit: int | None = None, reduced: b
     start = time.perf_counter()
     for row in rows:
         t0 = time.perf_counter()
-        f = decode_factor(row["height"], row["width"], cfg.size) if reduced and row["format"] == "JPEG" else 1
+        f = decode_factor(row["height"], row["width"], cfg) if reduced and row["format"] == "JPEG" else 1
         img = cv2.imdecode(np.frombuffer(read_data_file(root, row["image"]), np.uint8), DECODE_FLAGS[f])
         nh, nw, interp = resize_plan(*img.shape[:2], cfg)
         cv2.resize(img, (nw, nh), interpolation=interp)
@@ -93,7 +93,7 @@ def breakdown(
         t0 = time.perf_counter()
         data = read_data_file(root, row["image"])
         t1 = time.perf_counter()
-        img = load_pixels(data, row, cfg.size if cfg.reduced_decode else None)
+        img = load_pixels(data, row, cfg)
         t2 = time.perf_counter()
         fit(enhance(img, cfg), cfg, out=pixels[i])  # enhancement ops (off by default) count as resize time
         t3 = time.perf_counter()

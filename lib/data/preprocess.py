@@ -62,20 +62,23 @@ DECODE_FLAGS = {
 }
 
 
-def decode_factor(height: int, width: int, size: int) -> int:
-    """The largest JPEG DCT scaling (1/8, 1/4, 1/2) that still leaves the short side at least ``size``:
-    libjpeg-turbo then decodes a fraction of the pixels, which resizing would have averaged away anyway."""
-    return next((f for f in (8, 4, 2) if -(-min(height, width) // f) >= size), 1)
+def decode_factor(height: int, width: int, cfg: PrepConfig) -> int:
+    """The largest JPEG DCT scaling (1/8, 1/4, 1/2) that still decodes at least the size the image is resized
+    to, in both dimensions (so nothing is ever enlarged): the short side for ``crop``, the long side for
+    ``pad``. libjpeg-turbo then decodes a fraction of the pixels that resizing would have averaged away."""
+    nh, nw, _ = resize_plan(height, width, cfg)
+    return next((f for f in (8, 4, 2) if -(-height // f) >= nh and -(-width // f) >= nw), 1)
 
 
-def load_pixels(data: bytes, row: dict, size: int | None = None) -> np.ndarray:
+def load_pixels(data: bytes, row: dict, cfg: PrepConfig | None = None) -> np.ndarray:
     """HxWx3 uint8 in OpenCV's BGR order (swapped to RGB once, after resizing, on fewer pixels).
-    OpenCV decodes the common case fast, a JPEG at least twice ``size`` at reduced size; anything the
-    index marked for conversion, or that OpenCV refuses, goes through the one bad-input policy
-    (lib.data.images)."""
+    OpenCV decodes the common case fast; given ``cfg`` (with ``reduced_decode``), a JPEG at least twice
+    the size ``cfg`` resizes it to at reduced size. Anything the index marked for conversion, or that
+    OpenCV refuses, goes through the one bad-input policy (lib.data.images)."""
     cv2 = _cv2()
     if not row.get("conversion") and row.get("mode") in ("RGB", "L"):
-        f = decode_factor(row["height"], row["width"], size) if size and row.get("format") == "JPEG" else 1
+        reduce = cfg is not None and cfg.reduced_decode and row.get("format") == "JPEG"
+        f = decode_factor(row["height"], row["width"], cfg) if reduce else 1
         flags = DECODE_FLAGS[f] | cv2.IMREAD_IGNORE_ORIENTATION  # PIL ignores EXIF orientation too
         arr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
         if arr is not None:
@@ -185,7 +188,7 @@ def process_chunk(
                 raise BadInput(
                     "changed_since_validation", f"{row['image']}: its bytes differ from the validated file"
                 )
-            img = load_pixels(data, row, cfg.size if cfg.reduced_decode else None)
+            img = load_pixels(data, row, cfg)
             fit(enhance(img, cfg), cfg, out=pixels[len(kept)])
         except BadInput as e:
             quarantined.append(skip_row(e.reason, e.detail, **where))

@@ -76,8 +76,8 @@ def large_images(res: dict) -> str:
     ]
     return (
         f"\nLarge figures ({', '.join(m['floor_opencv']['formats'])}; bare OpenCV loop on one core, "
-        "full-size decode against decoding a JPEG at 1/2-1/8 size where its short side stays at least the "
-        "target):\n\n"
+        "full-size decode against decoding a JPEG at 1/2-1/8 size where that still gives at least the size "
+        "it is resized to):\n\n"
         + table(rows)
         + f"\nOne preprocessing worker on them: {m['one_worker_vs_floor']:.2f}x the full-decode loop.\n\n"
         + source(r)
