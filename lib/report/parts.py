@@ -58,9 +58,24 @@ def preprocess(res: dict, run: str) -> str:
     )
 
 
+def _one_worker(m: dict) -> str:
+    """One worker against the full-decode loop: the ratio of medians, and the range of the ratios of
+    repeats run in turn (worker k beside floor k)."""
+    one = next(x for x in m["runs"] if x["workers"] == 1)
+    paired = [
+        w["images"] / w["process_s"] / f["img_per_s"]
+        for w, f in zip(one["samples"], m["floor_opencv"]["samples"], strict=True)
+    ]
+    return (
+        f"{m['one_worker_vs_floor']:.2f}x (medians; repeat by repeat {min(paired):.2f}-{max(paired):.2f}x, "
+        f"{len(paired)} repeats)"
+    )
+
+
 def large_images(res: dict) -> str:
-    """Large figures (1-4 megapixels), decoded at reduced size where the format allows it."""
-    r = res.get("preprocess/large-images")
+    """Large figures (1-4 megapixels), decoded at reduced size where the format allows it: every format
+    (``large-images``), and the JPEGs alone (``large-jpeg``)."""
+    r, jpeg = res.get("preprocess/large-images"), res.get("preprocess/large-jpeg")
     if not r:
         return ""
     m = r["metrics"]
@@ -74,13 +89,13 @@ def large_images(res: dict) -> str:
         }
         for k in full
     ]
+    alone = f"; on the JPEGs alone, {_one_worker(jpeg['metrics'])}" if jpeg else ""
     return (
-        f"\nLarge figures ({', '.join(m['floor_opencv']['formats'])}; bare OpenCV loop on one core, "
-        "full-size decode against decoding a JPEG at 1/2-1/8 size where that still gives at least the size "
-        "it is resized to):\n\n"
+        f"\nLarge figures ({', '.join(full)}; bare OpenCV loop on one core, full-size decode against "
+        "decoding a JPEG at 1/2-1/8 size where that still gives at least the size it is resized to):\n\n"
         + table(rows)
-        + f"\nOne preprocessing worker on them: {m['one_worker_vs_floor']:.2f}x the full-decode loop.\n\n"
-        + source(r)
+        + f"\nOne preprocessing worker against the full-decode loop: on all of them {_one_worker(m)}"
+        f"{alone}.\n\n" + source(*([r, jpeg] if jpeg else [r]))
     )
 
 
