@@ -16,13 +16,13 @@ import torch
 from lib.data import files
 from lib.data.files import BadFile, read_data_file
 from lib.data.pmcoa import read_index
-from lib.data.preprocess import PrepConfig, preprocess
+from lib.data.preprocess import preprocess
 from lib.data.reasons import REASONS
 from lib.data.validate import validate
 from lib.evaluation.evaluate import score_split
 from lib.models.build import build
 from lib.models.feature_cache import encode
-from lib.settings import ModelSpec, TrainConfig
+from lib.settings import ModelSpec, PrepConfig, TrainConfig
 from lib.training import checkpoint
 from lib.training.data import CaptionData
 from lib.training.loop import train

@@ -130,7 +130,9 @@ def test_switching_datasets_in_one_work_folder_uses_nothing_of_the_other(tmp_pat
         assert list(read_index(art.features / "index.jsonl")) == rows
         made[k] = (trained, json.loads((work / "lm" / "pretrain.json").read_text())["trained_on"])
     assert made["A"] != made["B"]
-    assert "was made from other data" in capfd.readouterr().err  # the stale index was named, then rebuilt
+    err = capfd.readouterr().err  # each stale cache was named, then rebuilt
+    assert "was made from other data" in err and "pre-trained on other data" in err
+    assert "pre-trained on other captions" in err
 
 
 def test_same_seed_same_numbers(tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -158,7 +159,8 @@ def pretrain(
     if done.exists():
         if _same(json.loads(done.read_text()), record, ("pretrain", "trained_on")):
             return json.loads(done.read_text())
-        done.unlink()  # made from other data or settings: not complete until trained again
+        print(f"{out} was pre-trained on other data or settings: training it again", file=sys.stderr)
+        done.unlink()  # not complete until trained again
     torch.manual_seed(cfg.seed)
     model = open_clip.CLIP(**TINY_CLIP, output_dict=True)
     tokenizer = open_clip.get_tokenizer("ViT-B-16", context_length=TINY_CLIP["text_cfg"]["context_length"])

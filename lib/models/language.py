@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -114,7 +115,8 @@ def pretrain(
         cached = json.loads(done.read_text())
         if (cached.get("pretrain"), cached.get("trained_on")) == (asdict(cfg), trained_on):
             return cached
-        done.unlink()  # made from other captions or settings: not complete until trained again
+        print(f"{out} was pre-trained on other captions or settings: training it again", file=sys.stderr)
+        done.unlink()  # not complete until trained again
     tok = train_tokenizer(captions, out, cfg.model.vocab_size)
     torch.manual_seed(cfg.seed)
     config = MistralConfig(
