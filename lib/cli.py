@@ -91,10 +91,13 @@ def _encode(a):
 
 
 def _train(a):
-    from lib.jobs.train import train_job
-    from lib.settings import TrainConfig, TrainJob
+    from lib.training.stop import StopFlag
 
-    train_job(from_args(TrainJob, a, overrides=given(TrainConfig, a)))
+    with StopFlag() as stop:  # before torch loads: SLURM's warning during the imports is kept, not fatal
+        from lib.jobs.train import train_job
+        from lib.settings import TrainConfig, TrainJob
+
+        train_job(from_args(TrainJob, a, overrides=given(TrainConfig, a)), stop)
 
 
 def _evaluate(a):

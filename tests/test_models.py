@@ -20,8 +20,9 @@ from lib.models.vlm import is_trained
 from lib.settings import LoraSpec, ModelSpec, TrainConfig
 from lib.training import checkpoint
 from lib.training.data import CaptionData, Order
-from lib.training.loop import StopFlag, train
+from lib.training.loop import train
 from lib.training.safe_load import UnsafeCheckpoint
+from lib.training.stop import StopFlag
 
 from conftest import ROOT, TINY_LM, cli, tiny_profile
 

@@ -286,6 +286,46 @@ def test_a_rank_that_dies_ends_the_job_quickly_with_a_clear_error(job):
             proc.kill()
 
 
+def _catches(pid: int, sig: signal.Signals) -> bool:
+    """Whether process ``pid`` has a handler for ``sig`` (the SigCgt mask in /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
+
+
+def test_a_warning_signal_while_torch_is_still_importing_is_kept_for_the_first_step(job):
+    """On a busy node the imports take tens of seconds and SLURM's warning may come during them: the
+    trainer catches it before torch is even loaded, then checkpoints after its first step (the signal's
+    default action would kill the rank and leave the job with no checkpoint)."""
+    tmp, params = job
+    out = tmp / "early"
+    cmd = ["-m", "lib", "train", "--params-dir", str(params), "--out", str(out), "--strategy", "single"]
+    proc = subprocess.Popen(
+        [sys.executable, *cmd, "--no-eval", "--max-steps", "100000", "--ckpt-every", "100000"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 60
+        while not _catches(proc.pid, signal.SIGUSR1):
+            assert proc.poll() is None and time.time() < deadline, "the trainer never caught SIGUSR1"
+            time.sleep(0.002)
+        torch_loaded = "libtorch" in Path(f"/proc/{proc.pid}/maps").read_text()
+        proc.send_signal(signal.SIGUSR1)
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not torch_loaded  # the handler was there before the slow imports began
+    assert proc.returncode == 0, stderr[-3000:]
+    record = _run(tmp, "early")
+    assert (record["status"], record["steps"]) == ("preempted (SIGUSR1)", 1)
+    assert (out / "ckpt" / "latest").read_text() == "step-000001"
+
+
 def test_sigusr1_to_torchrun_checkpoints_every_rank_at_the_same_step_and_resumes(job):
     """What SLURM's --signal=USR1@T does before a time limit: torchrun forwards it, the ranks agree
     on the step, write one checkpoint together, and a resumed job carries on from it."""

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -26,14 +27,16 @@ from lib.results import write_json_atomic, write_jsonl_atomic, write_results
 from lib.settings import ModelSpec, TrainJob
 from lib.training.checkpoint import latest, load_trained_state
 from lib.training.data import CaptionData
-from lib.training.loop import StopFlag, train
+from lib.training.loop import train
+from lib.training.stop import StopFlag
 
 
-def train_job(job: TrainJob) -> dict | None:
-    """Run ``job``; the record on rank 0 (None on other ranks)."""
+def train_job(job: TrainJob, stop: StopFlag | None = None) -> dict | None:
+    """Run ``job``; the record on rank 0 (None on other ranks). ``stop``: a flag the caller entered
+    before its imports (the CLI does), else one is entered here."""
     if job.data:  # the run layout of that data, for this process and every job it starts
         os.environ[DATA_ENV] = os.path.abspath(job.data)
-    with StopFlag() as stop:  # from here a SIGUSR1/SIGTERM is a request to checkpoint, not the end
+    with nullcontext(stop) if stop else StopFlag() as stop:  # a SIGUSR1/SIGTERM asks for a checkpoint
         if job.threads:
             torch.set_num_threads(job.threads)
         d = dist.init(job.device)
@@ -50,7 +53,7 @@ def _train(job: TrainJob, d: dist.Dist, stop: StopFlag) -> dict | None:
     # artefacts: rank 0 builds what is missing, the other ranks then find it cached
     for turn in ((0,), range(1, d.world)):
         if d.rank in turn:
-            art = for_profile(job.profile, job.params_dir, progress=d.main)
+            art = for_profile(job.profile, job.params_dir, progress=d.main, verify_data=d.main)
         dist.barrier(d)
     # model: the same seed gives the same projector and LoRA initialisation on every rank
     torch.manual_seed(cfg.seed)

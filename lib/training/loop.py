@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -30,6 +29,7 @@ from lib.settings import TrainConfig
 from lib.training import checkpoint
 from lib.training.data import CaptionData, Order
 from lib.training.metrics import CollectiveTimer, StepMeter, flops_per_token, model_state_bytes
+from lib.training.stop import StopFlag
 
 
 def _sync_always(last: bool) -> AbstractContextManager:
@@ -80,26 +80,6 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     if mode == "fp16" or (mode == "auto" and not torch.cuda.is_bf16_supported()):
         return torch.float16
     return torch.bfloat16
-
-
-class StopFlag:
-    """Turns SIGTERM/SIGUSR1 into a flag the loop checks after each step. A job enters it before
-    its setup, so that a warning signal arriving then (SLURM's ``--signal`` may come up to a minute
-    early) is kept for the first step instead of ending the process (the signals' default action)."""
-
-    def __init__(self):
-        self.signal = None
-
-    def __enter__(self):
-        self.old = {s: signal.signal(s, self._set) for s in (signal.SIGTERM, signal.SIGUSR1)}
-        return self
-
-    def _set(self, signum, frame):
-        self.signal = signal.Signals(signum).name
-
-    def __exit__(self, *exc):
-        for s, h in self.old.items():
-            signal.signal(s, h)
 
 
 def trained_parameters(model: nn.Module) -> tuple[list, list]:
