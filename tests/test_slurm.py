@@ -173,8 +173,9 @@ def jobs(cluster, tmp_path_factory):
         }
         for_profile("default", progress=False)
         two = ("--cpus-per-task=2", "--mem=4G")
-        # its USR1 warning comes ~30 s in, wherever the job has got to by then (queued behind others or
-        # still building its model, it checkpoints after its first step)
+        # its USR1 warning comes ~60 s in, wherever the job has got to by then (still building its
+        # model, it checkpoints after its first step). Not sooner: torchrun itself only catches the signal
+        # once it has imported torch, which on a node busy with the other jobs takes tens of seconds
         ids["limit"] = j.submit(
             "train_cpu.sbatch",
             "--strategy",
@@ -184,7 +185,7 @@ def jobs(cluster, tmp_path_factory):
             "--ckpt-every",
             "1000000",
             "--no-eval",
-            opts=("--time=1", "--signal=USR1@30", *one),
+            opts=("--time=2", "--signal=USR1@60", *one),
             RANKS="1",
             RUN_DIR=str(tmp / "limit"),
         )
