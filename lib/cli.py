@@ -129,11 +129,20 @@ def _report(a):
     )  # with --data: that run's results, never the committed report
     run = prof.notebook_params(JOBS)
     report = a.report or (f"outputs/{prof.run_name}/REPORT.md" if prof.data else "FINAL_REPORT.md")
-    figures = None if a.no_figures else resolve(a.figures or run["figures_dir"])
-    out = build(resolve(a.results or run["results_dir"]), resolve(report), figures, a.run or prof.run_name)
+    figures = None if a.no_figures or a.check else resolve(a.figures or run["figures_dir"])
+    out = build(
+        resolve(a.results or run["results_dir"]), resolve(report), figures, a.run or prof.run_name, a.check
+    )
+    if out.get("stale"):
+        print(
+            f"error: {report} no longer says what the results say in: {', '.join(out['stale'])}",
+            file=sys.stderr,
+        )
+        return 1
     print(
         f"{out['results']} results files -> {len(out['blocks'])} tables in {report} "
-        f"({'changed' if out['report_changed'] else 'unchanged'}), {len(out['figures'])} figures"
+        f"({'checked' if a.check else 'changed' if out['report_changed'] else 'unchanged'}), "
+        f"{len(out['figures'])} figures"
     )
 
 
@@ -287,6 +296,9 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--figures", help="figures folder (default: the profile's)")
     rp.add_argument("--no-figures", action="store_true", help="tables only")
     rp.add_argument("--run", help="whose results: a run name (default: the profile's)")
+    rp.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 naming the blocks the results contradict"
+    )
     rp.set_defaults(fn=_report)
 
     jp = sub.add_parser(
@@ -328,8 +340,8 @@ def main(argv: list[str] | None = None) -> int:
 
     expected = (FileNotFoundError, ValueError, NotebookFailed, WorkerDied, ModelUnavailable)
     try:
-        args.fn(args)
+        code = args.fn(args)  # a handler may return an exit status (report --check)
     except expected as e:  # a clear message, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0

@@ -24,9 +24,15 @@ STYLE = {
 }
 
 
-def figure(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3.2):
+def figure(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3.2, width_ratios=None):
     with plt.rc_context(STYLE):
-        return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+        return plt.subplots(
+            nrows,
+            ncols,
+            figsize=(width * ncols, height * nrows),
+            squeeze=False,
+            gridspec_kw={"width_ratios": width_ratios} if width_ratios else None,
+        )
 
 
 def save(fig, path: str | os.PathLike) -> Path:

@@ -38,7 +38,7 @@ chunk_size = 256
 size = 224
 bench_backends = ["sequential", "dask-processes", "dask-threads"]
 bench_max_workers = 2
-bench_repeats = 3
+bench_repeats = 5
 bench_limit = 0  # benchmark the first n pairs only (0: all of them)
 slurm = {}  # dask-jobqueue SLURMCluster parameters (papermill_params/cluster/02_preprocessing.yaml)
 

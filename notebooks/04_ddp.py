@@ -22,9 +22,9 @@
 # uses, `python -m lib train --strategy ddp`, launched here with `torchrun` as a subprocess, as
 # `slurm/` launches it with `srun` + `torchrun`.
 #
-# What to look for: the speed-up over one rank with the same per-rank batch, how much of each
-# step goes to communication (R = T_compute / T_comm), what that predicts at more ranks, and
-# on a small CPU box, whether more ranks beat one process with more threads.
+# What to look for: the speed-up over one rank with the same per-rank batch (with its interval over
+# paired repeats), what N ranks add to each step over one, and on a small CPU box, whether more
+# ranks beat one process with more threads, or whether no difference was measured.
 
 # %% tags=["parameters"]
 profile = "default"
@@ -38,9 +38,9 @@ amps = ["off"]  # precisions: off (fp32), bf16, fp16
 amp_compare = ["off", "bf16"]  # AMP vs FP32 at the middle batch
 threads = 1  # torch threads per rank
 compare_threads = 2  # also one process with this many threads (0: no)
-steps = 30
-repeats = 1  # each job this many times, in turn; the median is reported
-scratch = "outputs/default/work/bench/scaling"  # finished jobs here are reused: the sweep resumes
+steps = 20
+repeats = 5  # each job this many times, in turn (A B A B); ratios per pair: median [95% interval]
+scratch = "outputs/default/work/bench/scaling/ddp"  # this sweep's jobs: an interrupted sweep resumes
 
 # %%
 import pandas as pd
@@ -65,9 +65,10 @@ display(pd.DataFrame([first_ddp["model_state"]], index=["model state bytes, rank
 # %% [markdown]
 # ## Throughput, speed-up and efficiency
 # Speed-up is against one rank with the same threads, per-rank batch and precision; efficiency
-# divides by the cores used (ranks x threads). Throughput is taken at each job's median step time
-# and is the median over `repeats` runs of every job, taken in turn: a busy spell on a shared
-# machine then slows one run of every configuration instead of all runs of one.
+# divides by the cores used (ranks x threads). Throughput is taken at each job's median step time.
+# Every job runs `repeats` times, in turn (A B A B ...), and every repeat is kept: a busy spell on a
+# shared machine slows one repeat of every configuration, so each ratio is taken per pair of repeats
+# and shown as median [95% percentile-bootstrap interval] (`lib.stats`).
 
 # %%
 out = scaling.record(metrics, configs, resolve(results_dir), f"{run_name}-ddp", profile, seed)
@@ -80,11 +81,10 @@ for path in scaling_views.figures(metrics, resolve(figures_dir), prefix="04_ddp"
     display(Image(filename=str(path)))
 
 # %% [markdown]
-# ## Compute vs communication, and what it predicts
-# Overhead per step = T(N ranks) - T(1 rank): the all-reduce plus whatever the ranks compete for
-# (on a 2-core box, memory bandwidth and the cores themselves). With R = T_compute / T_comm the
-# speed-up at N ranks is about N / (1 + (N-1)/N / ((N0-1)/N0) / R), ring all-reduce cost growing as
-# (N-1)/N. The seeds' transformer study ran at R <= 1, which is why 4 GPUs were slower than one.
+# ## What N ranks add to a step
+# Overhead per step = T(N ranks) - T(1 rank), per pair of repeats: the all-reduce plus whatever the
+# ranks compete for (on a 2-core box, memory bandwidth and the cores themselves), so it is not
+# communication alone, and one world size says nothing on its own about larger ones.
 # "comm in flight" is measured, not derived: the PyTorch profiler times each all-reduce from launch
 # to completion over a few steps (the slowest rank's sum). DDP launches them during backward, so
 # much of that time overlaps compute; the overhead is the part that does not.
@@ -95,7 +95,8 @@ display(pd.DataFrame(scaling_views.comm_table(metrics)))
 # %% [markdown]
 # ## More ranks or more threads?
 # On one small CPU the alternative to a second rank is a second thread in one process. Which
-# wins is a measurement, not a rule: the table says it for this machine.
+# is faster is a measurement, not a rule: the table says it for this machine, pair by pair, and
+# says "no difference measured" where the interval holds 1.
 
 # %%
 display(pd.DataFrame(scaling_views.ranks_vs_threads(metrics)))

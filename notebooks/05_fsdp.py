@@ -36,9 +36,9 @@ worlds = [2]
 batches = [16]  # per-rank batch
 amps = ["off"]
 threads = 1
-steps = 30
-repeats = 1  # each job this many times, in turn; the median is reported
-scratch = "outputs/default/work/bench/scaling"  # shared with notebook 04: finished jobs are reused
+steps = 20
+repeats = 5  # each job this many times, in turn (A B A B); ratios per pair: median [95% interval]
+scratch = "outputs/default/work/bench/scaling/fsdp"  # this sweep's jobs: an interrupted sweep resumes
 
 # %%
 import pandas as pd

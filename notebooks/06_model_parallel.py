@@ -47,9 +47,9 @@ layer_split = (
     True  # also one process with the blocks split over devices (every GPU; two CPU parts without one)
 )
 ddp = True  # also DDP on the same ranks with the same global batch
-steps = 30
-repeats = 1  # each job this many times, in turn; the median is reported
-scratch = "outputs/default/work/bench/scaling"  # shared with notebooks 04 and 05: finished jobs are reused
+steps = 20
+repeats = 5  # each job this many times, in turn (A B A B); ratios per pair: median [95% interval]
+scratch = "outputs/default/work/bench/scaling/model-parallel"  # this sweep's jobs: an interrupted sweep resumes
 
 # %%
 import pandas as pd

@@ -50,7 +50,9 @@ def test_scores_equal_pycocoevalcap_called_directly():
     assert ours["cider"] == pytest.approx(Cider().compute_score(gts, res)[0])
     assert ours["rouge_l"] == pytest.approx(Rouge().compute_score(gts, res)[0])
     assert ours["meteor"] == pytest.approx(Meteor().compute_score(gts, res)[0])
-    assert 0 < ours["meteor"] < 1 and 0 < ours["rouge_l"] < 1  # pycocoevalcap's 0-1 scale
+    assert 0 < ours["meteor"] < 1 and 0 < ours["rouge_l"] < 1  # pycocoevalcap's 0-1 scale for these
+    # CIDEr-D runs 0-10: a caption equal to its reference scores 10
+    assert score(REFS, {k: v[0] for k, v in REFS.items()}, meteor=False)["cider"] == pytest.approx(10.0)
 
 
 def test_bootstrap_is_seeded_and_brackets_the_score():
@@ -66,6 +68,10 @@ def test_bootstrap_is_seeded_and_brackets_the_score():
         assert lo <= point[k] <= hi and lo < hi
     exact = score(REFS, {k: v[0] for k, v in REFS.items()}, resamples=20)["ci95"]
     assert exact["bleu4"][0] > 0.99 and exact["rouge_l"] == [1.0, 1.0] and exact["meteor"][0] > 0.9
+    # CIDEr-D keeps the whole reference set's document frequencies on every resample: an exact caption
+    # scores 10 in each (recomputed on a resample such as [a, a, a], every n-gram would be in every
+    # document, weigh nothing, and the exact captions would score 0)
+    assert exact["cider"] == pytest.approx([10.0, 10.0])
 
 
 def test_meteor_interval_brackets_the_corpus_score():

@@ -22,6 +22,7 @@ LAYERS = {
     "plots": 0,
     "options": 0,
     "settings": 0,
+    "stats": 0,
     "data": 1,
     "models": 2,
     "training": 3,

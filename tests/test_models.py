@@ -225,7 +225,7 @@ def test_checkpoints_load_without_unpickling(world, tmp_path):
         progress=False,
     )
     ckpt = checkpoint.latest(tmp_path)
-    assert sorted(p.name for p in ckpt.iterdir()) == ["dcp", "state.pt", "trainable.safetensors"]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["dcp", "rng-0.pt", "state.pt", "trainable.safetensors"]
     torch.load(ckpt / "state.pt", weights_only=True)  # raises if anything needs unpickling
     # DCP's pickled index is read with an allow-list: a crafted one cannot run code
     (ckpt / "dcp" / ".metadata").write_bytes(pickle.dumps(os.getcwd))

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -112,6 +113,16 @@ def test_two_ranks_follow_the_one_process_loss(job, two_ranks, strategy):
         assert r["peak_memory_bytes"] > 0 and r["model_state_bytes"]["total"] > 0
     results = json.loads((job[0] / "results" / "training" / f"test-{strategy}-2.json").read_text())
     assert results["config"]["world_size"] == 2 and results["provenance"]["git"]["commit"]
+
+
+def test_each_rank_draws_its_own_dropout_masks_and_its_checkpoint_keeps_them(job, two_ranks):
+    """One seed builds the same model on every rank; then each rank draws from seed + rank, so LoRA
+    dropout masks differ across data-parallel ranks as their samples do, and each rank's random state
+    is saved and restored as its own. (The equal-loss tests above hold with dropout 0, which this
+    module's profile sets: with dropout, ranks draw other masks than one process does.)"""
+    ckpt = job[0] / "ddp" / "ckpt" / "step-000004"
+    states = [torch.load(ckpt / f"rng-{r}.pt", weights_only=True)["torch"] for r in (0, 1)]
+    assert not torch.equal(*states)
 
 
 def test_pipeline_stages_split_the_model_and_caption_with_the_gathered_weights(job, two_ranks):

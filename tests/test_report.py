@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from lib import report
+from lib.bench.scaling import derive
 
 from conftest import ROOT, cli
 
@@ -105,3 +106,33 @@ def test_the_gpu_block_holds_only_gpu_runs(copy):
         p.unlink()
     after = _blocks(_build(copy, figures=False))
     assert "Not recorded yet" in after["gpu"] and "full size" not in after["seed"]
+
+
+def _check(tmp):
+    return cli(
+        "report", "--results", str(tmp / "results"), "--report", str(tmp / "FINAL_REPORT.md"), "--check",
+        check=False,
+    )  # fmt: skip
+
+
+def test_a_results_file_that_contradicts_a_finding_fails_the_check(copy):
+    """The findings are written from the results: change one measurement in a copy and the committed
+    sentence no longer holds, so ``report --check`` fails naming its block (and writes nothing)."""
+    assert _check(copy).returncode == 0  # the committed report says what the committed results say
+    path = copy / "results" / "scaling" / "default-ddp.json"
+    rec = json.loads(path.read_text())
+    for r in rec["metrics"]["runs"]:
+        if r["strategy"] == "ddp":  # DDP as slow as a third of one rank in every repeat
+            base = next(
+                x for x in rec["metrics"]["runs"] if x["strategy"] == "single" and x["batch"] == r["batch"]
+            )
+            r["samples_per_s_repeats"] = [x / 3 for x in base["samples_per_s_repeats"]]
+    rec["metrics"]["runs"] = derive(rec["metrics"]["runs"])  # the ratios, as the sweep derives them
+    path.write_text(json.dumps(rec))
+    before = (copy / "FINAL_REPORT.md").read_text()
+    proc = _check(copy)
+    assert proc.returncode == 1 and "findings" in proc.stderr and "ddp" in proc.stderr
+    assert (copy / "FINAL_REPORT.md").read_text() == before  # --check writes nothing
+    findings = _blocks(_build(copy, figures=False))["findings"]
+    assert "batch 16 off: 0.33 [0.33, 0.33] (slower)" in findings
+    assert "(faster)" not in findings.split("Data parallelism")[1].split("\n")[0]

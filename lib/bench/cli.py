@@ -135,8 +135,13 @@ def _sweep_options(p, profile_options, default_name: str) -> None:
     profile_options(p)
     p.add_argument("--threads", type=int, default=1, help="torch threads per rank")
     p.add_argument("--amps", default="off", help="precisions, e.g. off,bf16")
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--repeats", type=int, default=1, help="runs of each job, in turn; the median is reported")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="runs of each job, in turn (A B A B): ratios per pair, with an interval",
+    )
     p.add_argument("--profile-comm", type=int, default=5, help="steps of each job timed by the profiler")
     p.add_argument("--scratch", help="where the jobs write (default: a temporary folder)")
     p.add_argument("--figures", help="folder for the figure (default: none)")

@@ -133,7 +133,8 @@ def measure_lm(cfg: LMBench, device: str = "cuda", progress: bool = True) -> tup
         "mfu": summary["mfu"],
         "step_s": summary["step_s"],
         "timed_steps": summary["timed_steps"],
-        "peak_memory_bytes": summary["peak_memory_bytes"],
+        "peak_memory_bytes": summary["peak_memory_bytes"],  # training steps, before the end-of-run save
+        "checkpoint_peak_memory_bytes": summary["checkpoint_peak_memory_bytes"],
         "flops_per_token": summary["flops_per_token"],
         "parameters": n_params,
         "trained_parameters": trained,

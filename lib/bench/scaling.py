@@ -3,13 +3,13 @@
 Each configuration is one real `python -m lib train` job (torchrun for more than one rank) writing its
 ``train.json``; this module only launches them, reads the files and derives:
   throughput               at each job's median step time (bursts of other load on the machine do not
-                           move it), the median over repeats taken in turn
+                           move it); every repeat is kept
   speed-up and efficiency  against one rank with the same threads and the same batch per data replica
-                           (per rank for DDP/FSDP; the whole batch for a pipeline or a layer split)
-  overhead                 T_N - T_1 per step: communication plus whatever the ranks contend for
-  R = T_1 / overhead       compute over communication; the seeds' transformer study ran at R <= 1
+                           (per rank for DDP/FSDP; the whole batch for a pipeline or a layer split),
+                           per pair of repeats run one after the other: median [95% interval] (lib.stats)
+  overhead                 T_N - T_1 per step, per pair: communication plus whatever the ranks contend
+                           for (cores, memory bandwidth); not communication alone
   comm (profiler)          time each rank's collectives and sends were in flight, measured
-  predicted speed-up       Amdahl-style at larger N, with ring all-reduce cost growing as (N-1)/N
   pipeline bubble          the schedule's ideal speed-up S*M/(M+S-1) for S stages and M micro-batches
 """
 
@@ -26,8 +26,9 @@ import numpy as np
 from tqdm import tqdm
 
 from lib.config import repo_root
-from lib.results import write_results
+from lib.results import write_json_atomic, write_results
 from lib.settings import SCHEDULES
+from lib.stats import KIND, paired
 
 COLOURS = {
     "single": "#4C72B0",
@@ -170,28 +171,41 @@ def sweep(
     profile_comm: int = 5,
     repeats: int = 1,
 ) -> dict:
-    """Launch every configuration ``repeats`` times, in turn (a slow spell on the machine then hits
-    every configuration, not one), and derive the comparisons. A job already finished in ``scratch``
-    with the same steps is reused, so an interrupted sweep resumes. ``profile_comm`` steps of each
-    job (at most half of those after the first) run under the profiler to time its communication;
-    the others give the throughput."""
+    """Launch every configuration ``repeats`` times, in turn (A B A B ...: a slow spell on the machine
+    then hits one repeat of every configuration, and the pairs compared ran minutes apart at most), and
+    derive the comparisons. ``scratch`` holds the jobs and a manifest of the sweep: the same sweep,
+    interrupted, resumes from its finished jobs (each marked ``resumed``); a different sweep in the same
+    folder reuses none of them. ``profile_comm`` steps of each job (at most half of those after the
+    first) run under the profiler to time its communication; the others give the throughput."""
     profile_comm = min(profile_comm, (steps - 1) // 2)
+    scratch = Path(scratch)
+    manifest = {"configs": [c.name for c in configs], "steps": steps, "profile_comm": profile_comm}
+    same_sweep = _read_json(scratch / "sweep.json") == manifest
+    scratch.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(scratch / "sweep.json", manifest)
     done: dict[Config, list[dict]] = {}
     jobs = [(cfg, k) for k in range(repeats) for cfg in configs]
     for cfg, k in tqdm(jobs, desc="scaling", unit="job", disable=not progress):
-        out = Path(scratch) / (cfg.name + (f"-r{k}" if k else ""))
-        rec = json.loads((out / "train.json").read_text()) if (out / "train.json").exists() else None
-        if (
-            not rec
-            or rec.get("steps") != steps
-            or rec.get("status") != "finished"
-            or rec["timed_steps"] != steps - 1 - profile_comm
-            or "step_s_median" not in rec
-        ):
+        out = scratch / f"{cfg.name}-r{k}"
+        rec = _read_json(out / "train.json") if same_sweep else None
+        resumed = bool(
+            rec
+            and rec.get("steps") == steps
+            and rec.get("status") == "finished"
+            and rec.get("timed_steps") == steps - 1 - profile_comm
+        )
+        if not resumed:
             rec = launch(cfg, out, profile, params_dir, steps, profile_comm)
-        done.setdefault(cfg, []).append(rec)
+        done.setdefault(cfg, []).append({**rec, "job": out.name, "resumed": resumed})
     runs = [_summarise(cfg, done[cfg]) for cfg in configs]
     return {"runs": derive(runs), "steps": steps, "profiled_steps": profile_comm, "repeats": repeats}
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def record(
@@ -210,13 +224,15 @@ def record(
         "repeats": metrics["repeats"],
         "profiled_steps": metrics["profiled_steps"],
         "workload": "projector+LoRA steps on cached features, stage 2, no evaluation",
+        "comparisons": KIND,
     }
     return write_results(results_dir, "scaling", name, metrics, config, seed)
 
 
 def _summarise(cfg: Config, recs: list[dict]) -> dict:
-    """One configuration over its repeats: medians of the jobs' median-step rates; memory and the
-    communication breakdown of the first job."""
+    """One configuration over its repeats, every one kept in order (repeat k of every configuration
+    ran in round k): rates at each job's median step time; medians across repeats for the single
+    figures; memory and the communication breakdown of the first job."""
     med = lambda key: float(np.median([r[key] for r in recs]))  # noqa: E731
     first = recs[0]
     comm = [[x.get("comm_s") for x in r["ranks"]] for r in recs]
@@ -227,6 +243,9 @@ def _summarise(cfg: Config, recs: list[dict]) -> dict:
         "tokens_per_s": med("tokens_per_s_median"),
         "step_s": med("step_s_median"),
         "samples_per_s_repeats": [r["samples_per_s_median"] for r in recs],
+        "step_s_repeats": [r["step_s_median"] for r in recs],
+        # which job each repeat is, and whether it was found finished by a resumed sweep
+        "jobs": [{"job": r.get("job"), "resumed": r.get("resumed", False)} for r in recs],
         "timed_steps": first["timed_steps"],
         "final_loss": first["final_loss"],
         "peak_memory_bytes": max(x["peak_memory_bytes"] for x in first["ranks"]),
@@ -239,44 +258,40 @@ def _summarise(cfg: Config, recs: list[dict]) -> dict:
     }
 
 
+def reference(runs: list[dict], r: dict, batch: int | None = None) -> dict | None:
+    """The one-rank, one-process run ``r`` is compared with: the fewest threads, the same precision and
+    the same batch (``batch``, default r's per-replica batch)."""
+    ones = [
+        x
+        for x in runs
+        if x["strategy"] == "single"
+        and x["world"] == 1
+        and x["amp"] == r["amp"]
+        and x["batch"] == (r["batch"] if batch is None else batch)
+    ]
+    return min(ones, key=lambda x: x["threads"], default=None)
+
+
 def derive(runs: list[dict]) -> list[dict]:
-    """Speed-up against the one-rank run with the fewest threads at the same per-rank batch and
-    precision; efficiency is per core used (ranks x threads). Overhead, R and predictions for
-    multi-rank runs."""
-    ref = {}
-    for r in sorted(runs, key=lambda r: -r["threads"]):
-        if r["strategy"] == "single" and r["world"] == 1:
-            ref[(r["batch"], r["amp"])] = r
+    """Per pair of repeats: speed-up against the one-rank reference (``reference``), efficiency per core
+    used (ranks x threads), the overhead of data-parallel ranks over one, and, for every run, the
+    speed-up over one process doing the whole global batch. Each as {median, low, high, n, values}."""
     for r in runs:
-        base = ref.get((r["batch"], r["amp"]))
-        same = ref.get((r["global_batch"], r["amp"]))  # one process doing the whole job's batch
-        r.update(
-            speedup=None,
-            efficiency=None,
-            overhead_s=None,
-            r_compute_comm=None,
-            predicted={},
-            ideal_speedup=None,
-            speedup_same_batch=same and r["samples_per_s"] / same["samples_per_s"],
+        base, same = reference(runs, r), reference(runs, r, r["global_batch"])
+        sps = r["samples_per_s_repeats"]
+        r["speedup"] = base and paired(sps, base["samples_per_s_repeats"])
+        r["speedup_same_batch"] = same and paired(sps, same["samples_per_s_repeats"])
+        cores = base and r["world"] * r["threads"] / base["threads"]
+        r["efficiency"] = base and paired([x / cores for x in sps], base["samples_per_s_repeats"])
+        r["overhead_s"] = (
+            paired(r["step_s_repeats"], base["step_s_repeats"], op="difference")
+            if base and r["world"] > 1 and r["strategy"] in DATA_PARALLEL
+            else None
         )
-        if r["strategy"] == "pipeline":  # the bubble: S stages idle for S-1 of the M+S-1 micro-batch slots
-            s, m = r["world"], r["microbatches"]
-            r["ideal_speedup"] = s * m / (m + s - 1)
-        if base is None:
-            continue
-        r["speedup"] = r["samples_per_s"] / base["samples_per_s"]
-        r["efficiency"] = r["speedup"] / (r["world"] * r["threads"] / base["threads"])
-        if r["world"] == 1 or r["strategy"] not in DATA_PARALLEL:
-            continue
-        r["overhead_s"] = r["step_s"] - base["step_s"]
-        if r["overhead_s"] <= 0:  # no overhead this machine can measure: R unbounded, the prediction linear
-            r["predicted"] = {str(n): float(n) for n in (2, 4, 8, 16, 32)}
-            continue
-        over = r["overhead_s"]
-        r["r_compute_comm"] = base["step_s"] / over
-        ring = (r["world"] - 1) / r["world"]
-        r["predicted"] = {
-            str(n): n * base["step_s"] / (base["step_s"] + over * ((n - 1) / n) / ring)
-            for n in (2, 4, 8, 16, 32)
-        }
+        # the bubble: S stages idle for S-1 of the M+S-1 micro-batch slots
+        r["ideal_speedup"] = (
+            r["world"] * r["microbatches"] / (r["microbatches"] + r["world"] - 1)
+            if r["strategy"] == "pipeline"
+            else None
+        )
     return runs

@@ -6,12 +6,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pandas as pd
+import seaborn as sns
+
 from lib import plots
-from lib.bench.scaling import COLOURS
+from lib.bench.scaling import COLOURS, reference
+from lib.stats import paired, shown, verdict
 
 
 def _round(x, nd=2):
     return None if x is None else round(x, nd)
+
+
+def _median(iv: dict | None, nd: int = 2) -> float | None:
+    return None if iv is None else round(iv["median"], nd)
 
 
 def table(metrics: dict) -> list[dict]:
@@ -26,9 +34,8 @@ def table(metrics: dict) -> list[dict]:
             "samples/s": round(r["samples_per_s"], 1),
             "step ms": round(1e3 * r["step_s"], 1),
             "comm ms (profiler)": _round(r.get("comm_s") and 1e3 * r["comm_s"], 1),
-            "speed-up": None if r["speedup"] is None else round(r["speedup"], 2),
-            "efficiency": None if r["efficiency"] is None else round(r["efficiency"], 2),
-            "R = T_compute/T_comm": None if r["r_compute_comm"] is None else round(r["r_compute_comm"], 2),
+            "speed-up": shown(r["speedup"]) if r is not reference(metrics["runs"], r) else "1 (reference)",
+            "efficiency": shown(r["efficiency"]) if r is not reference(metrics["runs"], r) else None,
             "peak RSS/rank MiB": round(r["peak_memory_bytes"] / mib),
             "model state/rank MiB": round(r["model_state_bytes"] / mib, 2),
         }
@@ -37,29 +44,29 @@ def table(metrics: dict) -> list[dict]:
 
 
 def comm_table(metrics: dict) -> list[dict]:
-    """Data-parallel runs: one-rank step time, the overhead of N ranks over it, R (None where there is
-    no overhead to measure), what the profiler saw in flight (collectives overlap backward, so it can
-    exceed the overhead), and the predicted speed-up at more ranks."""
+    """Data-parallel runs: one rank's step time, the overhead of N ranks over it per pair of repeats
+    (communication and whatever the ranks contend for: it is not communication alone) and what the
+    profiler saw in flight (collectives overlap backward, so it can exceed the overhead)."""
     return [
         {
             "strategy": r["strategy"],
             "ranks": r["world"],
             "batch/rank": r["batch"],
             "amp": r["amp"],
-            "T_1 ms": round(1e3 * (r["step_s"] - r["overhead_s"]), 1),
-            "overhead ms": round(1e3 * r["overhead_s"], 1),
-            "R": _round(r["r_compute_comm"]),
-            "comm in flight ms": _round(r.get("comm_s") and 1e3 * r["comm_s"], 1),
-            **{f"predicted x{n}": round(v, 2) for n, v in r["predicted"].items()},
+            "T_1 ms": round(1e3 * reference(metrics["runs"], r)["step_s"], 1),
+            "T_N ms": round(1e3 * r["step_s"], 1),
+            "overhead T_N - T_1 ms": shown(r["overhead_s"], 1, scale=1e3),
+            "comm in flight ms (profiler)": _round(r.get("comm_s") and 1e3 * r["comm_s"], 1),
         }
         for r in metrics["runs"]
-        if r["world"] > 1 and r["overhead_s"] is not None
+        if r["overhead_s"] is not None
     ]
 
 
 def pipeline_table(metrics: dict) -> list[dict]:
-    """Model parallelism at one global batch: each strategy's throughput against one process, the
-    pipeline schedule's ideal (bubble-limited) speed-up, time in sends/receives and memory per rank."""
+    """Model parallelism at one global batch: each strategy's throughput against one process (per pair
+    of repeats), the pipeline schedule's ideal (bubble-limited) speed-up, time in sends/receives and
+    memory per rank."""
     mib = 2**20
     rows = []
     for r in metrics["runs"]:
@@ -72,6 +79,7 @@ def pipeline_table(metrics: dict) -> list[dict]:
             ),
             default=0.0,
         )
+        alone = r["strategy"] == "single"
         rows.append(
             {
                 "strategy": r["strategy"],
@@ -82,7 +90,8 @@ def pipeline_table(metrics: dict) -> list[dict]:
                 "amp": r["amp"],
                 "samples/s": round(r["samples_per_s"], 1),
                 "tokens/s": round(r["tokens_per_s"]),
-                "vs 1 process": _round(r.get("speedup_same_batch")),
+                "vs 1 process": "1 (reference)" if alone else shown(r.get("speedup_same_batch")),
+                "verdict": None if alone else _faster(r.get("speedup_same_batch")),
                 "ideal (bubble)": _round(r.get("ideal_speedup")),
                 "send/recv ms": round(1e3 * sends, 1) if r["strategy"] == "pipeline" else None,
                 "model state/rank MiB": round(r["model_state_bytes"] / mib, 2),
@@ -92,8 +101,13 @@ def pipeline_table(metrics: dict) -> list[dict]:
     return rows
 
 
+def _faster(iv: dict | None) -> str:
+    return verdict(iv, "faster", "slower")
+
+
 def ranks_vs_threads(metrics: dict) -> list[dict]:
-    """Per batch and precision: 2 ranks x 1 thread (DDP) against 1 process with more threads."""
+    """Per batch and precision: N ranks x 1 thread (DDP) against 1 process with N threads, per pair of
+    repeats."""
     rows = []
     for r in metrics["runs"]:
         if r["strategy"] != "single" or r["threads"] == 1:
@@ -111,13 +125,15 @@ def ranks_vs_threads(metrics: dict) -> list[dict]:
             None,
         )
         if ddp:
+            ratio = paired(ddp["samples_per_s_repeats"], r["samples_per_s_repeats"])
             rows.append(
                 {
                     "batch/rank": r["batch"],
                     "amp": r["amp"],
                     f"DDP {ddp['world']} ranks x 1 thread, samples/s": round(ddp["samples_per_s"], 1),
                     f"1 process x {r['threads']} threads, samples/s": round(r["samples_per_s"], 1),
-                    "winner": "DDP" if ddp["samples_per_s"] > r["samples_per_s"] else "threads",
+                    "DDP / threads": shown(ratio),
+                    "verdict": verdict(ratio, "DDP faster", "threads faster"),
                 }
             )
     return rows
@@ -140,8 +156,8 @@ def memory_table(metrics: dict) -> list[dict]:
 
 
 def fsdp_vs_ddp(metrics: dict) -> list[dict]:
-    """Where both ran with the same ranks, batch and precision: FSDP's model state and step time over
-    DDP's."""
+    """Where both ran with the same ranks, batch and precision: FSDP's model state over DDP's (exact)
+    and its step time over DDP's, per pair of repeats."""
     rows = []
     for f in (r for r in metrics["runs"] if r["strategy"] == "fsdp"):
         d = next(
@@ -155,69 +171,81 @@ def fsdp_vs_ddp(metrics: dict) -> list[dict]:
             None,
         )
         if d:
+            step = paired(f["step_s_repeats"], d["step_s_repeats"])
             rows.append(
                 {
                     "ranks": f["world"],
                     "batch/rank": f["batch"],
                     "amp": f["amp"],
                     "model state FSDP / DDP": round(f["model_state_bytes"] / d["model_state_bytes"], 2),
-                    "step time FSDP / DDP": round(f["step_s"] / d["step_s"], 2),
+                    "step time FSDP / DDP": shown(step),
+                    "verdict": verdict(step, "FSDP slower", "FSDP faster"),
                 }
             )
     return rows
 
 
-def figures(metrics: dict, out_dir: str | os.PathLike, prefix: str = "04_scaling") -> list[Path]:
-    runs, out_dir = metrics["runs"], Path(out_dir)
-    fig, ax = plots.figure(ncols=2, width=4.6)
-    sp, mem = ax[0, 0], ax[0, 1]
-    top = max(r["world"] for r in runs)
-    sp.plot([1, top], [1, top], color="k", ls="--", lw=1, label="ideal")
-    # one slice of the sweep: the commonest batch and precision (the others are in the table)
-    batch = max((r["batch"] for r in runs), key=[r["batch"] for r in runs].count)
-    amp = max((r["amp"] for r in runs), key=[r["amp"] for r in runs].count)
-    runs = [r for r in runs if r["amp"] == amp]
-    for s in ("ddp", "fsdp"):
-        mine = sorted(
-            (r for r in runs if r["strategy"] == s and r["batch"] == batch and r["speedup"]),
-            key=lambda r: r["world"],
-        )
-        if mine:
-            sp.plot(
-                [1] + [r["world"] for r in mine],
-                [1] + [r["speedup"] for r in mine],
-                marker="o",
-                color=COLOURS[s],
-                label=s,
-            )
-    for r in runs:
-        if r["strategy"] == "single" and r["threads"] > 1 and r["batch"] == batch and r["speedup"]:
-            sp.scatter(
-                [r["threads"]],
-                [r["speedup"]],
-                marker="s",
-                color="grey",
-                zorder=3,
-                label=f"1 process, {r['threads']} threads",
-            )
-    sp.set(
-        xlabel="ranks (1 thread each)",
-        ylabel="speed-up vs 1 rank",
-        xticks=range(1, top + 1),
-        title=f"batch {batch} per rank, amp {amp}",
+def _label(r: dict) -> str:
+    if r["strategy"] == "single":
+        who = f"1 process\n{r['threads']} threads"
+    elif r["strategy"] == "pipeline":
+        who = f"{r['schedule']} m{r['microbatches']}\n{r['world']} ranks"
+    elif r["strategy"] == "layers":
+        who = "layer split\n1 process"
+    else:
+        who = f"{r['strategy'].upper()}\n{r['world']} ranks"
+    return f"{who}\nb{r['batch']} {r['amp']}"
+
+
+def _ratio_panel(ax, rows: list[tuple[str, str, dict]], ylabel: str, ideal: list[float] | None = None):
+    """One column per configuration: every pair's ratio (points), its median and 95% interval (bar),
+    a line at 1 and, where given, each configuration's ideal (dashes); the axis starts at 0."""
+    frame = pd.DataFrame(
+        [(label, strategy, v) for label, strategy, iv in rows for v in iv["values"]],
+        columns=["configuration", "strategy", "ratio"],
     )
-    sp.legend(fontsize=8)
+    palette = {s: COLOURS.get(s, "grey") for s in frame["strategy"].unique()}
+    sns.stripplot(
+        data=frame, x="configuration", y="ratio", hue="strategy", palette=palette, ax=ax, size=4,
+        jitter=0.15, alpha=0.6, legend=False,
+    )  # fmt: skip
+    for i, (_, _, iv) in enumerate(rows):
+        if iv["low"] is not None:
+            err = [[iv["median"] - iv["low"]], [iv["high"] - iv["median"]]]
+            ax.errorbar([i], [iv["median"]], yerr=err, fmt="_", color="k", ms=14, capsize=4, lw=1.2)
+    if ideal:
+        ax.scatter(range(len(ideal)), ideal, marker="_", s=400, color="k", ls="--", alpha=0.4, label="ideal")
+    ax.axhline(1.0, color="k", lw=0.8)
+    top = max([*frame["ratio"], *(ideal or []), 1.0])
+    ax.set(ylabel=ylabel, xlabel="", ylim=(0, 1.15 * top))
+    ax.tick_params(axis="x", labelsize=7)
+
+
+def figures(metrics: dict, out_dir: str | os.PathLike, prefix: str = "04_scaling") -> list[Path]:
+    """Speed-up over one rank for every configuration (every batch and precision): each pair of repeats,
+    the median and its interval, ideal = the cores used; and the model state per rank by part."""
+    runs, out_dir = metrics["runs"], Path(out_dir)
+    compared = [r for r in runs if r["speedup"] and r is not reference(runs, r)]
+    fig, ax = plots.figure(ncols=2, width=max(3.5, 0.5 * len(compared) + 1.5), width_ratios=[2, 1])
+    _ratio_panel(
+        ax[0, 0],
+        [(_label(r), r["strategy"], r["speedup"]) for r in compared],
+        "speed-up vs 1 rank",
+        ideal=[r["world"] * r["threads"] / reference(runs, r)["threads"] for r in compared],
+    )
+    ax[0, 0].set_title("points: pairs of repeats; bar: median [95% interval]; dash: ideal", fontsize=8)
+    mem = ax[0, 1]
     labels, parts = [], {"params": [], "grads": [], "optimizer": []}
     for r in runs:
-        if r["batch"] == batch and r["threads"] == 1:
+        if r["threads"] == 1 and r["amp"] == runs[0]["amp"] and r["batch"] == runs[0]["batch"]:
             labels.append(f"{r['strategy']} x{r['world']}")
             for k in parts:
                 parts[k].append(r["model_state"][k] / 2**20)
     left = [0.0] * len(labels)
-    for (k, v), colour in zip(parts.items(), ("#4C72B0", "#DD8452", "#55A868"), strict=True):
+    for (k, v), colour in zip(parts.items(), sns.color_palette("deep", 3), strict=True):
         mem.barh(labels, v, left=left, color=colour, label=k)
         left = [a + b for a, b in zip(left, v, strict=True)]
-    mem.set(xlabel="model state per rank (MiB)")
+    mem.set(xlabel="model state per rank (MiB)", xlim=(0, None))
     mem.legend(fontsize=8)
     return [plots.save(fig, out_dir / f"{prefix}.png")]
 
@@ -225,59 +253,25 @@ def figures(metrics: dict, out_dir: str | os.PathLike, prefix: str = "04_scaling
 def pipeline_figure(
     metrics: dict, out_dir: str | os.PathLike, prefix: str = "06_model_parallel"
 ) -> list[Path]:
-    """Throughput against micro-batches per pipeline schedule, beside one process, the layer split,
-    DDP and the bubble-limited ideal; and the largest model state any rank holds, per strategy."""
+    """Throughput over one process at the same global batch, per pair of repeats, for each pipeline
+    schedule and micro-batch count, the layer split and DDP, beside the bubble-limited ideal; and the
+    largest model state any rank holds, per strategy."""
     runs = [r for r in metrics["runs"] if not (r["strategy"] == "single" and r["threads"] != 1)]
-    batch = max((r["global_batch"] for r in runs), key=[r["global_batch"] for r in runs].count)
-    runs = [r for r in runs if r["global_batch"] == batch and r["amp"] == runs[0]["amp"]]
-    fig, ax = plots.figure(ncols=2, width=4.6)
-    tp, mem = ax[0, 0], ax[0, 1]
-    one = next((r for r in runs if r["strategy"] == "single"), None)
-    pipes = [r for r in runs if r["strategy"] == "pipeline"]
-    ms = sorted({r["microbatches"] for r in pipes})
-    for schedule, marker in (("gpipe", "o"), ("1f1b", "s")):
-        mine = sorted((r for r in pipes if r["schedule"] == schedule), key=lambda r: r["microbatches"])
-        if mine:
-            tp.plot(
-                [r["microbatches"] for r in mine],
-                [r["samples_per_s"] for r in mine],
-                marker=marker,
-                label=f"pipeline {schedule}, {mine[0]['world']} ranks",
-            )
-    if one and pipes:
-        s = pipes[0]["world"]
-        tp.plot(
-            ms,
-            [one["samples_per_s"] * s * m / (m + s - 1) for m in ms],
-            color="k",
-            ls="--",
-            lw=1,
-            label="ideal: 1 process x S*M/(M+S-1)",
-        )
-    for r, ls in (
-        (one, "-"),
-        (next((r for r in runs if r["strategy"] == "layers"), None), ":"),
-        (next((r for r in runs if r["strategy"] == "ddp"), None), "-."),
-    ):
-        if r:
-            label = {"single": "1 process", "layers": "layer split (1 process)"}.get(
-                r["strategy"], f"DDP, {r['world']} ranks"
-            )
-            tp.axhline(r["samples_per_s"], color=COLOURS[r["strategy"]], ls=ls, lw=1.2, label=label)
-    tp.set(xscale="log", xlabel="micro-batches per step", ylabel="samples/s", title=f"global batch {batch}")
-    tp.minorticks_off()
-    tp.set_xticks(ms, [str(m) for m in ms])
-    tp.legend(fontsize=7)
-    labels = [
-        f"{r['strategy']}"
-        + (f" {r['schedule']} m{r['microbatches']}" if r["strategy"] == "pipeline" else "")
-        + f" x{r['world']}"
-        for r in runs
-    ]
+    compared = [r for r in runs if r["strategy"] != "single" and r["speedup_same_batch"]]
+    fig, ax = plots.figure(ncols=2, width=max(3.5, 0.5 * len(compared) + 1.5), width_ratios=[2, 1])
+    _ratio_panel(
+        ax[0, 0],
+        [(_label(r), r["strategy"], r["speedup_same_batch"]) for r in compared],
+        "throughput / 1 process's",
+        ideal=[r["ideal_speedup"] or (r["world"] if r["strategy"] == "ddp" else 1.0) for r in compared],
+    )
+    ax[0, 0].set_title("dash: ideal (pipeline: bubble bound S*M/(M+S-1))", fontsize=8)
+    mem = ax[0, 1]
     mem.barh(
-        labels,
+        [_label(r).replace("\n", " ") for r in runs],
         [r["model_state_bytes"] / 2**20 for r in runs],
         color=[COLOURS.get(r["strategy"], "grey") for r in runs],
     )
-    mem.set(xlabel="largest model state on one rank (MiB)")
+    mem.set(xlabel="largest model state on one rank (MiB)", xlim=(0, None))
+    mem.tick_params(axis="y", labelsize=7)
     return [plots.save(fig, Path(out_dir) / f"{prefix}.png")]

@@ -1,7 +1,8 @@
 """Caption scores with pycocoevalcap (PTB tokenizer, BLEU-1..4, METEOR, ROUGE-L, CIDEr-D), seeded
 bootstrap confidence intervals, and mode-collapse measures.
 
-Scale: pycocoevalcap's 0-1, everywhere in this study (papers often print x100). SPICE is left out:
+Scale: pycocoevalcap's own, everywhere in this study (papers often print x100): BLEU, METEOR and ROUGE-L
+run 0-1; CIDEr-D runs 0-10 (a caption equal to every reference scores 10). SPICE is left out:
 it downloads Stanford CoreNLP at first use, which an offline cluster node cannot.
 """
 
@@ -43,16 +44,20 @@ def _tokenized(refs: dict[str, list[str]], hyps: dict[str, str]) -> tuple[dict, 
     return tokenize(refs), tokenize({k: [v] for k, v in hyps.items()})
 
 
-def _bleu_cider(gts: dict, res: dict) -> dict[str, float]:
+def _bleu(gts: dict, res: dict) -> dict[str, float]:
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-    cider, _ = Cider().compute_score(gts, res)  # document frequencies from these references
-    return {**{f"bleu{i + 1}": float(b) for i, b in enumerate(bleu)}, "cider": float(cider)}
+    return {f"bleu{i + 1}": float(b) for i, b in enumerate(bleu)}
 
 
 def _per_caption(gts: dict, res: dict, meteor: bool) -> dict[str, np.ndarray]:
-    """ROUGE-L (and METEOR) of each caption, in the order of ``gts``: both corpus scores are means of
-    these (METEOR's Java scorer aggregates its own way, so its corpus value comes from it)."""
-    out = {"rouge_l": np.asarray(Rouge().compute_score(gts, res)[1], dtype=float)}
+    """CIDEr-D, ROUGE-L (and METEOR) of each caption, in the order of ``gts``: the corpus CIDEr-D and
+    ROUGE-L are means of these (pycocoevalcap's own), CIDEr-D's n-grams weighted by document
+    frequencies over all of ``gts``; METEOR's Java scorer aggregates its own way, so its corpus value
+    comes from it."""
+    out = {
+        "cider": np.asarray(Cider().compute_score(gts, res)[1], dtype=float),
+        "rouge_l": np.asarray(Rouge().compute_score(gts, res)[1], dtype=float),
+    }
     if meteor:
         corpus, each = Meteor().compute_score(gts, res)
         out["meteor"], out["meteor_corpus"] = np.asarray(each, dtype=float), float(corpus)
@@ -71,7 +76,7 @@ def score(
 
 def _score(gts: dict, res: dict, meteor: bool = True, resamples: int = 0, seed: int = 0) -> dict:
     each = _per_caption(gts, res, meteor)
-    out = {**_bleu_cider(gts, res), "rouge_l": float(each["rouge_l"].mean())}
+    out = {**_bleu(gts, res), "cider": float(each["cider"].mean()), "rouge_l": float(each["rouge_l"].mean())}
     if meteor:
         out["meteor"] = each["meteor_corpus"]
     if resamples:
@@ -80,10 +85,12 @@ def _score(gts: dict, res: dict, meteor: bool = True, resamples: int = 0, seed: 
 
 
 def _intervals(gts: dict, res: dict, each: dict, n: int, seed: int) -> dict[str, list[float]]:
-    """BLEU and CIDEr are recomputed on every resample (they are not means of per-caption scores);
-    ROUGE-L and METEOR resample their per-caption scores. METEOR's corpus score is aggregated by its
-    Java scorer, not as their mean: its interval is shifted by (corpus - mean) so that it brackets
-    the value reported."""
+    """BLEU is recomputed on every resample (it is not a mean of per-caption scores). CIDEr-D,
+    ROUGE-L and METEOR resample their per-caption scores: CIDEr-D's then keep the document frequencies
+    of the whole reference set, as the point estimate does (recomputed on a resample, duplicated
+    images would make their own n-grams look common and shift every score). METEOR's corpus score is
+    aggregated by its Java scorer, not as their mean: its interval is shifted by (corpus - mean) so
+    that it brackets the value reported."""
     ids = list(gts)
     rng = np.random.default_rng(seed)
     keys = ["bleu4", "cider", "rouge_l"] + (["meteor"] if "meteor" in each else [])
@@ -92,12 +99,12 @@ def _intervals(gts: dict, res: dict, each: dict, n: int, seed: int) -> dict[str,
     for _ in range(n):
         pick = rng.integers(0, len(ids), len(ids))
         # a caption drawn twice is two test items: each draw gets its own key
-        corpus = _bleu_cider(
+        bleu = _bleu(
             {str(j): gts[ids[i]] for j, i in enumerate(pick)},
             {str(j): res[ids[i]] for j, i in enumerate(pick)},
         )
         for k in draws:
-            draws[k].append(corpus[k] if k in corpus else float(each[k][pick].mean()) + shift.get(k, 0.0))
+            draws[k].append(bleu[k] if k in bleu else float(each[k][pick].mean()) + shift.get(k, 0.0))
     return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in draws.items()}
 
 

@@ -70,6 +70,9 @@ def _train(job: TrainJob, d: dist.Dist, stop: StopFlag) -> dict | None:
         devices=job.devices,
         cpu_offload=job.cpu_offload,
     )
+    # from here each rank draws its own dropout masks (LoRA's), as it reads its own samples: with one
+    # seed every data-parallel rank would drop the same units
+    torch.manual_seed(cfg.seed + d.rank)
     if par.step:  # a pipeline accumulates gradients over its schedule's micro-batches
         cfg = dataclasses.replace(cfg, grad_accum=job.overrides.get("grad_accum", par.microbatches))
     # loop
@@ -93,7 +96,14 @@ def _train(job: TrainJob, d: dist.Dist, stop: StopFlag) -> dict | None:
             "rank": d.rank,
             **{
                 k: summary[k]
-                for k in ("peak_memory_bytes", "model_state_bytes", "step_s", "comm_s", "comm_ops")
+                for k in (
+                    "peak_memory_bytes",
+                    "checkpoint_peak_memory_bytes",
+                    "model_state_bytes",
+                    "step_s",
+                    "comm_s",
+                    "comm_ops",
+                )
             },
             "final_loss": summary["losses"][-1] if summary["losses"] else None,
         },

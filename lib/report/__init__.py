@@ -22,6 +22,7 @@ from lib.bench import preprocess as bench
 from lib.bench import scaling_views
 from lib.data import eda
 from lib.evaluation.views import gallery, modality_figure
+from lib.report.findings import findings
 from lib.report.parts import baseline, ddp, evaluation, fsdp, model_parallel, preprocess, status
 from lib.report.seed_study import gpu, seed_study
 from lib.results import write_text_atomic
@@ -42,6 +43,7 @@ def load(results_dir: str | os.PathLike) -> dict[str, dict]:
 
 SECTIONS = {
     "status": status,
+    "findings": findings,
     "preprocess": preprocess,
     "baseline": baseline,
     "ddp": ddp,
@@ -67,10 +69,11 @@ def figures(res: dict, out: Path, run: str = "default") -> list[Path]:
         paths += bench.figures(m["preprocess/RUN"], out)
     if "baseline/RUN" in m:
         paths += baseline_run.figures(m["baseline/RUN"], out)
+    paired = {k for k, v in m.items() if k.startswith("scaling/") and "step_s_repeats" in v["runs"][0]}
     for key, prefix in (("scaling/RUN-ddp", "04_ddp"), ("scaling/RUN-fsdp", "05_fsdp")):
-        if key in m:
+        if key in paired:  # recorded before repeats were paired: the report names it, nothing to draw
             paths += scaling_views.figures(m[key], out, prefix=prefix)
-    if "scaling/RUN-model-parallel" in m:
+    if "scaling/RUN-model-parallel" in paired:
         paths += scaling_views.pipeline_figure(m["scaling/RUN-model-parallel"], out)
     if "evaluation/RUN" in m:
         paths.append(modality_figure(m["evaluation/RUN"], out / "07_per_modality.png"))
@@ -110,14 +113,28 @@ def build(
     report: str | os.PathLike,
     figures_dir: str | os.PathLike | None,
     run: str = "default",
+    check: bool = False,
 ) -> dict:
     """Rewrite ``report``'s generated blocks (atomically) and, with ``figures_dir``, the figures, from
-    the results of ``run`` (a profile's run_name: default, cluster)."""
+    the results of ``run`` (a profile's run_name: default, cluster). ``check``: write nothing, and list
+    under ``stale`` the blocks whose text the results no longer give (a sentence a results file now
+    contradicts among them)."""
     res = load(results_dir)
     report = Path(report)
     before = report.read_text(encoding="utf-8") if report.exists() else template(run)
     text, names = fill(before, res, run)
     changed = text != before or not report.exists()
+    if check:
+        old = {m["name"]: m.group(0) for m in MARKER.finditer(before)}
+        new = {m["name"]: m.group(0) for m in MARKER.finditer(text)}
+        stale = [n for n in new if old.get(n) != new[n]]
+        return {
+            "results": len(res),
+            "blocks": names,
+            "report_changed": changed,
+            "stale": stale,
+            "figures": [],
+        }
     if changed:
         write_text_atomic(report, text)
     paths = figures(res, Path(figures_dir), run) if figures_dir else []

@@ -122,6 +122,11 @@ def _scaling(res: dict, key: str, notebook: str, tables) -> str:
     r = res.get(key)
     if not r:
         return missing(notebook)
+    if "step_s_repeats" not in r["metrics"]["runs"][0]:  # a ratio of medians, no pairs to take
+        return (
+            f"_`{r['_path']}` was recorded before repeats were kept in pairs: run notebook `{notebook}` "
+            f"again (`python -m lib run {notebook[:2]}`)._\n"
+        )
     return "\n".join(table(t(r["metrics"])) for t in tables) + "\n" + source(r)
 
 
@@ -160,8 +165,9 @@ def evaluation(res: dict, run: str) -> str:
             f"{x['final_loss']:.3f}.\n\n" + source(t) + "\n"
         )
     return (
-        trained + f"Test split, {m['pairs']} images; scores on pycocoevalcap's 0-1 scale with 95% bootstrap "
-        f"intervals. SPICE: {m['spice']}. Reference vs reference: "
+        trained + f"Test split, {m['pairs']} images; scores as pycocoevalcap gives them (BLEU, METEOR, "
+        "ROUGE-L 0-1; CIDEr-D 0-10) with 95% bootstrap intervals over the test images (CIDEr-D's document "
+        f"frequencies from the whole test set). SPICE: {m['spice']}. Reference vs reference: "
         f"{m['reference_agreement'].get('note') or m['reference_agreement']}.\n\n"
         + table(scores_table(m))
         + "\n"

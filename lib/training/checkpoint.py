@@ -10,7 +10,8 @@ naming what it asked for.
   torch.distributed.checkpoint by every rank (FSDP: each its shards; pipeline: each its stage's;
   DDP: replicas written once).
   Any later run reshards them on load: another world size, another strategy, or one process.
-- ``state.pt``: step, scheduler, RNG, loss scale (rank 0).
+- ``state.pt``: step, scheduler, loss scale (rank 0).
+- ``rng-<rank>.pt``: each rank's random state (dropout masks differ across data-parallel ranks).
 - ``trainable.safetensors``: the trained weights in one file for whoever only wants the model
   (evaluation, sharing); written when one rank holds the whole model (the caller says: ``whole``).
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -66,6 +68,9 @@ def save(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     _barrier()  # the temp folder exists before any rank writes into it
+    # each rank's own random state: data-parallel ranks draw different dropout masks, and a resumed rank
+    # must go on drawing its own
+    torch.save(_rng(), tmp / f"rng-{rank}.pt")
     with one_process_is_fine():
         dcp.save(_dcp_state(model, optimizer), checkpoint_id=tmp / "dcp", no_dist=not _distributed())
     if rank == 0:
@@ -75,7 +80,6 @@ def save(
             {
                 "step": step,
                 "scheduler": scheduler.state_dict(),
-                "rng": _rng(),
                 "extra": extra or {},
                 "scaler": scaler.state_dict() if scaler else None,
             },
@@ -223,7 +227,17 @@ def resume(model, optimizer, scheduler, ckpt: str | os.PathLike, scaler=None) ->
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler"):  # fp16: the loss scale reached so far
         scaler.load_state_dict(state["scaler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    if "cuda" in state["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    rank = dist.get_rank() if _distributed() else 0
+    own = ckpt / f"rng-{rank}.pt"
+    if own.exists():
+        rng = load_plain(own)
+    elif "rng" in state:  # written before each rank saved its own: rank 0's state only
+        rng = state["rng"]
+    else:  # resumed on more ranks than saved it: this rank keeps the stream it was seeded with
+        print(f"{ckpt}: no random state for rank {rank}; it keeps its fresh one", file=sys.stderr)
+        rng = None
+    if rng is not None:
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
     return state["step"]

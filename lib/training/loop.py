@@ -201,18 +201,19 @@ def train(
             bar.update()
             done = step + 1
             if stopping or done % cfg.ckpt_every == 0 or done == cfg.steps:
-                checkpoint.save(
-                    out / "ckpt",
-                    par.core,
-                    opt,
-                    sched,
-                    done,
-                    extra={"config": asdict(cfg)},
-                    scaler=scaler,
-                    rank=rank,
-                    keep=cfg.keep_ckpts,
-                    whole=par.whole,
-                )
+                with meter.saving():
+                    checkpoint.save(
+                        out / "ckpt",
+                        par.core,
+                        opt,
+                        sched,
+                        done,
+                        extra={"config": asdict(cfg)},
+                        scaler=scaler,
+                        rank=rank,
+                        keep=cfg.keep_ckpts,
+                        whole=par.whole,
+                    )
                 if stopping:  # every rank stops after the same step, so the checkpoint is collective
                     status = f"preempted ({stopping})"
                     break

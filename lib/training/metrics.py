@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,8 @@ class StepMeter:
         self.device, self.fpt, self.peak = device, flops_per_token, peak_tflops(device)
         self.replicas, self.devices = replicas, devices
         reset_peak_memory(device)
+        # kept apart: a checkpoint save allocates its own buffers (the run's last step is always saved)
+        self.train_peak, self.save_peak, self.since_save = 0, 0, True
         self.steps, self.seconds, self.samples, self.tokens = 0, 0.0, 0, 0
         self.durations: list[float] = []
 
@@ -111,11 +114,25 @@ class StepMeter:
             )
             self.durations.append(dt)
         self.steps += count
+        self.since_save = True
         return {
             "seconds": dt,
             **self._rates(samples, tokens, dt),
             "peak_memory_bytes": peak_memory_bytes(self.device),
         }
+
+    @contextmanager
+    def saving(self):
+        """Around a checkpoint save: the peak so far counts as training's, the save's own peak is kept
+        apart (``checkpoint_peak_memory_bytes``), and training's peak starts again after it."""
+        self.train_peak = max(self.train_peak, peak_memory_bytes(self.device))
+        reset_peak_memory(self.device)
+        try:
+            yield
+        finally:
+            self.save_peak = max(self.save_peak, peak_memory_bytes(self.device))
+            reset_peak_memory(self.device)
+            self.since_save = False
 
     def _rates(self, samples: int, tokens: int, seconds: float) -> dict:
         tps = self.replicas * tokens / seconds
@@ -148,7 +165,11 @@ class StepMeter:
             "step_s_median": median,
             "samples_per_s_median": typical["samples_per_s"],
             "tokens_per_s_median": typical["tokens_per_s"],
-            "peak_memory_bytes": peak_memory_bytes(self.device),
+            # training steps only; checkpoint saves separately (read before and after each save)
+            "peak_memory_bytes": max(
+                self.train_peak, peak_memory_bytes(self.device) if self.since_save else 0
+            ),
+            "checkpoint_peak_memory_bytes": self.save_peak or None,
         }
 
 
