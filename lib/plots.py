@@ -42,6 +42,7 @@ def save(fig, path: str | os.PathLike) -> Path:
     with plt.rc_context(STYLE):
         fig.tight_layout()
         tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-        fig.savefig(tmp, metadata={"Software": None} if path.suffix == ".png" else None)
+        # bbox "tight": titles and rotated labels are never cut off at the edge
+        fig.savefig(tmp, metadata={"Software": None} if path.suffix == ".png" else None, bbox_inches="tight")
     os.replace(tmp, path)
     return path

@@ -17,6 +17,10 @@ from lib.options import option
 STRATEGIES = ("single", "ddp", "fsdp", "pipeline", "layers")
 SCHEDULES = ("gpipe", "1f1b")
 BACKENDS = ("sequential", "dask-processes", "dask-threads", "dask-slurm")
+# bench comm: the collectives timed, and message sizes 4 KB .. 256 MB a factor of 4 apart (the bytes the
+# caller hands over: all_reduce's tensor, all_gather's gathered output, reduce_scatter's input, a message)
+COLLECTIVES = ("all_reduce", "all_gather_into_tensor", "reduce_scatter_tensor", "send_recv")
+COMM_SIZES = tuple(4096 * 4**k for k in range(9))
 MAX_PIXELS = 40_000_000  # PMC-OA figures are ~271x238 px: a declared size beyond this is a bomb, not a figure
 MAX_FILE_BYTES = 256 * 2**20  # PMC-OA figures average ~20 KB and real scans rarely reach 50 MB
 TINY = "tiny"  # a profile's encoder or lm: pre-train the default's tiny one on the data's training split

@@ -40,13 +40,15 @@ threads = 1  # torch threads per rank
 compare_threads = 2  # also one process with this many threads (0: no)
 steps = 20
 repeats = 5  # each job this many times, in turn (A B A B); ratios per pair: median [95% interval]
+comm_repeats = 20  # timed calls of each collective at each message size
+comm_device = "cpu"  # cpu: gloo; cuda: NCCL
 scratch = "outputs/default/work/bench/scaling/ddp"  # this sweep's jobs: an interrupted sweep resumes
 
 # %%
 import pandas as pd
 from IPython.display import Image, display
 
-from lib.bench import scaling, scaling_views
+from lib.bench import comm, comm_model, comm_views, scaling, scaling_views
 from lib.config import resolve
 
 # %% [markdown]
@@ -91,6 +93,22 @@ for path in scaling_views.figures(metrics, resolve(figures_dir), prefix="04_ddp"
 
 # %%
 display(pd.DataFrame(scaling_views.comm_table(metrics)))
+
+# %% [markdown]
+# ## What a collective costs, and a model of the step built on it
+# The overhead above mixes communication with the ranks' contention. Here each collective is timed
+# on its own over message sizes (4 KB-256 MB) and fitted as latency + size / bandwidth; the model
+# T_N = s T_1 + (1 - o) C_N (contention s, overlap o, the strategy's collectives C_N from the fits)
+# is fitted on two DDP runs and predicts the others, whose errors are its test. The report projects
+# the full-size job to 1-64 GPUs with the same model (`lib.bench.projection`).
+
+# %%
+comm_metrics = comm.measure_collectives(worlds, repeats=comm_repeats, device=comm_device, threads=threads)
+print(f"wrote {comm.record(comm_metrics, resolve(results_dir), run_name, threads)}")
+display(pd.DataFrame(comm_model.fit_table(comm_metrics)))
+model = comm_views.model_points(comm_metrics, metrics, None, comm_views.UNITS_TINY)
+print(f"fitted on {comm_views.FIT_ON}: s = {model['s']:.2f}, o = {model['overlap']:.2f}")
+display(pd.DataFrame(comm_views.validation_table(model)))
 
 # %% [markdown]
 # ## More ranks or more threads?

@@ -49,7 +49,9 @@ layer_split = (
 ddp = True  # also DDP on the same ranks with the same global batch
 steps = 20
 repeats = 5  # each job this many times, in turn (A B A B); ratios per pair: median [95% interval]
-scratch = "outputs/default/work/bench/scaling/model-parallel"  # this sweep's jobs: an interrupted sweep resumes
+scratch = (
+    "outputs/default/work/bench/scaling/model-parallel"  # this sweep's jobs: an interrupted sweep resumes
+)
 
 # %%
 import pandas as pd

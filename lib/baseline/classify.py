@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import seaborn as sns
 
 from lib import plots
 from lib.baseline import features as hand
@@ -164,21 +165,24 @@ def figures(metrics: dict, out: str | Path, prefix: str = "03_baselines") -> lis
     for ax, name in zip(axes[0], names, strict=True):
         r = metrics["classifiers"][name]
         cm = np.asarray(r["confusion"], dtype=float)
-        ax.imshow(cm / cm.sum(axis=1, keepdims=True).clip(1), vmin=0, vmax=1, cmap="Blues")
-        ax.set_xticks(range(len(r["classes"])), r["classes"], rotation=60, ha="right")
-        ax.set_yticks(range(len(r["classes"])), r["classes"] if ax is axes[0][0] else [])
+        sns.heatmap(
+            cm / cm.sum(axis=1, keepdims=True).clip(1),  # colour: the share of each true class
+            annot=cm.astype(int),
+            fmt="d",
+            annot_kws={"fontsize": 7},
+            mask=cm == 0,
+            vmin=0,
+            vmax=1,
+            cmap="Blues",
+            cbar=False,
+            square=True,
+            linewidths=0.5,
+            xticklabels=r["classes"],
+            yticklabels=r["classes"] if ax is axes[0][0] else False,
+            ax=ax,
+        )
+        ax.tick_params(axis="x", labelrotation=60)
         ax.grid(False)
-        for i, j in np.ndindex(cm.shape):
-            if cm[i, j]:
-                ax.text(
-                    j,
-                    i,
-                    int(cm[i, j]),
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white" if cm[i, j] > cm[i].sum() / 2 else "black",
-                )
         ax.set_title(
             f"{TITLES.get(name, name)}\nacc {r['accuracy']:.2f}, macro-F1 {r['macro_f1']:.2f}", fontsize=8
         )
@@ -194,6 +198,7 @@ def figures(metrics: dict, out: str | Path, prefix: str = "03_baselines") -> lis
         n = [r["n_jobs"] for r in rows]
         ax.plot(n, [r["speedup"] for r in rows], "o-", label="measured")
         ax.plot(n, n, ":", color="grey", label="ideal")
+        ax.set_ylim(0, max(n) * 1.1)
         ax.set_xticks(n)
         ax.set_xlabel("n_jobs")
         ax.set_ylabel("speed-up over n_jobs=1")

@@ -7,7 +7,7 @@ Part of the command line (``lib.cli``): library modules are imported inside the 
 from __future__ import annotations
 
 from lib.options import add_options, from_args
-from lib.settings import BACKENDS, SCHEDULES, LMBench
+from lib.settings import BACKENDS, COLLECTIVES, COMM_SIZES, SCHEDULES, LMBench
 
 INTS = lambda s: tuple(int(x) for x in s.split(",") if x)  # noqa: E731 - "1,2,4" -> (1, 2, 4)
 
@@ -111,6 +111,25 @@ def _bench_scaling(a):
     print(f"wrote {path}")
 
 
+def _bench_comm(a):
+    from lib.bench import comm, comm_model
+
+    ops = a.ops.split(",")
+    metrics = comm.measure_collectives(INTS(a.worlds), INTS(a.sizes), ops, a.repeats, a.device, a.threads)
+    path = comm.record(metrics, a.results, a.run, a.threads)
+    for row in comm_model.fit_table(metrics):
+        print(row)
+    print(f"wrote {path}")
+
+
+def _bench_comm_rank(a):
+    from lib.bench import comm
+
+    comm.write_rank_times(
+        a.out, sizes=INTS(a.sizes), ops=a.ops.split(","), repeats=a.repeats, device=a.device
+    )
+
+
 def _bench_lm(a):
     from lib.bench.lm import measure_lm, summary
     from lib.config import resolve
@@ -147,6 +166,13 @@ def _sweep_options(p, profile_options, default_name: str) -> None:
     p.add_argument("--figures", help="folder for the figure (default: none)")
     p.add_argument("--name", dest="run", help=f"results file name (default: {default_name})")
     p.set_defaults(fn=_bench_scaling)
+
+
+def _comm_options(p) -> None:
+    p.add_argument("--sizes", default=",".join(map(str, COMM_SIZES)), help="message sizes in bytes")
+    p.add_argument("--ops", default=",".join(COLLECTIVES), help="collectives to time")
+    p.add_argument("--repeats", type=int, default=20, help="timed calls per size, after 2 warm-up calls")
+    p.add_argument("--device", default="cpu", help="cpu (gloo) or cuda (NCCL)")
 
 
 def bench_parsers(b, profile_options) -> None:
@@ -207,6 +233,22 @@ def bench_parsers(b, profile_options) -> None:
     bl.add_argument("--results", default="results", help="writes <this>/lm_throughput/<name>.json")
     bl.add_argument("--name", dest="run", help="results file name (default: <size>-<device type>)")
     bl.set_defaults(fn=_bench_lm)
+
+    bk = b.add_parser(
+        "comm",
+        help="all_reduce, all_gather, reduce_scatter, send/recv over message sizes at each world size: "
+        "latency + size/bandwidth fit per collective",
+    )
+    _comm_options(bk)
+    bk.add_argument("--worlds", default="2", help="rank counts, e.g. 2,4")
+    bk.add_argument("--threads", type=int, default=1, help="torch threads per rank")
+    bk.add_argument("--results", default="results", help="writes <this>/comm/<name>.json")
+    bk.add_argument("--name", dest="run", default="default", help="results file name")
+    bk.set_defaults(fn=_bench_comm)
+    bw = b.add_parser("comm-rank", help="(run by `bench comm` under torchrun) one rank's timings")
+    _comm_options(bw)
+    bw.add_argument("--out", required=True)
+    bw.set_defaults(fn=_bench_comm_rank)
 
     bm = b.add_parser(
         "pipeline",

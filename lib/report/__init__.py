@@ -18,10 +18,11 @@ import re
 from pathlib import Path
 
 from lib.baseline import classify as baseline_run
+from lib.bench import comm_views, projection, scaling_views
 from lib.bench import preprocess as bench
-from lib.bench import scaling_views
 from lib.data import eda
 from lib.evaluation.views import gallery, modality_figure
+from lib.report.communication import communication, projected_run
 from lib.report.findings import findings
 from lib.report.parts import baseline, ddp, evaluation, fsdp, model_parallel, preprocess, status
 from lib.report.seed_study import gpu, seed_study
@@ -49,6 +50,7 @@ SECTIONS = {
     "ddp": ddp,
     "fsdp": fsdp,
     "model-parallel": model_parallel,
+    "communication": communication,
     "evaluation": evaluation,
     "seed": seed_study,
     "gpu": gpu,
@@ -73,6 +75,9 @@ def figures(res: dict, out: Path, run: str = "default") -> list[Path]:
     for key, prefix in (("scaling/RUN-ddp", "04_ddp"), ("scaling/RUN-fsdp", "05_fsdp")):
         if key in paired:  # recorded before repeats were paired: the report names it, nothing to draw
             paths += scaling_views.figures(m[key], out, prefix=prefix)
+    gpu = projected_run(res)
+    if "comm/RUN" in m and gpu:
+        paths += comm_views.figure(m["comm/RUN"], projection.project(gpu, comm_views.UNITS_7B), out)
     if "scaling/RUN-model-parallel" in paired:
         paths += scaling_views.pipeline_figure(m["scaling/RUN-model-parallel"], out)
     if "evaluation/RUN" in m:

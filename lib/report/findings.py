@@ -5,19 +5,25 @@ the committed one). Where a comparison has no interval the sentence says so inst
 
 from __future__ import annotations
 
-from lib.bench import scaling_views
+from lib.bench import comm_views, projection, scaling_views
+from lib.report.communication import projected_run
+from lib.report.markdown import source
 from lib.report.seed_study import gpu_runs
 from lib.stats import paired, shown, verdict
 
 
 def findings(res: dict, run: str) -> str:
     bullets = [
-        f(res, run) for f in (_preprocess, _data_parallel, _fsdp, _model_parallel, _captioner, _one_gpu)
+        f(res, run)
+        for f in (_preprocess, _data_parallel, _fsdp, _model_parallel, _communication, _captioner, _one_gpu)
     ]
     bullets = [b for b in bullets if b]
     if not bullets:
         return "_No results recorded yet._\n"
-    return "".join(f"- {b}\n" for b in bullets)
+    keys = ["preprocess/RUN", "preprocess/large-jpeg", "scaling/RUN-ddp", "scaling/RUN-fsdp"]
+    keys += ["scaling/RUN-model-parallel", "comm/RUN", "evaluation/RUN"]
+    read = [res[k.replace("RUN", run)] for k in keys if k.replace("RUN", run) in res] + gpu_runs(res)
+    return "".join(f"- {b}\n" for b in bullets) + "\n" + source(*read)
 
 
 def _runs(res: dict, key: str) -> list[dict] | None:
@@ -129,6 +135,40 @@ def _model_parallel(res: dict, run: str) -> str | None:
             text += (
                 " Its interval lies above every pipeline's: for a model that fits one device, split the data."
             )
+    return text
+
+
+def _communication(res: dict, run: str) -> str | None:
+    """The step-time model's held-out error, and where the projected full-size job stops gaining."""
+    c = res.get(f"comm/{run}")
+    ddp, fsdp = _runs(res, f"scaling/{run}-ddp"), _runs(res, f"scaling/{run}-fsdp")
+    if not c or not ddp:
+        return None
+    model = comm_views.model_points(
+        c["metrics"], {"runs": ddp}, fsdp and {"runs": fsdp}, comm_views.UNITS_TINY
+    )
+    held = [p for p in model["points"] if not p["fit"]]
+    text = (
+        f"A step-time model built on the measured collectives (contention s = {model['s']:.2f}, overlap "
+        f"o = {model['overlap']:.2f}) predicts the {len(held)} held-out data-parallel runs with errors of "
+        + ", ".join(f"{p['error']:+.0%}" for p in held)
+        + "."
+    )
+    gpu = projected_run(res)
+    if gpu:
+        rows = projection.project(gpu, comm_views.UNITS_7B)
+        stop = comm_views.stops_paying(rows, "fsdp")
+        text += (
+            " Projected for BioMistral-7B + LoRA on stated NVLink and InfiniBand bandwidths (not measured): "
+            f"DDP keeps {min(r['efficiency, no overlap'] for r in rows if r['strategy'] == 'ddp'):.0%} "
+            f"efficiency or more up to {max(projection.GPUS)} GPUs without overlap"
+            + (
+                f"; FSDP, gathering the frozen weights every step, is slower on {stop} GPUs than on "
+                f"{stop // 2}: there another GPU stops paying."
+                if stop
+                else "; FSDP gains with every doubling."
+            )
+        )
     return text
 
 

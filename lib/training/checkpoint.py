@@ -231,7 +231,7 @@ def resume(model, optimizer, scheduler, ckpt: str | os.PathLike, scaler=None) ->
     own = ckpt / f"rng-{rank}.pt"
     if own.exists():
         rng = load_plain(own)
-    elif "rng" in state:  # written before each rank saved its own: rank 0's state only
+    elif "rng" in state and rank == 0:  # written before each rank saved its own: rank 0's only
         rng = state["rng"]
     else:  # resumed on more ranks than saved it: this rank keeps the stream it was seeded with
         print(f"{ckpt}: no random state for rank {rank}; it keeps its fresh one", file=sys.stderr)
