@@ -20,7 +20,7 @@
 #
 # - **Layer split** (what the seed did, with a device map): one process, blocks 0..k on the first
 #   device, the rest on the next; accelerate's hooks move the activations across. Only one device
-#   works at a time, which is why a 47.5K-sample run took the seed 21 days.
+#   works at a time.
 # - **Pipeline** (`torch.distributed.pipelining`, one rank per stage): the batch is cut into M
 #   micro-batches that flow through the S stages, so the stages work at the same time except
 #   while the pipeline fills and drains. That bubble bounds the speed-up at S·M / (M + S − 1).
@@ -76,8 +76,10 @@ print(f"wrote {out}")
 # %% [markdown]
 # ## Throughput against one process, and the bubble
 # "vs 1 process" divides by one process (one thread) training the same batch; "ideal (bubble)" is
-# S·M / (M + S − 1). The gap between them is the sends and receives (timed by the profiler, in
-# flight, per step), the padding, and on this 2-core box two ranks competing for memory bandwidth.
+# S·M / (M + S − 1). Candidates for the gap between them: the sends and receives (timed by the
+# profiler, in flight, per step: the one measured here), the padding, and on this 2-core box two ranks
+# competing for the cores and memory bandwidth (not separated here). Each ratio is per pair of repeats,
+# with its interval, and "verdict" says faster or slower only where the interval excludes 1.
 
 # %%
 display(pd.DataFrame(scaling_views.pipeline_table(metrics)))

@@ -115,12 +115,21 @@ def validate(pts: list[dict], fit_on) -> dict:
     are the model's test."""
     for p in pts:
         p["fit"] = bool(fit_on(p))
-    s, o = fit_overlap([p for p in pts if p["fit"]])
+    fitted = [p for p in pts if p["fit"]]
+    s, o = fit_overlap(fitted)
     for p in pts:
         p["predicted"] = s * p["t1"] + (1 - o) * p["comm"]
         p["error"] = (p["predicted"] - p["tn"]) / p["tn"]
+        p["error_no_overlap"] = (s * p["t1"] + p["comm"] - p["tn"]) / p["tn"]
     held = [abs(p["error"]) for p in pts if not p["fit"]]
-    return {"s": s, "overlap": o, "points": pts, "held_out_max_abs_error": max(held) if held else None}
+    return {
+        "s": s,
+        "overlap": o,
+        # how much the fit could tell o: where modelled communication is a sliver of the step, any o fits
+        "fit_comm_share": max(p["comm"] / p["tn"] for p in fitted),
+        "points": pts,
+        "held_out_max_abs_error": max(held) if held else None,
+    }
 
 
 def _reference(runs: list[dict], r: dict) -> dict | None:

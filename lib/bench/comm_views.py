@@ -48,6 +48,7 @@ def validation_table(model: dict) -> list[dict]:
             "measured T_N ms": round(1e3 * p["tn"], 1),
             "predicted T_N ms": round(1e3 * p["predicted"], 1),
             "error": f"{p['error']:+.0%}",
+            "error if nothing overlaps": f"{p['error_no_overlap']:+.0%}",
         }
         for p in model["points"]
     ]

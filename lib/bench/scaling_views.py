@@ -205,9 +205,10 @@ def _ratio_panel(ax, rows: list[tuple[str, str, dict]], ylabel: str, ideal: list
         columns=["configuration", "strategy", "ratio"],
     )
     palette = {s: COLOURS.get(s, "grey") for s in frame["strategy"].unique()}
-    sns.stripplot(
+    # a swarm, not a jittered strip: its positions are computed, so the same data give the same bytes
+    sns.swarmplot(
         data=frame, x="configuration", y="ratio", hue="strategy", palette=palette, ax=ax, size=4,
-        jitter=0.15, alpha=0.6, legend=False,
+        alpha=0.7, legend=False, warn_thresh=1,
     )  # fmt: skip
     for i, (_, _, iv) in enumerate(rows):
         if iv["low"] is not None:

@@ -34,10 +34,18 @@ def communication(res: dict, run: str) -> str:
             c["metrics"], ddp and ddp["metrics"], fsdp and fsdp["metrics"], UNITS_TINY
         )
         worst = model["held_out_max_abs_error"]
+        share = model["fit_comm_share"]
         out += (
             f"\nThe step-time model T_N = s T_1 + (1 - o) C_N, fitted on {comm_views.FIT_ON}: s = "
             f"{model['s']:.2f}, o = {model['overlap']:.2f}. Held out, its largest error is {worst:.0%} "
             + ("(the 15% target is met)" if worst <= 0.15 else "(the 15% target is not met)")
+            + f". In the runs it was fitted on, the modelled communication is at most {share:.1%} of a step"
+            + (
+                ": the step is set by compute slowed by contention (s), and the overlap o is not pinned down "
+                "by them, so the last column gives each prediction with no overlap at all"
+                if share < 0.05
+                else ""
+            )
             + ".\n\n"
             + table(comm_views.validation_table(model))
             + "\n"

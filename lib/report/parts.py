@@ -127,7 +127,14 @@ def _scaling(res: dict, key: str, notebook: str, tables) -> str:
             f"_`{r['_path']}` was recorded before repeats were kept in pairs: run notebook `{notebook}` "
             f"again (`python -m lib run {notebook[:2]}`)._\n"
         )
-    return "\n".join(table(t(r["metrics"])) for t in tables) + "\n" + source(r)
+    jobs = [j for run in r["metrics"]["runs"] for j in run.get("jobs", [])]
+    resumed = sum(j["resumed"] for j in jobs)
+    how = f"{r['metrics']['repeats']} repeats of each configuration, run in turn and compared per pair; " + (
+        f"{resumed} of the {len(jobs)} jobs were found finished by this sweep resumed after an interruption."
+        if resumed
+        else f"all {len(jobs)} jobs ran in this sweep."
+    )
+    return "\n".join(table(t(r["metrics"])) for t in tables) + f"\n{how}\n\n" + source(r)
 
 
 def ddp(res: dict, run: str) -> str:
