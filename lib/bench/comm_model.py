@@ -24,6 +24,8 @@ import math
 
 import numpy as np
 
+from lib.bench.scaling import reference
+
 BUCKET = 25 * 2**20  # DDP's bucket_cap_mb default
 
 
@@ -92,7 +94,7 @@ def points(scaling: dict, links: dict, units: int) -> list[dict]:
     """Every data-parallel run of a sweep beside its one-rank reference and its modelled traffic."""
     runs, out = scaling["runs"], []
     for r in runs:
-        base = _reference(runs, r)
+        base = reference(runs, r)
         if r["strategy"] not in ("ddp", "fsdp") or base is None:
             continue
         state = base["model_state"]
@@ -130,15 +132,6 @@ def validate(pts: list[dict], fit_on) -> dict:
         "points": pts,
         "held_out_max_abs_error": max(held) if held else None,
     }
-
-
-def _reference(runs: list[dict], r: dict) -> dict | None:
-    ones = [
-        x
-        for x in runs
-        if x["strategy"] == "single" and x["world"] == 1 and (x["batch"], x["amp"]) == (r["batch"], r["amp"])
-    ]
-    return min(ones, key=lambda x: x["threads"], default=None)
 
 
 def fit_table(metrics: dict) -> list[dict]:

@@ -99,7 +99,12 @@ def _fsdp(res: dict, run: str) -> str | None:
         f"rank (parameters {f['model_state']['params'] / 2**20:.2f} vs "
         f"{d['model_state']['params'] / 2**20:.2f} MiB: "
         "the frozen base is sharded with the adapters), at a step time of "
-        f"{row['step time FSDP / DDP']} DDP's ({row['verdict']}): on this model, memory is what it buys."
+        f"{row['step time FSDP / DDP']} DDP's ({row['verdict']})"
+        + (
+            ": on this model, memory is what it buys."
+            if row["verdict"] != "FSDP faster" and row["model state FSDP / DDP"] < 1
+            else "."
+        )
     )
 
 
@@ -116,10 +121,10 @@ def _model_parallel(res: dict, run: str) -> str | None:
     for r in pipes:
         v = verdict(r["speedup_same_batch"], "faster", "slower")
         counts[v] = counts.get(v, 0) + 1
-    lows = [r["speedup_same_batch"]["median"] for r in pipes]
+    medians = [r["speedup_same_batch"]["median"] for r in pipes]
     text = (
         f"Model parallelism at global batch {batch}: the {len(pipes)} pipeline configurations on "
-        f"{pipes[0]['world']} CPU ranks ran {min(lows):.2f}-{max(lows):.2f}x one process (medians; "
+        f"{pipes[0]['world']} CPU ranks ran {min(medians):.2f}-{max(medians):.2f}x one process (medians; "
         + ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
         + f"), against bubble bounds of {min(r['ideal_speedup'] for r in pipes):.2f}-"
         f"{max(r['ideal_speedup'] for r in pipes):.2f}x."
