@@ -18,10 +18,6 @@ def _round(x, nd=2):
     return None if x is None else round(x, nd)
 
 
-def _median(iv: dict | None, nd: int = 2) -> float | None:
-    return None if iv is None else round(iv["median"], nd)
-
-
 def table(metrics: dict) -> list[dict]:
     mib = 2**20
     return [
@@ -215,7 +211,7 @@ def _ratio_panel(ax, rows: list[tuple[str, str, dict]], ylabel: str, ideal: list
             err = [[iv["median"] - iv["low"]], [iv["high"] - iv["median"]]]
             ax.errorbar([i], [iv["median"]], yerr=err, fmt="_", color="k", ms=14, capsize=4, lw=1.2)
     if ideal:
-        ax.scatter(range(len(ideal)), ideal, marker="_", s=400, color="k", ls="--", alpha=0.4, label="ideal")
+        ax.scatter(range(len(ideal)), ideal, marker="_", s=400, color="k", alpha=0.4, label="ideal")
     ax.axhline(1.0, color="k", lw=0.8)
     top = max([*frame["ratio"], *(ideal or []), 1.0])
     ax.set(ylabel=ylabel, xlabel="", ylim=(0, 1.15 * top))

@@ -130,7 +130,7 @@ def _scaling(res: dict, key: str, notebook: str, tables) -> str:
     jobs = [j for run in r["metrics"]["runs"] for j in run.get("jobs", [])]
     resumed = sum(j["resumed"] for j in jobs)
     how = f"{r['metrics']['repeats']} repeats of each configuration, run in turn and compared per pair; " + (
-        f"{resumed} of the {len(jobs)} jobs were found finished by this sweep resumed after an interruption."
+        f"{resumed} of the {len(jobs)} jobs come from an interrupted run of this same sweep (resumed)."
         if resumed
         else f"all {len(jobs)} jobs ran in this sweep."
     )
