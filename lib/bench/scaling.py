@@ -258,6 +258,12 @@ def _summarise(cfg: Config, recs: list[dict]) -> dict:
     }
 
 
+def has_pairs(metrics: dict) -> bool:
+    """Whether a sweep's metrics keep every repeat (so ratios can be taken per pair); files recorded
+    before hold ratios of medians only, and readers name them instead of comparing."""
+    return "step_s_repeats" in metrics["runs"][0]
+
+
 def reference(runs: list[dict], r: dict, batch: int | None = None) -> dict | None:
     """The one-rank, one-process run ``r`` is compared with: the fewest threads, the same precision and
     the same batch (``batch``, default r's per-replica batch)."""

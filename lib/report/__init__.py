@@ -20,6 +20,7 @@ from pathlib import Path
 from lib.baseline import classify as baseline_run
 from lib.bench import comm_views, projection, scaling_views
 from lib.bench import preprocess as bench
+from lib.bench.scaling import has_pairs
 from lib.data import eda
 from lib.evaluation.views import gallery, modality_figure
 from lib.report.communication import communication, projected_run
@@ -71,7 +72,7 @@ def figures(res: dict, out: Path, run: str = "default") -> list[Path]:
         paths += bench.figures(m["preprocess/RUN"], out)
     if "baseline/RUN" in m:
         paths += baseline_run.figures(m["baseline/RUN"], out)
-    paired = {k for k, v in m.items() if k.startswith("scaling/") and "step_s_repeats" in v["runs"][0]}
+    paired = {k for k, v in m.items() if k.startswith("scaling/") and has_pairs(v)}
     for key, prefix in (("scaling/RUN-ddp", "04_ddp"), ("scaling/RUN-fsdp", "05_fsdp")):
         if key in paired:  # recorded before repeats were paired: the report names it, nothing to draw
             paths += scaling_views.figures(m[key], out, prefix=prefix)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from lib.bench import comm_model, comm_views, projection
 from lib.bench.comm_views import UNITS_7B, UNITS_TINY
+from lib.bench.scaling import has_pairs
 from lib.report.markdown import source, table
 from lib.report.seed_study import gpu_runs
 
@@ -28,7 +29,7 @@ def communication(res: dict, run: str) -> str:
         return "_Not recorded yet: `python -m lib bench comm` (notebook 04 runs it)._\n"
     out = table(comm_model.fit_table(c["metrics"])) + "\n" + source(c)
     ddp, fsdp = res.get(f"scaling/{run}-ddp"), res.get(f"scaling/{run}-fsdp")
-    sweeps = [r for r in (ddp, fsdp) if r and "step_s_repeats" in r["metrics"]["runs"][0]]
+    sweeps = [r for r in (ddp, fsdp) if r and has_pairs(r["metrics"])]
     if sweeps:
         model = comm_views.model_points(
             c["metrics"], ddp and ddp["metrics"], fsdp and fsdp["metrics"], UNITS_TINY

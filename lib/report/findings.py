@@ -6,6 +6,7 @@ the committed one). Where a comparison has no interval the sentence says so inst
 from __future__ import annotations
 
 from lib.bench import comm_views, projection, scaling_views
+from lib.bench.scaling import has_pairs
 from lib.report.communication import projected_run
 from lib.report.markdown import source
 from lib.report.seed_study import gpu_runs
@@ -28,7 +29,7 @@ def findings(res: dict, run: str) -> str:
 
 def _runs(res: dict, key: str) -> list[dict] | None:
     r = res.get(key)
-    return r["metrics"]["runs"] if r and "step_s_repeats" in r["metrics"]["runs"][0] else None
+    return r["metrics"]["runs"] if r and has_pairs(r["metrics"]) else None
 
 
 def _preprocess(res: dict, run: str) -> str | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from lib.baseline import classify as baseline_run
 from lib.bench import preprocess as bench
 from lib.bench import scaling_views
+from lib.bench.scaling import has_pairs
 from lib.evaluation.views import diversity_table, scores_table, throughput_table
 from lib.report.markdown import missing, source, table
 from lib.report.seed_study import gpu_runs
@@ -122,7 +123,7 @@ def _scaling(res: dict, key: str, notebook: str, tables) -> str:
     r = res.get(key)
     if not r:
         return missing(notebook)
-    if "step_s_repeats" not in r["metrics"]["runs"][0]:  # a ratio of medians, no pairs to take
+    if not has_pairs(r["metrics"]):
         return (
             f"_`{r['_path']}` was recorded before repeats were kept in pairs: run notebook `{notebook}` "
             f"again (`python -m lib run {notebook[:2]}`)._\n"

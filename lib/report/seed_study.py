@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from lib.bench import scaling_views
 from lib.bench.lm import SEED_STUDY_RUN
+from lib.bench.scaling import has_pairs
 from lib.report.markdown import source, table
 from lib.stats import shown
 
@@ -26,7 +27,7 @@ SEED_STUDY = {
 
 def _paired(m: dict) -> str | None:
     """What a scaling file recorded before repeats were kept in pairs says instead of its numbers."""
-    return None if "step_s_repeats" in m["runs"][0] else "recorded before paired repeats: run it again"
+    return None if has_pairs(m) else "recorded before paired repeats: run it again"
 
 
 def seed_study(res: dict, run: str) -> str:
