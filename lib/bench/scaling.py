@@ -179,7 +179,13 @@ def sweep(
     first) run under the profiler to time its communication; the others give the throughput."""
     profile_comm = min(profile_comm, (steps - 1) // 2)
     scratch = Path(scratch)
-    manifest = {"configs": [c.name for c in configs], "steps": steps, "profile_comm": profile_comm}
+    manifest = {
+        "configs": [c.name for c in configs],
+        "steps": steps,
+        "profile_comm": profile_comm,
+        "profile": profile,
+        "params_dir": str(params_dir) if params_dir else None,
+    }
     same_sweep = _read_json(scratch / "sweep.json") == manifest
     scratch.mkdir(parents=True, exist_ok=True)
     write_json_atomic(scratch / "sweep.json", manifest)
