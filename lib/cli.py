@@ -17,6 +17,7 @@ import yaml
 
 from lib.bench.cli import INTS, bench_parsers
 from lib.config import DATA_ENV
+from lib.jobs.cli import evaluation_parsers
 from lib.options import add_options, from_args, given
 from lib.settings import DATA_HELP
 
@@ -98,16 +99,6 @@ def _train(a):
         from lib.settings import TrainConfig, TrainJob
 
         train_job(from_args(TrainJob, a, overrides=given(TrainConfig, a)), stop)
-
-
-def _evaluate(a):
-    from lib.evaluation.views import summary
-    from lib.jobs.evaluate import evaluate_job
-    from lib.settings import EvalConfig
-
-    where = {"run_name": a.run, "figures_dir": a.figures, "device": a.device}
-    rec, path = evaluate_job(a.checkpoint, a.out, a.profile, a.params_dir, from_args(EvalConfig, a), **where)
-    print(f"{summary(rec)}\nwrote {path}")
 
 
 def _baseline(a):
@@ -257,21 +248,7 @@ def parser() -> argparse.ArgumentParser:
     )
     t.set_defaults(fn=_train)
 
-    ev = sub.add_parser(
-        "evaluate",
-        help="caption a split with a trained checkpoint; pycocoevalcap scores with "
-        "intervals, reference points, diversity, per-modality, generation throughput",
-    )
-    ev.add_argument(
-        "--checkpoint", required=True, help="a train run's out folder, its ckpt/, or a step-N folder"
-    )
-    ev.add_argument("--out", required=True, help="folder for eval.json and captions.jsonl")
-    _profile_options(ev)
-    add_options(ev, s.EvalConfig)
-    ev.add_argument("--device", default="auto")
-    ev.add_argument("--figures", help="folder for the gallery figure (default: none)")
-    ev.add_argument("--name", dest="run", help="results file name (default: the profile)")
-    ev.set_defaults(fn=_evaluate)
+    evaluation_parsers(sub, _profile_options)
 
     bl = sub.add_parser(
         "baseline",

@@ -97,6 +97,9 @@ class Profile:
             "work_dir": f"outputs/{run}/work",
             "results_dir": f"outputs/{run}/results",
             "figures_dir": f"outputs/{run}/figures",
+            # notebook 07's captioners: trained on this data, never the profile's own runs
+            "train_run": f"outputs/{run}/train",
+            "blind_run": f"outputs/{run}/train-blind",
         }
         return dataclasses.replace(self, generate=None, data=layout)
 

@@ -17,6 +17,7 @@ from lib.options import option
 STRATEGIES = ("single", "ddp", "fsdp", "pipeline", "layers")
 SCHEDULES = ("gpipe", "1f1b")
 BACKENDS = ("sequential", "dask-processes", "dask-threads", "dask-slurm")
+IMAGES = ("real", "zeros", "shuffled")  # what a captioner sees: its images, or none (a blind reference point)
 # bench comm: the collectives timed, and message sizes 4 KB .. 256 MB a factor of 4 apart (the bytes the
 # caller hands over: all_reduce's tensor, all_gather's gathered output, reduce_scatter's input, a message)
 COLLECTIVES = ("all_reduce", "all_gather_into_tensor", "reduce_scatter_tensor", "send_recv")
@@ -141,6 +142,15 @@ class TrainConfig:
     warmup: int = field(default=20, metadata=option("linear warm-up steps before the cosine decay"))
     weight_decay: float = field(default=0.0, metadata=option("AdamW weight decay"))
     clip: float = field(default=1.0, metadata=option("gradient clipping by global norm"))
+    label_smoothing: float = field(default=0.0, metadata=option("cross-entropy label smoothing"))
+    image: str = field(
+        default="real",
+        metadata=option(
+            "real; zeros or shuffled (each pair shown another's image) train a blind captioner, the "
+            "reference point that shows what the image adds",
+            choices=IMAGES,
+        ),
+    )
     amp: str = field(
         default="auto",
         metadata=option(
@@ -224,6 +234,11 @@ class EvalConfig:
 
     split: str = field(default="test", metadata=option("the split to caption and score"))
     num_beams: int = field(default=1, metadata=option("1: greedy; more: beam search", flags=("--beams",)))
+    no_repeat_ngram: int = field(default=0, metadata=option("n-grams of this size never repeat; 0 = off"))
+    repetition_penalty: float = field(
+        default=1.0, metadata=option("CTRL's penalty on tokens already generated; 1.0 = off")
+    )
+    top_p: float = field(default=1.0, metadata=option("below 1: nucleus sampling (seeded) instead of search"))
     resamples: int = field(default=200, metadata=option("bootstrap resamples of the 95%% intervals"))
     seed: int = field(default=0, metadata=option("seed of the bootstrap"))
     throughput_images: int = field(
@@ -233,6 +248,26 @@ class EvalConfig:
         ),
     )
     gallery: int = 6  # images in the gallery figure, one per modality first
+
+    def decoding(self) -> dict:
+        """``CaptionVLM.generate``'s search settings."""
+        keys = ("num_beams", "no_repeat_ngram", "repetition_penalty", "top_p")
+        return {k: getattr(self, k) for k in keys}
+
+
+@dataclass
+class AblationConfig:
+    """How `ablate` trains and scores its rows; each field is also an `ablate` option."""
+
+    steps: int = field(default=300, metadata=option("training steps of a row (rows vary it by a factor)"))
+    split: str = field(
+        default="valid", metadata=option("the split rows are scored on (the recipe is chosen there)")
+    )
+    resamples: int = field(default=200, metadata=option("bootstrap resamples of the 95%% intervals"))
+    seed: int = field(default=0, metadata=option("seed of the bootstrap and of sampling"))
+    scratch: str | None = field(
+        default=None, metadata=option("folder of the rows' profiles and runs (default: <work_dir>/ablation)")
+    )
 
 
 @dataclass

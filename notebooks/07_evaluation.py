@@ -36,6 +36,8 @@ run_name = "default"
 seed = 0
 train_run = "outputs/default/train"  # a train run's out folder: trained here when it has no finished run
 train_steps = 0  # 0: the profile's steps
+blind_run = "outputs/default/train-blind"  # the same recipe without images; "" leaves it out
+blind_image = "zeros"  # what the blind captioner sees: zeros, or shuffled (another pair's image)
 split = "test"
 beams = 1
 resamples = 200  # bootstrap resamples of the 95% intervals
@@ -60,6 +62,9 @@ from lib.training.checkpoint import latest
 # %%
 out = ensure_trained(train_run, profile, train_steps or None)
 print("finished run, newest checkpoint", latest(out))
+blind = None
+if blind_run:  # the same recipe and steps, trained with no image
+    blind = ensure_trained(blind_run, profile, train_steps or None, ("--image", blind_image))
 
 # %%
 cfg = EvalConfig(
@@ -73,6 +78,7 @@ record, path = evaluate_job(
     run_name=run_name,
     figures_dir=figures_dir,
     results_dir=results_dir,
+    blind=str(blind) if blind else None,
 )
 print(f"wrote {path}")
 
@@ -90,6 +96,15 @@ print("reference vs reference:", record["reference_agreement"])
 print("SPICE:", record["spice"])
 
 # %% [markdown]
+# ## Factual correctness
+# Categorical F1 covers modality, region, finding and location; a size is right within the tolerance
+# recorded. The references' row checks the reader (it must be 1).
+
+# %%
+facts = pd.DataFrame(views.facts_table(record))
+display(facts.set_index("captions from").round(3) if len(facts) else "this data records no scene facts")
+
+# %% [markdown]
 # ## Diversity and mode collapse
 # `identical_share`: captions equal to another caption of the split; `top_share`: the single
 # commonest one; `vocab_share`: distinct words used over the references' distinct words;
@@ -102,7 +117,7 @@ display(pd.DataFrame(views.diversity_table(record)).set_index("captions from").r
 # ## By modality
 
 # %%
-display(pd.concat({who: pd.DataFrame(v).T for who, v in record["per_modality"].items()}, axis=1).round(3))
+display(pd.DataFrame(views.modality_table(record)).set_index("modality"))
 display(Image(filename=str(resolve(figures_dir) / "07_per_modality.png")))
 
 # %% [markdown]

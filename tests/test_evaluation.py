@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from lib.evaluation import scores
@@ -110,3 +111,51 @@ def test_reference_agreement_needs_several_references():
     assert scores.reference_agreement({"x": ["a b c"], "y": ["d e f"]})["images"] == 0
     same = scores.reference_agreement({"x": [REFS["a"][0]] * 2, "y": [REFS["b"][0]] * 3, "z": ["only one"]})
     assert same["images"] == 2 and same["bleu4"] > 0.99 and same["rouge_l"] == pytest.approx(1)
+
+
+def test_a_blind_view_shows_zeros_or_another_pairs_image_never_its_own(world):
+    from lib.models.language import load_tokenizer
+    from lib.training.data import CaptionData
+
+    tok = load_tokenizer(str(world / "lm"))
+    real = CaptionData(world / "features", "train", tok)
+    zeros = CaptionData(world / "features", "train", tok, image="zeros")
+    shuffled = CaptionData(world / "features", "train", tok, image="shuffled")
+    seen = [np.asarray(real.item(r)) for r in real.rows]
+    assert not np.any(zeros.batch(range(4))["features"].numpy())
+    shown = [np.asarray(shuffled.item(r)) for r in real.rows]
+    # a permutation of the split's images with no pair shown its own (rows may share an image's bytes)
+    assert sorted(x.tobytes() for x in shown) == sorted(x.tobytes() for x in seen)
+    assert all(shuffled._shown[r["id"]]["id"] != r["id"] for r in real.rows)
+    assert [r["caption"] for r in shuffled.rows] == [r["caption"] for r in real.rows]  # captions stay
+    with pytest.raises(ValueError, match="image must be one of"):
+        CaptionData(world / "features", "train", tok, image="blank")
+
+
+def test_clipscore_matches_its_definition_on_the_studys_encoder(world):
+    """CLIP-S = 2.5 max(cos(caption, image), 0); RefCLIP-S = their harmonic mean with the best cosine
+    to a reference (Hessel et al.): a reference scored against itself has cosine 1 there."""
+    import json
+
+    import torch
+
+    from lib.evaluation.clipscore import ClipScorer
+    from lib.models.feature_cache import encode, open_features
+
+    encode(world / "pre", world / "pooled", f"local-dir:{world / 'encoder'}", output="pooled", progress=False)
+    rows = [json.loads(line) for line in open(world / "pre" / "index.jsonl")][:20]
+    images = {r["id"]: open_features(world / "pooled", r["shard"])[r["offset"]] for r in rows}
+    scorer = ClipScorer(f"local-dir:{world / 'encoder'}", images)
+    hyps = {r["id"]: r["caption"] for r in rows}
+    s = scorer.score(hyps, {k: [v] for k, v in hyps.items()}, resamples=30)
+    with torch.no_grad():
+        text = scorer.model.encode_text(scorer.tokenizer(list(hyps.values()))).float()
+    text = (text / text.norm(dim=-1, keepdim=True)).numpy()
+    img = np.stack([images[k].reshape(-1) for k in hyps]).astype(np.float32)
+    img /= np.linalg.norm(img, axis=1, keepdims=True)
+    clip = 2.5 * np.clip((text * img).sum(1), 0, None)
+    assert s["clip_s"] == pytest.approx(clip.mean(), abs=1e-5)
+    assert s["refclip_s"] == pytest.approx(np.mean(2 * clip / (clip + 1)), abs=1e-5)
+    assert s["ci95"]["clip_s"][0] <= s["clip_s"] <= s["ci95"]["clip_s"][1]
+    with pytest.raises(ValueError, match="no image embedding"):
+        scorer.score({"nope": "a caption"}, {"nope": ["a caption"]})

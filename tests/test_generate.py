@@ -47,7 +47,8 @@ def test_pmcoa_format_sizes_and_colour_modes(small_data):
     for split in SPLITS:
         for line, raw in iter_lines(small_data / f"{split}.jsonl"):
             obj = json.loads(raw)
-            assert set(obj) == {"image", "caption", "modality"}
+            assert set(obj) == {"image", "caption", "modality", "facts"}  # the scene's, for fact scores
+            assert obj["facts"]["modality"] == obj["modality"]
             rows.append(parse_record(split, line, raw))
     assert len(rows) == 150
     assert {r.modality for r in rows} == set(REGIONS)

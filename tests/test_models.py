@@ -98,8 +98,8 @@ def test_pipeline_stages_chained_give_the_whole_models_loss_and_keep_parameter_n
     in exactly one stage under its own name."""
     import copy
 
-    from lib.models.vlm import caption_labels
-    from lib.parallel.pipeline import caption_loss, prune_to_stage, stage_layers
+    from lib.models.vlm import caption_labels, caption_loss
+    from lib.parallel.pipeline import prune_to_stage, stage_layers
 
     assert [list(stage_layers(5, 2, s)) for s in (0, 1)] == [[0, 1, 2], [3, 4]]
     with pytest.raises(ValueError, match="cannot cut"):
@@ -119,6 +119,30 @@ def test_pipeline_stages_chained_give_the_whole_models_loss_and_keep_parameter_n
     parts = [{n for n, _ in s.named_parameters() if is_trained(n)} for s in (first, last)]
     assert parts[0] | parts[1] == names and not parts[0] & parts[1]
     assert any(n.startswith("projector.") for n in parts[0]) and "layers.1." in " ".join(parts[1])
+
+
+def test_the_captioners_loss_is_the_lms_own_and_label_smoothing_is_the_recipes(world):
+    import torch.nn.functional as F
+
+    from lib.models.vlm import caption_labels
+
+    vlm, tok = _vlm(world)
+    vlm.eval()
+    batch = CaptionData(world / "features", "train", tok).batch(range(6))
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    with torch.no_grad():
+        vis = vlm.prefix(batch["features"])
+        embeds = torch.cat([vis, vlm.lm.get_input_embeddings()(ids)], dim=1)
+        full = torch.cat([mask.new_ones(vis.shape[:2]), mask], dim=1)
+        labels = caption_labels(ids, mask, vis.shape[1])
+        out = vlm.lm(inputs_embeds=embeds, attention_mask=full, labels=labels)
+        torch.testing.assert_close(vlm(batch), out.loss)  # transformers' shifted cross-entropy
+        vlm.label_smoothing = 0.1
+        smoothed = F.cross_entropy(
+            out.logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100, label_smoothing=0.1
+        )
+        torch.testing.assert_close(vlm(batch), smoothed)
+        assert smoothed > out.loss
 
 
 def test_layer_split_puts_runs_of_blocks_on_each_device_and_changes_no_number(world):
@@ -369,3 +393,31 @@ def test_feature_cache_is_rebuilt_when_the_encoder_weights_change(world, tmp_pat
     )
     again = encode(world / "pre", tmp_path / "features", spec, progress=False)
     assert again["resumed_shards"] == 0 and again["weights"] != first["weights"]
+
+
+def test_patch_tokens_are_pooled_over_the_grid_so_each_visual_token_keeps_a_region():
+    from lib.models.vlm import pool_tokens
+
+    grid = torch.arange(36.0).view(1, 36, 1)  # a 6x6 patch grid, row by row
+    assert pool_tokens(grid, 9).flatten().tolist() == [3.5, 5.5, 7.5, 15.5, 17.5, 19.5, 27.5, 29.5, 31.5]
+    assert pool_tokens(grid, 4).flatten().tolist() == [7.0, 10.0, 25.0, 28.0]  # the four quadrants
+    assert torch.equal(pool_tokens(grid, 36), grid)
+    assert pool_tokens(grid, 6).shape == (1, 6, 1)  # not a square: pooled along the sequence
+
+
+def test_pretraining_trains_both_towers_of_the_tiny_clip(world):
+    """The image tower learns too (an earlier version froze it through the encoder wrapper that only
+    lent its pixel transform: the text tower learned to match a random image tower)."""
+    import open_clip
+    from safetensors.torch import load_file
+
+    from lib.models.encoder import TINY_CLIP
+    from lib.settings import EncoderPretrain
+
+    trained = load_file(world / "encoder" / "open_clip_model.safetensors")
+    torch.manual_seed(EncoderPretrain().seed)  # the initialisation pre-training started from
+    init = open_clip.CLIP(**TINY_CLIP, output_dict=True).state_dict()
+    for tower in ("visual.", "transformer."):
+        names = [n for n in trained if n.startswith(tower) and trained[n].is_floating_point()]
+        changed = [n for n in names if not torch.equal(trained[n], init[n])]
+        assert len(changed) > 0.9 * len(names), f"{tower}: {len(changed)} of {len(names)} tensors trained"

@@ -161,7 +161,14 @@ def test_baseline_and_evaluation_notebooks_report_from_results(tmp_path):
     tiny_training(params, {"steps": 4, "align_steps": 1, "batch_size": 8, "warmup": 1, "ckpt_every": 2})
     (params / "default" / "03_baselines.yaml").write_text(yaml.safe_dump({"n_jobs": [1, 2], "rounds": 20}))
     (params / "default" / "07_evaluation.yaml").write_text(
-        yaml.safe_dump({"train_run": str(tmp_path / "train"), "resamples": 20, "throughput_images": 3})
+        yaml.safe_dump(
+            {
+                "train_run": str(tmp_path / "train"),
+                "blind_run": str(tmp_path / "blind"),
+                "resamples": 20,
+                "throughput_images": 3,
+            }
+        )
     )
     cli(
         "run",
@@ -184,8 +191,19 @@ def test_baseline_and_evaluation_notebooks_report_from_results(tmp_path):
     assert base["labels"]["test"]["sources"]["dataset"] == base["pairs"]["test"] > 0
     assert [r["n_jobs"] for r in base["scaling"]["xgboost"]] == [1, 2]
     ev = json.loads((tmp_path / "results" / "evaluation" / "test.json").read_text())
-    assert ev["metrics"]["checkpoint"].endswith("step-000004") and ev["config"]["resamples"] == 20
+    m = ev["metrics"]
+    assert m["checkpoint"].endswith("step-000004") and ev["config"]["resamples"] == 20
     assert json.loads((tmp_path / "train" / "train.json").read_text())["status"] == "finished"
+    # the blind captioner: the same `train` job with --image zeros, scored beside the others
+    assert json.loads((tmp_path / "blind" / "train.json").read_text())["image"] == "zeros"
+    assert m["blind"]["image"] == "zeros" and ev["config"]["blind"].startswith(str(tmp_path / "blind"))
+    for who in ("model", "blind", "nearest_neighbour", "most_frequent"):
+        facts, clip = m[who]["facts"], m[who]["clip"]
+        assert set(facts["ci95"]) == {"categorical_f1", "all_f1", "hallucination_rate"}
+        assert 0 <= clip["clip_s"] <= 2.5 and 0 <= clip["refclip_s"] <= 2.5 and "ci95" in clip
+        assert "identical_share" in m[who] and set(m["per_modality"][who]) == set(m["per_modality"]["model"])
+    assert m["references"]["facts"]["categorical_f1"] == 1.0  # the reader reads the generator exactly
+    assert m["most_frequent"]["identical_share"] == 1.0
     for name in ("03_baselines_confusion", "03_baselines_njobs", "07_gallery", "07_per_modality"):
         assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
     for nb in ("03_baselines", "07_evaluation"):
@@ -193,3 +211,37 @@ def test_baseline_and_evaluation_notebooks_report_from_results(tmp_path):
         assert not [
             o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"
         ]
+
+
+def test_ablation_notebook_trains_each_row_once_and_resumes(tmp_path):
+    """Notebook 08 on three rows: the recipe, one model change and one decoding change. The decoding
+    row scores the recipe's run (two trainings, not three); run again, nothing is trained or scored."""
+    from lib.jobs.ablation import ablate, select
+    from lib.settings import AblationConfig
+
+    params = tiny_profile(tmp_path, n=60)
+    tiny_training(params, {"steps": 8, "align_steps": 2, "batch_size": 8, "warmup": 1, "ckpt_every": 4})
+    rows = ["recipe", "4 patch tokens", "beam 3, no repeated 3-grams"]
+    (params / "default" / "08_ablation.yaml").write_text(
+        yaml.safe_dump({"steps": 4, "resamples": 20, "rows": rows})
+    )
+    cli("run", "08", "--params-dir", str(params), "--output-dir", str(tmp_path / "out"))
+    rec = json.loads((tmp_path / "results" / "ablation" / "test.json").read_text())
+    got = {r["name"]: r for r in rec["metrics"]["rows"]}
+    assert list(got) == rows and rec["metrics"]["split"] == "valid"
+    recipe, tokens, beam = (got[n] for n in rows)
+    assert recipe["steps"] == 4 and recipe["train.yaml"]["train"]["align_steps"] == 1  # its share of 8
+    assert tokens["train.yaml"]["visual_tokens"] == 4 and beam["run"] == recipe["run"] != tokens["run"]
+    assert beam["search"]["num_beams"] == 3 and recipe["search"]["num_beams"] == 1
+    for r in got.values():
+        s = r["scores"]
+        assert set(s["ci95"]) == {"bleu4", "cider", "rouge_l"} and "categorical_f1" in s["facts"]["ci95"]
+    runs = sorted((tmp_path / "work" / "ablation" / "runs").iterdir())
+    assert len(runs) == 2
+    stamps = {p: p.stat().st_mtime_ns for r in runs for p in r.rglob("*.json")}
+    again = ablate(
+        "default", str(params), AblationConfig(steps=4, resamples=20), select(rows), progress=False
+    )
+    assert [r["scores"] for r in again["rows"]] == [got[n]["scores"] for n in rows]
+    assert {p: p.stat().st_mtime_ns for r in runs for p in r.rglob("*.json")} == stamps
+    assert (tmp_path / "figures" / "08_ablation.png").stat().st_size > 1000

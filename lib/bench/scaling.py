@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lib.config import repo_root
+from lib.config import DATA_ENV, repo_root
 from lib.results import write_json_atomic, write_results
 from lib.settings import SCHEDULES
 from lib.stats import KIND, paired
@@ -185,6 +185,7 @@ def sweep(
         "profile_comm": profile_comm,
         "profile": profile,
         "params_dir": str(params_dir) if params_dir else None,
+        "data": os.environ.get(DATA_ENV),  # another dataset's sweep never resumes the default's jobs
     }
     same_sweep = _read_json(scratch / "sweep.json") == manifest
     scratch.mkdir(parents=True, exist_ok=True)

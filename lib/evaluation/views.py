@@ -15,7 +15,7 @@ from PIL import Image
 from lib import plots
 from lib.data.preprocess import open_shard
 
-WHO = ("model", "nearest_neighbour", "most_frequent")
+WHO = ("model", "blind", "nearest_neighbour", "most_frequent")  # blind: only where one was evaluated
 DIVERSITY = (
     "identical_share",
     "top_share",
@@ -30,30 +30,79 @@ DIVERSITY = (
 )
 
 
+def present(record: dict) -> list[str]:
+    """The captioner and the reference points this record has."""
+    return [w for w in WHO if w in record]
+
+
+def _with_interval(x: dict, k: str, ci: dict) -> str:
+    return f"{x[k]:.3f}" + (f" [{ci[k][0]:.3f}, {ci[k][1]:.3f}]" if k in ci else "")
+
+
 def scores_table(record: dict) -> list[dict]:
     """One row per captioner and reference point: each metric with its 95% interval where there is one."""
     rows = []
-    for who in WHO:
-        x = record[who]
+    for w in present(record):
+        x = record[w]
         rows.append(
             {
-                "captions from": who.replace("_", " "),
+                "captions from": w.replace("_", " "),
                 **{
-                    k: f"{x[k]:.3f}"
-                    + (f" [{x['ci95'][k][0]:.3f}, {x['ci95'][k][1]:.3f}]" if k in x.get("ci95", {}) else "")
+                    k: _with_interval(x, k, x.get("ci95", {}))
                     for k in ("bleu1", "bleu4", "meteor", "rouge_l", "cider")
+                },
+                **{
+                    k: _with_interval(x["clip"], k, x["clip"].get("ci95", {}))
+                    for k in ("clip_s", "refclip_s")
+                    if "clip" in x
                 },
             }
         )
     return rows
 
 
+def facts_table(record: dict) -> list[dict]:
+    """Factual correctness of each captioner and reference point (the embedded default's scene facts):
+    the categorical F1 (modality, region, finding, location), the F1 over every fact, the hallucination
+    rate with intervals, and each fact's F1; empty for data without facts."""
+    rows = []
+    for w in [*present(record), "references"]:
+        f = record[w].get("facts")
+        if not f:
+            continue
+        ci = f.get("ci95", {})
+        rows.append(
+            {
+                "captions from": w.replace("_", " "),
+                **{k: _with_interval(f, k, ci) for k in ("categorical_f1", "all_f1", "hallucination_rate")},
+                **{k: f["per_fact"][k]["f1"] for k in f["per_fact"]},
+            }
+        )
+    return rows
+
+
+def modality_table(record: dict) -> list[dict]:
+    """One row per modality: its test pairs, and each captioner's CIDEr-D (and categorical fact F1 where
+    the data records facts) with 95% intervals."""
+    groups = record["per_modality"]
+    rows = []
+    for g in sorted(groups["model"]):
+        row = {"modality": g, "pairs": groups["model"][g]["n"]}
+        for w in [x for x in WHO if x in groups]:
+            x = groups[w][g]
+            row[f"{w.replace('_', ' ')} CIDEr-D"] = _with_interval(x, "cider", x.get("ci95", {}))
+            if "categorical_f1" in x:
+                row[f"{w.replace('_', ' ')} fact F1"] = _with_interval(x, "categorical_f1", x.get("ci95", {}))
+        rows.append(row)
+    return rows
+
+
 def diversity_table(record: dict) -> list[dict]:
-    """Collapse and diversity of the captioner and of retrieval, beside the references' own."""
+    """Collapse and diversity of the captioner and of every reference point, beside the references' own."""
     m = record["model"]
     rows = [
-        {"captions from": who.replace("_", " "), **{k: record[who].get(k) for k in DIVERSITY}}
-        for who in WHO[:2]
+        {"captions from": w.replace("_", " "), **{k: record[w].get(k) for k in DIVERSITY}}
+        for w in present(record)
     ]
     refs = {
         **{k: record["references"].get(k) for k in DIVERSITY},
@@ -81,9 +130,10 @@ def throughput_table(record: dict) -> list[dict]:
 def summary(record: dict) -> str:
     """A few lines for the terminal: each captioner's scores, collapse, vocabulary, decoding speed."""
     lines = [
-        f"{who:<18} BLEU-4 {m['bleu4']:.3f}  METEOR {m['meteor']:.3f}  ROUGE-L {m['rouge_l']:.3f}  "
+        f"{w:<18} BLEU-4 {m['bleu4']:.3f}  METEOR {m['meteor']:.3f}  ROUGE-L {m['rouge_l']:.3f}  "
         f"CIDEr-D {m['cider']:.3f}"
-        for who, m in ((w, record[w]) for w in WHO)
+        + (f"  facts F1 {m['facts']['categorical_f1']:.3f}" if m.get("facts") else "")
+        for w, m in ((w, record[w]) for w in present(record))
     ]
     m, t = record["model"], record["throughput"]
     lines.append(
@@ -134,7 +184,8 @@ def gallery(items: list[dict], out: Path) -> Path:
             0,
             -0.02,
             f"reference: {wrap(c['reference'])}\n\ngenerated: {wrap(c['generated'])}\n\n"
-            f"nearest image's: {wrap(c['nearest_neighbour'])}",
+            f"nearest image's: {wrap(c['nearest_neighbour'])}"
+            + (f"\n\nblind: {wrap(c['blind'])}" if "blind" in c else ""),
             transform=ax.transAxes,
             va="top",
             fontsize=6.5,
@@ -143,19 +194,29 @@ def gallery(items: list[dict], out: Path) -> Path:
 
 
 def modality_figure(record: dict, out: Path) -> Path:
-    """CIDEr-D and BLEU-4 per modality: the captioner against the two reference points."""
+    """CIDEr-D and the categorical fact F1 (BLEU-4 for data without facts) per modality, with 95%
+    intervals where recorded: the captioner against the reference points."""
     groups = record["per_modality"]
     names = sorted(groups["model"])
+    metrics = ("cider", "categorical_f1" if "categorical_f1" in groups["model"][names[0]] else "bleu4")
+    points = [w for w in WHO if w in groups]
+    width = 0.8 / len(points)
     fig, axes = plots.figure(ncols=2, width=4.6)
-    for ax, metric in zip(axes[0], ("cider", "bleu4"), strict=True):
-        for k, who in enumerate(("model", "nearest_neighbour", "most_frequent")):
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for k, w in enumerate(points):
+            values = [groups[w][m][metric] for m in names]
+            ci = [groups[w][m].get("ci95", {}).get(metric) for m in names]
+            err = np.abs(np.array(ci).T - np.array(values)) if all(c is not None for c in ci) else None
             ax.bar(
-                np.arange(len(names)) + (k - 1) * 0.27,
-                [groups[who][m][metric] for m in names],
-                0.27,
-                label=who.replace("_", " "),
+                np.arange(len(names)) + (k - (len(points) - 1) / 2) * width,
+                values,
+                width,
+                yerr=err,
+                capsize=1.5,
+                label=w.replace("_", " "),
             )
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-        ax.set_title({"cider": "CIDEr-D", "bleu4": "BLEU-4"}[metric] + f" by modality ({record['split']})")
+        title = {"cider": "CIDEr-D", "bleu4": "BLEU-4", "categorical_f1": "fact F1 (categorical)"}[metric]
+        ax.set_title(f"{title} by modality ({record['split']})")
     axes[0][0].legend(fontsize=7)
     return plots.save(fig, out)

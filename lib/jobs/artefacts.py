@@ -56,6 +56,16 @@ class Artefacts:
     def spec(self) -> ModelSpec:
         return self.settings.spec
 
+    def pooled(self, progress: bool = True) -> Path:
+        """The cache of pooled CLIP image embeddings (the joint image-text space that zero-shot and
+        CLIPScore need), built beside the training features when those are patch tokens."""
+        pooled = self.features.parent / "pooled"
+        if self.spec.encoder_output != "pooled":
+            encode(
+                self.preprocessed, pooled, local_spec(self.spec.encoder), output="pooled", progress=progress
+            )
+        return pooled
+
 
 def settings(profile_name: str = "default", params_dir: str | None = None) -> Settings:
     """Load a profile, export its environment (HF_HUB_OFFLINE=1 on the default: a hub call fails at once

@@ -8,7 +8,6 @@ from lib.baseline.classify import BaselineConfig, classify, config, figures
 from lib.config import resolve
 from lib.jobs.artefacts import for_profile
 from lib.models.build import local_spec
-from lib.models.feature_cache import encode
 from lib.results import write_results
 
 
@@ -26,11 +25,9 @@ def baseline_job(
     when training uses patch tokens), classify, write ``results/baseline/<run>.json`` (and figures)."""
     cfg = cfg or BaselineConfig()
     art = for_profile(profile_name, params_dir, progress=progress)
-    encoder = local_spec(art.spec.encoder)
-    pooled = art.features.parent / "pooled"
-    if art.spec.encoder_output != "pooled":
-        encode(art.preprocessed, pooled, encoder, output="pooled", progress=progress)
-    metrics = classify(art.preprocessed, pooled, encoder, cfg, progress=progress)
+    metrics = classify(
+        art.preprocessed, art.pooled(progress), local_spec(art.spec.encoder), cfg, progress=progress
+    )
     path = write_results(
         resolve(results_dir) if results_dir else art.settings.results_dir,
         "baseline",

@@ -3,6 +3,7 @@ and against reference points on the same split, with its gallery and figures; a 
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -10,10 +11,13 @@ from pathlib import Path
 import torch
 
 from lib.config import resolve, shown
+from lib.data.pmcoa import recorded_facts
+from lib.evaluation.clipscore import ClipScorer
 from lib.evaluation.evaluate import EvalConfig, evaluate_split
 from lib.evaluation.views import gallery, gallery_items, modality_figure
 from lib.jobs.artefacts import for_profile
-from lib.models.build import build
+from lib.models.build import build, local_spec
+from lib.models.feature_cache import open_features
 from lib.results import write_json_atomic, write_jsonl_atomic, write_results
 from lib.training.checkpoint import load_weights
 from lib.training.data import CaptionData
@@ -31,9 +35,12 @@ def evaluate_job(
     results_dir: str | None = None,
     device: str = "auto",
     progress: bool = True,
+    blind: str | None = None,
 ) -> tuple[dict, Path]:
     """Evaluate ``checkpoint`` (a run folder, its ckpt/ or a step-N folder, from any strategy) with the
-    profile's model; write ``out/eval.json``, ``out/captions.jsonl`` and ``results/evaluation/<run>.json``."""
+    profile's model; write ``out/eval.json``, ``out/captions.jsonl`` and ``results/evaluation/<run>.json``.
+    ``blind``: the run folder of a captioner trained without images, scored as a reference point and
+    shown the test split as it was trained (zeros, or shuffled images)."""
     cfg = cfg or EvalConfig()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     art = for_profile(profile_name, params_dir, progress=progress)
@@ -41,9 +48,27 @@ def evaluate_job(
     vlm, tok = build(art.spec, device=device)
     found = load_weights(vlm, resolve(checkpoint))
     train, test = CaptionData(art.features, "train", tok), CaptionData(art.features, cfg.split, tok)
+    blind_model, blind_found = None, None
+    if blind:
+        blind_vlm, _ = build(art.spec, device=device)
+        blind_found = load_weights(blind_vlm, resolve(blind))
+        image = _trained_on(resolve(blind))
+        if image == "real":
+            raise ValueError(f"{blind} was trained on the images: it is not a blind captioner")
+        blind_model = (blind_vlm, CaptionData(art.features, cfg.split, tok, image=image))
+    truth = recorded_facts(art.data, cfg.split) or None  # the embedded default's scene facts
+    pooled = art.pooled(progress)
+    clip = ClipScorer(
+        local_spec(art.spec.encoder),
+        {r["id"]: open_features(pooled, r["shard"])[r["offset"]] for r in test.rows},
+    )
     t0 = time.perf_counter()
-    record = evaluate_split(vlm, train, test, cfg, device, progress)
+    record = evaluate_split(
+        vlm, train, test, cfg, device, progress, truth=truth, blind=blind_model, clip=clip
+    )
     record["checkpoint"], record["seconds"] = shown(found), time.perf_counter() - t0
+    if blind_found:
+        record["blind"]["checkpoint"] = shown(blind_found)
     out_dir = resolve(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     captions = record.pop("captions")
@@ -57,6 +82,7 @@ def evaluate_job(
     config = {
         "profile": profile_name,
         "checkpoint": shown(found),
+        "blind": shown(blind_found) if blind_found else None,
         "model": asdict(art.spec),
         "device": device,
         **asdict(cfg),
@@ -70,3 +96,11 @@ def evaluate_job(
         cfg.seed,
     )
     return record, path
+
+
+def _trained_on(run: Path) -> str:
+    """What a finished run's captioner saw in place of images (its train.json says)."""
+    record = run / "train.json"
+    if not record.is_file():
+        raise FileNotFoundError(f"{record} is missing: --blind takes a finished train run's out folder")
+    return json.loads(record.read_text()).get("image", "real")

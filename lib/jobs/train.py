@@ -58,8 +58,9 @@ def _train(job: TrainJob, d: dist.Dist, stop: StopFlag) -> dict | None:
     # model: the same seed gives the same projector and LoRA initialisation on every rank
     torch.manual_seed(cfg.seed)
     vlm, tok = build(art.spec, with_encoder=job.source == "pixels", device=str(d.device))
+    vlm.label_smoothing = cfg.label_smoothing
     root = art.features if job.source == "features" else art.preprocessed
-    data = CaptionData(root, "train", tok, source=job.source)
+    data = CaptionData(root, "train", tok, source=job.source, image=cfg.image)
     # parallelize: wrap, shard, cut or spread the model for the strategy
     par = parallelize(
         vlm,
@@ -121,6 +122,7 @@ def _train(job: TrainJob, d: dist.Dist, stop: StopFlag) -> dict | None:
             "world_size": d.world,
             "threads_per_rank": torch.get_num_threads(),
             "source": job.source,
+            "image": cfg.image,  # what `evaluate` shows it: a blind captioner sees no image there either
             **{k: v for k, v in summary.items() if k != "losses"},
             "final_loss": summary["losses"][-1] if summary["losses"] else None,
             "losses": summary["losses"],
@@ -132,7 +134,8 @@ def _train(job: TrainJob, d: dist.Dist, stop: StopFlag) -> dict | None:
             }
         # caption the test split with the gathered weights
         if summary["status"] == "finished" and not job.no_eval:
-            record["eval"] = _caption_test_split(art.spec, trained, job.source, data, root, tok, d.device)
+            test = CaptionData(root, "test", tok, source=job.source, image=cfg.image)
+            record["eval"] = _caption_test_split(art.spec, trained, job.source, data, test, d.device)
             captions = record["eval"].pop("captions")  # all of them beside the run; a sample in the results
             write_jsonl_atomic(out / "captions.jsonl", captions)
             record["eval"]["examples"] = captions[:8]
@@ -164,13 +167,13 @@ def _train(job: TrainJob, d: dist.Dist, stop: StopFlag) -> dict | None:
 
 
 def _caption_test_split(
-    spec: ModelSpec, trained: dict, source: str, data: CaptionData, root: Path, tok, device
+    spec: ModelSpec, trained: dict, source: str, data: CaptionData, test: CaptionData, device
 ) -> dict:
     """Caption the test split with a fresh single-process model holding the trained weights (the trained
     model may be sharded or wrapped; generation runs unwrapped on one device)."""
     vlm, _ = build(spec, with_encoder=source == "pixels", device=str(device))
     load_trained_state(vlm, trained, source="trained weights")
-    result = score_split(vlm, data, CaptionData(root, "test", tok, source=source), str(device))
+    result = score_split(vlm, data, test, str(device))
     m, base = result["model"], result["most_frequent"]
     print(
         f"test BLEU-4 {m['bleu4']:.3f} (most frequent caption {base['bleu4']:.3f}), CIDEr {m['cider']:.3f} "
@@ -180,16 +183,25 @@ def _caption_test_split(
     return result
 
 
-def ensure_trained(out: str, profile: str = "default", max_steps: int | None = None) -> Path:
+def ensure_trained(
+    out: str,
+    profile: str = "default",
+    max_steps: int | None = None,
+    options: tuple[str, ...] = (),
+    params_dir: str | None = None,
+) -> Path:
     """A finished training run in ``out``: left as it is when there is one, resumed from its newest
     checkpoint when interrupted, else trained. Runs `python -m lib train` in a child process (as
-    SLURM would), so a notebook's kernel never holds the training job's memory. Returns ``out``."""
+    SLURM would), so a notebook's kernel never holds the training job's memory; ``options`` are more
+    of its command-line options (``("--image", "zeros")``). Returns ``out``."""
     out = resolve(out)
     done = out / "train.json"
     if done.exists() and json.loads(done.read_text())["status"] == "finished":
         return out
     cmd = [sys.executable, "-m", "lib", "train", "--profile", profile, "--out", str(out), "--no-eval"]
     cmd += ["--max-steps", str(max_steps)] if max_steps else []
+    cmd += ["--params-dir", str(params_dir)] if params_dir else []
+    cmd += list(options)
     cmd += ["--resume", str(out)] if latest(out) else []
     subprocess.run(cmd, check=True)
     return out

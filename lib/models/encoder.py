@@ -39,6 +39,9 @@ TINY_CLIP = {
     "vision_cfg": {"image_size": 96, "patch_size": 16, "width": 192, "layers": 4, "head_width": 64},
     "text_cfg": {"context_length": 64, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 4},
 }
+# 2: the image tower is trained (version 1 froze it by mistake: only the text tower learned, against a
+# random image tower); a folder pre-trained by version 1 is trained again
+PRETRAIN_VERSION = 2
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
 
@@ -70,6 +73,23 @@ def _same(cached: dict, record: dict, keys: tuple[str, ...]) -> bool:
     return all(cached.get(k) == record[k] for k in keys)
 
 
+def pixel_transform(clip) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """(side, mean [1,3,1,1], std [1,3,1,1]) of a CLIP's image tower."""
+    size = clip.visual.image_size
+    mean = getattr(clip.visual, "image_mean", None) or CLIP_MEAN
+    std = getattr(clip.visual, "image_std", None) or CLIP_STD
+    side = size[0] if isinstance(size, (tuple, list)) else size
+    return side, torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+
+
+def to_pixels(images: torch.Tensor, side: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, H, W, 3] -> normalised float [B, 3, side, side] (antialiased bilinear resize)."""
+    x = images.permute(0, 3, 1, 2).float().div_(255)
+    if x.shape[-1] != side:
+        x = F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+    return (x - mean) / std
+
+
 class FrozenEncoder(nn.Module):
     """uint8 NHWC pixels -> features; frozen and in eval mode whatever the caller does.
 
@@ -82,13 +102,10 @@ class FrozenEncoder(nn.Module):
         if output not in ("pooled", "tokens"):
             raise ValueError(f"encoder output must be 'pooled' or 'tokens', got {output!r}")
         self.visual, self.output = clip.visual, output
-        size = self.visual.image_size
-        self.image_size = size[0] if isinstance(size, (tuple, list)) else size
-        mean = getattr(self.visual, "image_mean", None) or CLIP_MEAN
-        std = getattr(self.visual, "image_std", None) or CLIP_STD
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-        self.requires_grad_(False)
+        self.image_size, mean, std = pixel_transform(clip)
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+        self.requires_grad_(False)  # the tower is shared with ``clip``: freezes it there too
         self.eval()
 
     def train(self, mode: bool = True):
@@ -103,16 +120,7 @@ class FrozenEncoder(nn.Module):
 
     def pixels(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [B, H, W, 3] -> normalised float [B, 3, S, S] at the tower's resolution."""
-        x = images.permute(0, 3, 1, 2).float().div_(255)
-        if x.shape[-1] != self.image_size:
-            x = F.interpolate(
-                x,
-                size=(self.image_size, self.image_size),
-                mode="bilinear",
-                antialias=True,
-                align_corners=False,
-            )
-        return (x - self.mean) / self.std
+        return to_pixels(images, self.image_size, self.mean, self.std)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -151,13 +159,14 @@ def pretrain(
     # cached only for the same settings and the same training images and captions: a folder pre-trained on
     # other data is trained again, never reused
     record = {
+        "version": PRETRAIN_VERSION,
         "model_cfg": TINY_CLIP,
         "pretrain": asdict(cfg),
         "trained_on": split_digest(preprocessed, "train"),
     }
     done = out / "pretrain.json"
     if done.exists():
-        if _same(json.loads(done.read_text()), record, ("pretrain", "trained_on")):
+        if _same(json.loads(done.read_text()), record, ("version", "pretrain", "trained_on")):
             return json.loads(done.read_text())
         print(f"{out} was pre-trained on other data or settings: training it again", file=sys.stderr)
         done.unlink()  # not complete until trained again
@@ -169,7 +178,8 @@ def pretrain(
         raise ValueError(f"{preprocessed}: no training pairs to pre-train the tiny encoder on")
     images = np.stack([open_shard(preprocessed, r["shard"])[r["offset"]] for r in rows])
     texts = tokenizer([r["caption"] for r in rows])
-    encoder = FrozenEncoder(model)  # only for its pixel transform; training goes through the model itself
+    # the pixel transform alone: a FrozenEncoder would freeze the image tower this trains (it shares it)
+    side, mean, std = pixel_transform(model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batch = min(cfg.batch_size, len(rows))  # a small folder of one's own: one batch of everything
     steps = cfg.epochs * (len(rows) // batch)
@@ -181,7 +191,7 @@ def pretrain(
         order = torch.randperm(len(rows), generator=gen)
         for k in range(len(rows) // batch):
             idx = order[k * batch : (k + 1) * batch]
-            x = encoder.pixels(torch.from_numpy(images[idx.numpy()]))
+            x = to_pixels(torch.from_numpy(images[idx.numpy()]), side, mean, std)
             feats = model(x, texts[idx])
             loss = loss_fn(feats["image_features"], feats["text_features"], feats["logit_scale"])
             pretrain_step(loss, opt, sched, losses, bar)

@@ -15,15 +15,15 @@ throughput counts real tokens only.
 from __future__ import annotations
 
 from contextlib import nullcontext
+from functools import partial
 from weakref import WeakKeyDictionary
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 from transformers.masking_utils import create_causal_mask
 
-from lib.models.vlm import caption_labels
+from lib.models.vlm import caption_labels, caption_loss
 from lib.parallel.dist import Dist
 
 _SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}  # by the names lib.settings.SCHEDULES gives
@@ -98,11 +98,6 @@ def prune_to_stage(vlm: nn.Module, stage: int, n_stages: int) -> Stage:
     return Stage(vlm, first, last)
 
 
-def caption_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over caption tokens (labels -100 elsewhere), as the LM's own loss."""
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
-
-
 class Pipeline:
     """What the training loop drives instead of a module: ``step(batch)`` runs forward and backward of
     one whole batch through all stages; the loss comes back on the last stage (None elsewhere)."""
@@ -119,7 +114,10 @@ class Pipeline:
         runner = PipelineStage(self.stage, d.rank, d.world, d.device)  # sends, receives, runs micro-batches
         # scale_grads: gradients are the mean over micro-batches, as gradient accumulation gives
         self.schedule = _SCHEDULES[schedule](
-            runner, n_microbatches=microbatches, loss_fn=caption_loss, scale_grads=True
+            runner,
+            n_microbatches=microbatches,
+            loss_fn=partial(caption_loss, label_smoothing=vlm.label_smoothing),
+            scale_grads=True,
         )
 
     def train(self, mode: bool = True) -> Pipeline:

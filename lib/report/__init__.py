@@ -22,10 +22,11 @@ from lib.bench import comm_views, projection, scaling_views
 from lib.bench import preprocess as bench
 from lib.bench.scaling import has_pairs
 from lib.data import eda
+from lib.evaluation import ablation_views
 from lib.evaluation.views import gallery, modality_figure
 from lib.report.communication import communication, projected_run
 from lib.report.findings import findings
-from lib.report.parts import baseline, ddp, evaluation, fsdp, model_parallel, preprocess, status
+from lib.report.parts import ablation, baseline, ddp, evaluation, fsdp, model_parallel, preprocess, status
 from lib.report.seed_study import gpu, seed_study
 from lib.results import write_text_atomic
 
@@ -53,6 +54,7 @@ SECTIONS = {
     "model-parallel": model_parallel,
     "communication": communication,
     "evaluation": evaluation,
+    "ablation": ablation,
     "seed": seed_study,
     "gpu": gpu,
 }
@@ -85,6 +87,8 @@ def figures(res: dict, out: Path, run: str = "default") -> list[Path]:
         paths.append(modality_figure(m["evaluation/RUN"], out / "07_per_modality.png"))
         if "gallery" in m["evaluation/RUN"]:  # evaluations recorded before it held its images have none
             paths.append(gallery(m["evaluation/RUN"]["gallery"], out / "07_gallery.png"))
+    if "ablation/RUN" in m:
+        paths.append(ablation_views.figure(m["ablation/RUN"], out / "08_ablation.png"))
     return paths
 
 

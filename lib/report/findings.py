@@ -205,11 +205,28 @@ def _captioner(res: dict, run: str) -> str | None:
 
     model, frequent = m["model"]["ci95"]["cider"], m["most_frequent"]["cider"]
     where = "above" if model[0] > frequent else "below" if model[1] < frequent else "around"
-    return (
+    text = (
         f"The trained captioner's CIDEr-D (0-10 scale) is {cider('model')}, against "
         f"{cider('nearest_neighbour')} for nearest-neighbour retrieval "
         f"({apart('model', 'nearest_neighbour')}) and {frequent:.2f} for the most frequent caption "
         f"(the captioner's interval lies {where} it). "
+    )
+    if "blind" in m:
+        text += (
+            f"The same recipe trained without the image (features replaced by {m['blind']['image']}) scores "
+            f"{cider('blind')} ({apart('model', 'blind')}): the gap is what the image adds. "
+        )
+    facts = m["model"].get("facts")
+    if facts:
+        ci = facts["ci95"]["categorical_f1"]
+        text += (
+            f"Read for facts, its captions state modality, region, finding and location with F1 "
+            f"{facts['categorical_f1']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+            + (f" (blind: {m['blind']['facts']['categorical_f1']:.2f})" if "blind" in m else "")
+            + f", and {facts['hallucination_rate']:.1%} of them state an abnormality the image does not "
+            "have. "
+        )
+    return text + (
         f"{m['model']['identical_share']:.0%} of its captions equal another of its captions, against "
         f"{m['references']['identical_share']:.0%} of the references."
     )

@@ -41,7 +41,8 @@ def source(*recs: dict) -> str:
 WORKLOADS = {
     "preprocess": "decode + resize to 224 px + write uint8 shards",
     "baseline": "modality classification, train split -> test split",
-    "evaluation": "greedy captions of the test split, pycocoevalcap",
+    "evaluation": "captions of the test split, pycocoevalcap, scene facts, CLIPScore",
+    "ablation": "one setting changed per row: train, caption the validation split, score",
     "eda": "validation + summary of every pair",
 }
 

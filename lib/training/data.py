@@ -13,14 +13,26 @@ import numpy as np
 import torch
 from torch.utils.data import DistributedSampler
 
+from lib.settings import IMAGES
+
 
 class CaptionData:
     def __init__(
-        self, root: str | os.PathLike, split: str, tokenizer, source: str = "features", max_tokens: int = 64
+        self,
+        root: str | os.PathLike,
+        split: str,
+        tokenizer,
+        source: str = "features",
+        max_tokens: int = 64,
+        image: str = "real",
     ):
-        """root: an ``encode`` output (source="features") or a ``preprocess`` output (source="pixels")."""
+        """root: an ``encode`` output (source="features") or a ``preprocess`` output (source="pixels").
+        image: "real", or what a blind captioner sees in its place: "zeros", or "shuffled" (the image of
+        another pair of the split, by a fixed permutation)."""
         if source not in ("features", "pixels"):
             raise ValueError(f"source must be 'features' or 'pixels', got {source!r}")
+        if image not in IMAGES:
+            raise ValueError(f"image must be one of {', '.join(IMAGES)}, got {image!r}")
         self.root, self.source, self.tok, self.max_tokens = Path(root), source, tokenizer, max_tokens
         index = self.root / "index.jsonl"
         if not index.exists():
@@ -39,6 +51,12 @@ class CaptionData:
                 f"{index}: pair ids repeat ({', '.join(i for i, n in ids.items() if n > 1)[:200]})"
             )
         self._arrays: dict[str, np.ndarray] = {}
+        self.image = image
+        # "shuffled": pairs in a fixed random cycle, each shown the next one's image (never its own)
+        order = np.random.default_rng(0).permutation(len(self.rows))
+        self._shown = {
+            self.rows[a]["id"]: self.rows[b] for a, b in zip(order, np.roll(order, -1), strict=True)
+        }
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -50,8 +68,12 @@ class CaptionData:
         return self._arrays[shard]
 
     def item(self, row: dict) -> np.ndarray:
-        """The cached features (or pixels) of one index row."""
-        return self._array(row["shard"])[row["offset"]]
+        """The cached features (or pixels) of one index row, as this view shows them (zeros, or another
+        row's, for a blind captioner)."""
+        if self.image == "shuffled":
+            row = self._shown[row["id"]]
+        x = self._array(row["shard"])[row["offset"]]
+        return np.zeros_like(x) if self.image == "zeros" else x
 
     def tokens(self, caption: str) -> list[int]:
         ids = self.tok(caption).input_ids[: self.max_tokens - 1]  # <s> caption
