@@ -147,7 +147,8 @@ def ablate(
         if done.exists() and json.loads(done.read_text()).get("key") == key:
             scores = json.loads(done.read_text())["scores"]
         else:
-            ensure_trained(str(run), profile, params_dir=str(params))
+            # the row's training record stays beside its run, never in the study's results/training/
+            ensure_trained(str(run), profile, options=("--results-dir", str(run)), params_dir=str(params))
             scores = score_row(profile, params, run, cfg.split, decoding, cfg.resamples, cfg.seed)
             write_json_atomic(done, {"key": key, "scores": scores})
         record = json.loads((run / "train.json").read_text())

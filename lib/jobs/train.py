@@ -152,7 +152,12 @@ def _train(job: TrainJob, d: dist.Dist, stop: StopFlag) -> dict | None:
             "threads_per_rank": torch.get_num_threads(),
             "workload": f"projector+LoRA on {'cached features' if job.source == 'features' else 'pixels'}",
         }
-        name = job.name or (f"{s.profile.run_name}-{par.name}" + (f"-{d.world}" if d.world > 1 else ""))
+        # a blind captioner's record never takes the captioner's name
+        name = job.name or (
+            f"{s.profile.run_name}-{par.name}"
+            + (f"-{d.world}" if d.world > 1 else "")
+            + (f"-{cfg.image}" if cfg.image != "real" else "")
+        )
         path = write_results(
             resolve(job.results_dir) if job.results_dir else s.results_dir,
             "training",
