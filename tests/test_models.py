@@ -366,7 +366,7 @@ def test_train_command_end_to_end_then_resume(tmp_path):
     assert len(captions) == ev["test_pairs"] and all(
         {"id", "reference", "generated"} <= set(c) for c in captions
     )
-    assert (tmp_path / "work" / "features" / "tokens").is_dir()  # the profile's encoder output was cached
+    assert (tmp_path / "work" / "features" / "pooled").is_dir()  # the profile's encoder output was cached
 
     proc = cli("train", *common, "--resume", str(out), "--max-steps", "5", "--no-eval")
     resumed = json.loads((out / "train.json").read_text())

@@ -12,6 +12,8 @@ from lib.report.markdown import source
 from lib.report.seed_study import gpu_runs
 from lib.stats import paired, shown, verdict
 
+F1_TARGET, IDENTICAL_TARGET = 0.9, 2  # the default captioner's targets (issue 20's acceptance)
+
 
 def findings(res: dict, run: str) -> str:
     bullets = [
@@ -226,9 +228,32 @@ def _captioner(res: dict, run: str) -> str | None:
             + f", and {facts['hallucination_rate']:.1%} of them state an abnormality the image does not "
             "have. "
         )
-    return text + (
+    text += (
         f"{m['model']['identical_share']:.0%} of its captions equal another of its captions, against "
         f"{m['references']['identical_share']:.0%} of the references."
+    )
+    return text + _targets(m, apart)
+
+
+def _targets(m: dict, apart) -> str:
+    """The captioner against the targets its issue set, each met or not by the recorded intervals."""
+    if "facts" not in m["model"] or "blind" not in m:
+        return ""
+    f1 = m["model"]["facts"]["ci95"]["categorical_f1"]
+    ident, refs = m["model"]["identical_share"], m["references"]["identical_share"]
+    blind = m["blind"]
+    below = (  # on all three: CIDEr-D and fact F1 intervals below the captioner's, more identical captions
+        blind["ci95"]["cider"][1] < m["model"]["ci95"]["cider"][0]
+        and blind["facts"]["ci95"]["categorical_f1"][1] < f1[0]
+        and blind["identical_share"] > ident
+    )
+    met = lambda ok: "met" if ok else "not met"  # noqa: E731
+    return (
+        f" Against the targets set for the default captioner: CIDEr-D above retrieval with intervals "
+        f"apart, {met(apart('model', 'nearest_neighbour').endswith('lies above'))}; categorical fact F1 "
+        f"of at least {F1_TARGET}, {met(f1[0] >= F1_TARGET)}; identical captions at most {IDENTICAL_TARGET}x "
+        f"the references' share, {met(ident <= IDENTICAL_TARGET * refs)}; the blind captioner clearly below "
+        f"the captioner on all three, {met(below)}."
     )
 
 
