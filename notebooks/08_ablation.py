@@ -20,9 +20,9 @@
 # recipe and is trained by the same `train` job every part uses, then scored on the **validation**
 # split (the recipe is chosen there; notebook 07 scores the chosen one once, on test):
 #
-# - **visual tokens**: one pooled CLIP embedding against the encoder's patch tokens pooled to 4, 9
-#   (the recipe), 16 or all of them (the tiny encoder has 6x6 = 36 patches; BiomedCLIP has 14x14, so
-#   on a cluster 49 is a 7x7 pooling);
+# - **visual tokens**: one pooled CLIP embedding against the encoder's patch tokens pooled over the
+#   patch grid to 4, 9, 16 or all of them (the tiny encoder has 6x6 = 36 patches; BiomedCLIP has
+#   14x14, so on a cluster 49 is a 7x7 pooling);
 # - **training length**: 1/4, 1/2 and 2x the row's steps (the projector-only stage keeps its share);
 # - **LoRA**: rank 4 and 64 against 16, and adapters on every linear layer against q/v only;
 # - **label smoothing** 0.1;

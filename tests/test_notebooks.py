@@ -226,7 +226,7 @@ def test_ablation_notebook_trains_each_row_once_and_resumes(tmp_path):
 
     params = tiny_profile(tmp_path, n=60)
     tiny_training(params, {"steps": 8, "align_steps": 2, "batch_size": 8, "warmup": 1, "ckpt_every": 4})
-    rows = ["recipe", "4 patch tokens", "beam 3, no repeated 3-grams"]
+    rows = ["recipe", "16 patch tokens", "beam 3, no repeated 3-grams"]
     (params / "default" / "08_ablation.yaml").write_text(
         yaml.safe_dump({"steps": 4, "resamples": 20, "rows": rows})
     )
@@ -236,7 +236,8 @@ def test_ablation_notebook_trains_each_row_once_and_resumes(tmp_path):
     assert list(got) == rows and rec["metrics"]["split"] == "valid"
     recipe, tokens, beam = (got[n] for n in rows)
     assert recipe["steps"] == 4 and recipe["train.yaml"]["train"]["align_steps"] == 1  # its share of 8
-    assert tokens["train.yaml"]["visual_tokens"] == 4 and beam["run"] == recipe["run"] != tokens["run"]
+    assert tokens["model_spec"]["visual_tokens"] == 16 and tokens["model_spec"]["encoder_output"] == "tokens"
+    assert beam["run"] == recipe["run"] != tokens["run"] and recipe["model_spec"]["visual_tokens"] == 4
     assert beam["search"]["num_beams"] == 3 and recipe["search"]["num_beams"] == 1
     for r in got.values():
         s = r["scores"]

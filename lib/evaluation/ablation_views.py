@@ -22,7 +22,8 @@ def changed(row: dict) -> str:
     parts = [f"{k}={v}" for k, v in row["model"].items()]
     parts += [f"train.{k}={v}" for k, v in row["train"].items()]
     parts += [f"{k}={v}" for k, v in row["decoding"].items()]
-    return ", ".join(parts) or "the profile's recipe"
+    parts += [f"steps x{row['length']:g}"] if row.get("length", 1) != 1 else []
+    return ", ".join(parts) or "the profile's recipe when recorded (the commit below)"
 
 
 def table(record: dict) -> list[dict]:

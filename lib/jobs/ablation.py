@@ -48,13 +48,19 @@ class Row:
     decoding: dict = field(default_factory=dict)  # over GREEDY
 
 
+def tokens(n: int) -> dict:
+    """The encoder's patch tokens, pooled to ``n`` over the patch grid."""
+    return {"encoder_output": "tokens", "visual_tokens": n}
+
+
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 ROWS = (
     Row("recipe", "recipe"),
     Row("pooled embedding", "visual tokens", model={"encoder_output": "pooled"}),
-    Row("4 patch tokens", "visual tokens", model={"visual_tokens": 4}),
-    Row("16 patch tokens", "visual tokens", model={"visual_tokens": 16}),
-    Row("36 patch tokens (all)", "visual tokens", model={"visual_tokens": 36}),
+    *(
+        Row(f"{n} patch tokens{' (all)' if n == 36 else ''}", "visual tokens", model=tokens(n))
+        for n in (4, 9, 16, 36)
+    ),
     Row("1/4 of the steps", "training length", length=0.25),
     Row("1/2 of the steps", "training length", length=0.5),
     Row("2x the steps", "training length", length=2.0),
@@ -159,6 +165,7 @@ def ablate(
                 "train.yaml": trained,
                 "decoding": {**row.decoding},
                 "search": decoding,
+                "model_spec": asdict(settings(profile, str(params)).spec),  # what it trained, resolved
                 "run": shown(run),
                 "step_s": record["step_s"],  # mean seconds per training step
                 "final_loss": record["final_loss"],
