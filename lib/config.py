@@ -24,6 +24,7 @@ import yaml
 
 PROFILES = ("default", "cluster")
 JOBS = "train"  # <profile>/train.yaml: the model and training settings every job reads
+NOTEBOOK_RUNS = {"train_run": "train", "blind_run": "train-blind"}  # notebook 07's run folders, by parameter
 DATA_ENV = "PMCOA_DATA"  # another dataset for any profile; --data sets it for the command and its children
 
 
@@ -98,16 +99,15 @@ class Profile:
             "results_dir": f"outputs/{run}/results",
             "figures_dir": f"outputs/{run}/figures",
             # notebook 07's captioners: trained on this data, never the profile's own runs
-            "train_run": f"outputs/{run}/train",
-            "blind_run": f"outputs/{run}/train-blind",
+            **{k: f"outputs/{run}/{folder}" for k, folder in NOTEBOOK_RUNS.items()},
         }
         return dataclasses.replace(self, generate=None, data=layout)
 
     def job_params(self) -> dict:
         """What every job reads (train, evaluate, baseline, the benchmarks): the common parameters
         overlaid with ``train.yaml`` (the model, the training recipe, pre-training of the default's
-        models)."""
-        return self.notebook_params(JOBS)
+        models); not the run folders another dataset's layout gives notebook 07."""
+        return {k: v for k, v in self.notebook_params(JOBS).items() if k not in NOTEBOOK_RUNS}
 
     def source_of(self, key: str) -> Path:
         """The file a job parameter comes from, for error messages."""
