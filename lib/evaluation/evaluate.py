@@ -34,12 +34,18 @@ SPICE = (
 )
 
 
-def references(split) -> dict[str, list[str]]:
-    """Every caption the pair's image has in the split, by pair id (a figure captioned twice is scored
-    against both captions, for either of its pairs)."""
+def captions_by_image(split) -> dict[str, list[str]]:
+    """Every caption each image of the split has."""
     by_image: dict[str, list[str]] = {}
     for r in split.rows:
         by_image.setdefault(r["image"], []).append(r["caption"])
+    return by_image
+
+
+def references(split) -> dict[str, list[str]]:
+    """Every caption the pair's image has in the split, by pair id (a figure captioned twice is scored
+    against both captions, for either of its pairs)."""
+    by_image = captions_by_image(split)
     return {r["id"]: by_image[r["image"]] for r in split.rows}
 
 
@@ -161,9 +167,7 @@ def evaluate_split(
         for w, p in points.items():
             record[w]["clip"] = clip.score(p, refs, cfg.resamples, cfg.seed)
     modality = {r["id"]: label(r)[0] or "unknown" for r in test.rows}
-    by_image: dict[str, list[str]] = {}
-    for r in test.rows:
-        by_image.setdefault(r["image"], []).append(r["caption"])
+    by_image = captions_by_image(test)
     return {
         "split": cfg.split,
         "pairs": len(refs),
