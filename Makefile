@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 PROFILE ?= default
 
-.PHONY: setup study test lint sync clean lock
+.PHONY: setup study test lint sync clean lock gpu
 
 setup: $(STAMP)
 
@@ -42,6 +42,10 @@ study: setup
 ## test: lint, then the whole test suite
 test: setup lint
 	$(PY) -m pytest -q
+
+## gpu: on a GPU machine, every GPU path in one run of a few minutes (results/gpu/; commit them)
+gpu: setup
+	$(PY) -m lib gpu-check
 
 ## lint: the pre-commit checks on every file (ruff check and format, notebooks without outputs, .py/.ipynb pairs in sync)
 lint: setup

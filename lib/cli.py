@@ -144,6 +144,17 @@ def _jupyter(a):
         print(f"{what}: {where}")
 
 
+def _gpu_check(a):
+    from lib.config import resolve
+    from lib.jobs.gpu_check import CHECKS, gpu_check
+
+    checks = a.checks.split(",") if a.checks else CHECKS
+    outcome = gpu_check(resolve(a.work), resolve(a.results), dry_run=a.dry_run, checks=checks)
+    failed = [k for k, v in outcome.items() if v.get("ok") is False]
+    print(f"failed: {', '.join(failed)}" if failed else "every check passed")
+    return 1 if failed else 0
+
+
 def _run(a):
     from lib.study import run_notebooks
 
@@ -289,6 +300,17 @@ def parser() -> argparse.ArgumentParser:
         "instead of this environment",
     )
     jp.set_defaults(fn=_jupyter)
+
+    gc = sub.add_parser(
+        "gpu-check",
+        help="every GPU path in one prepared run (make gpu): full-size training from features and pixels, "
+        "DDP/FSDP2/QLoRA with checkpoint-resume, captions/s, GPU JPEG decoding; results/gpu/",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="the same on CPU at tiny sizes, gloo, 2 ranks")
+    gc.add_argument("--work", default="outputs/gpu-check", help="stand-in models, data and runs")
+    gc.add_argument("--results", default="results", help="writes <this>/gpu/<device>-<check>.json")
+    gc.add_argument("--checks", help="comma-separated subset of the checks (default: all)")
+    gc.set_defaults(fn=_gpu_check)
 
     r = sub.add_parser("run", help="execute numbered notebooks with papermill")
     r.add_argument("notebooks", nargs="*", help="e.g. 01_eda or 01 (default: all)")

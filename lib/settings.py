@@ -283,6 +283,9 @@ class BaselineConfig:
     seed: int = field(default=0, metadata=option("seed of XGBoost and the probe"))
 
 
+PADDINGS = ("max", "batch", "grouped")
+
+
 @dataclass
 class LMBench:
     """One full-size throughput measurement; each field with help is also a `bench lm` option."""
@@ -292,7 +295,23 @@ class LMBench:
     )
     batch: int = field(default=16, metadata=option("samples per step", flags=("--batch-size",)))
     caption_tokens: int = field(
-        default=64, metadata=option("every caption padded to this: the worst case of a max-length-64 run")
+        default=64,
+        metadata=option("the length limit: longer captions are cut to it, --padding max pads to it"),
+    )
+    lengths: str = field(
+        default="",
+        metadata=option(
+            "a PMC-OA-format folder whose training captions, in Mistral's tokens, give the captions' "
+            "lengths (default: every caption caption_tokens long, the worst case)"
+        ),
+    )
+    padding: str = field(
+        default="max",
+        metadata=option(
+            "max: every caption padded to caption_tokens; batch: to the batch's longest (as train does); "
+            "grouped: batches of similar lengths, then to the batch's longest",
+            choices=PADDINGS,
+        ),
     )
     visual_tokens: int = field(default=4, metadata=option("visual tokens from the projector"))
     feature_dim: int = 512  # BiomedCLIP's pooled image embedding

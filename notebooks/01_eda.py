@@ -64,11 +64,19 @@ display(
 
 # %% [markdown]
 # ## Captions, vocabulary, modalities, images
+# `caption_tokens` counts each caption in BioMistral-7B's tokens (Mistral-7B v0.1's SentencePiece model,
+# shipped in the `mistral-common` wheel, so the count is exact offline), `<s>` and `</s>` included: what
+# one training sequence holds, and the distribution `python -m lib bench padding` draws lengths from.
 
 # %%
 summary, arrays = eda.summarize(index_path, top_k=top_k)
 display(
-    pd.DataFrame({k: summary[k] for k in ("caption_chars", "caption_words", "image_width", "image_height")}).T
+    pd.DataFrame(
+        {
+            k: summary[k]
+            for k in ("caption_chars", "caption_words", "caption_tokens", "image_width", "image_height")
+        }
+    ).T
 )
 display(pd.DataFrame(summary["top_terms"], columns=["term", "count"]).head(15))
 display(

@@ -7,7 +7,7 @@ Part of the command line (``lib.cli``): library modules are imported inside the 
 from __future__ import annotations
 
 from lib.options import add_options, from_args
-from lib.settings import BACKENDS, COLLECTIVES, COMM_SIZES, SCHEDULES, LMBench
+from lib.settings import BACKENDS, COLLECTIVES, COMM_SIZES, PADDINGS, SCHEDULES, LMBench
 
 INTS = lambda s: tuple(int(x) for x in s.split(",") if x)  # noqa: E731 - "1,2,4" -> (1, 2, 4)
 
@@ -149,6 +149,25 @@ def _bench_lm(a):
     print(f"{summary(metrics)}\nwrote {path}")
 
 
+def _bench_padding(a):
+    from lib.bench.padding import compare_padding, summary
+    from lib.config import resolve
+    from lib.results import write_results
+    from lib.settings import LMBench
+
+    cfg = from_args(LMBench, a)
+    metrics, config = compare_padding(cfg, a.device, tuple(a.modes.split(",")), a.repeats)
+    path = write_results(
+        resolve(a.results),
+        "padding",
+        a.run or f"{a.size}-{a.device.split(':')[0]}",
+        metrics,
+        config,
+        cfg.seed,
+    )
+    print(f"{summary(metrics)}\nwrote {path}")
+
+
 def _sweep_options(p, profile_options, default_name: str) -> None:
     """What every torchrun sweep (bench scaling, bench pipeline) takes besides its grid."""
     profile_options(p)
@@ -233,6 +252,21 @@ def bench_parsers(b, profile_options) -> None:
     bl.add_argument("--results", default="results", help="writes <this>/lm_throughput/<name>.json")
     bl.add_argument("--name", dest="run", help="results file name (default: <size>-<device type>)")
     bl.set_defaults(fn=_bench_lm)
+
+    bp = b.add_parser(
+        "padding",
+        help="real-token training throughput on a real caption-length distribution: padding to the limit "
+        "against the batch's longest and length-grouped batches, interleaved repeats",
+    )
+    add_options(bp, LMBench, skip=("padding",))
+    bp.add_argument(
+        "--modes", default=",".join(PADDINGS), help="padding modes to compare (max is the reference)"
+    )
+    bp.add_argument("--repeats", type=int, default=5, help="rounds of every mode in turn")
+    bp.add_argument("--device", default="cuda")
+    bp.add_argument("--results", default="results", help="writes <this>/padding/<name>.json")
+    bp.add_argument("--name", dest="run", help="results file name (default: <size>-<device type>)")
+    bp.set_defaults(fn=_bench_padding)
 
     bk = b.add_parser(
         "comm",

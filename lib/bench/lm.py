@@ -20,6 +20,7 @@ from transformers import MistralConfig
 from lib.models.language import LoraSpec, n_elements, random_lm
 from lib.models.vlm import CaptionVLM, Projector
 from lib.settings import LMBench, TrainConfig
+from lib.training.data import Order
 from lib.training.loop import train
 
 # BioMistral-7B's config.json (Mistral-7B-Instruct-v0.1 architecture)
@@ -58,37 +59,73 @@ def summary(metrics: dict) -> str:
 
 
 class RandomCaptions:
-    """Stand-in for CaptionData with the same interface: fixed-length captions of random tokens and
-    random image features, a pure function of the row index."""
+    """Stand-in for CaptionData with the same interface: captions of random tokens and random image
+    features, a pure function of the row index. Row i's caption is ``lengths[i]`` tokens (<s> ... </s>),
+    right-padded to ``width`` (the length limit: padding to the maximum) or, without one, to the
+    batch's longest, as ``CaptionData`` pads; only the real tokens count in the attention mask."""
 
-    def __init__(self, n: int, caption_tokens: int, feature_dim: int, vocab: int, bos: int, eos: int):
-        self.n, self.len, self.dim, self.vocab, self.bos, self.eos = (
-            n,
-            caption_tokens,
+    def __init__(self, lengths: np.ndarray, feature_dim: int, vocab: int, bos: int, eos: int, width=None):
+        self.lengths, self.dim, self.vocab, self.bos, self.eos = (
+            np.asarray(lengths),
             feature_dim,
             vocab,
             bos,
             eos,
         )
-        self.max_tokens = caption_tokens
+        self.width = width
+        self.max_tokens = int(width or self.lengths.max())
 
     def __len__(self) -> int:
-        return self.n
+        return len(self.lengths)
 
     def longest(self) -> int:
-        return self.len
+        return self.max_tokens
 
     def batch(self, indices, width: int | None = None) -> dict:
         rng = np.random.default_rng([int(i) for i in indices])
-        ids = torch.from_numpy(rng.integers(3, self.vocab, (len(indices), self.len)))
-        ids[:, 0], ids[:, -1] = self.bos, self.eos
+        lengths = self.lengths[list(indices)]
+        width = width or self.width or int(lengths.max())
+        ids = torch.from_numpy(rng.integers(3, self.vocab, (len(indices), width)))
+        mask = torch.arange(width)[None, :] < torch.from_numpy(lengths)[:, None]
+        ids[:, 0] = self.bos
+        ids[torch.arange(len(indices)), torch.from_numpy(lengths) - 1] = self.eos
+        ids[~mask] = 0  # Mistral's pad id
         feats = torch.from_numpy(rng.standard_normal((len(indices), 1, self.dim), dtype=np.float32)).half()
         return {
             "features": feats,
             "input_ids": ids,
-            "attention_mask": torch.ones_like(ids),
+            "attention_mask": mask.long(),
             "ids": [str(i) for i in indices],
         }
+
+
+def row_lengths(cfg: LMBench, n: int, group: int = 50) -> tuple[np.ndarray, dict | None]:
+    """(caption length of each of the n rows, the length distribution's summary or None).
+
+    Without ``cfg.lengths`` every caption is ``caption_tokens`` long. With it, lengths are drawn (seeded)
+    from that folder's training captions counted in Mistral's tokens, cut at ``caption_tokens``. For
+    ``padding="grouped"`` the rows the training loop will put in one batch are given similar lengths:
+    the draws of every ``group`` consecutive batches are sorted, as a length-grouped sampler (HF
+    Trainer's group_by_length) does with its mega-batches."""
+    if not cfg.lengths:
+        return np.full(n, cfg.caption_tokens), None
+    from lib.config import resolve
+    from lib.data.caption_tokens import length_summary, split_caption_tokens
+
+    counts, skipped = split_caption_tokens(resolve(cfg.lengths))
+    if not len(counts):
+        raise ValueError(f"{cfg.lengths}: no readable training captions to take lengths from")
+    drawn = np.minimum(np.random.default_rng(cfg.seed).choice(counts, n), cfg.caption_tokens)
+    if cfg.padding == "grouped":
+        order = Order(n, cfg.batch, cfg.seed)
+        seq = np.array([i for step in range(n // cfg.batch) for i in order.indices(step, 0, 0)])
+        window = group * cfg.batch
+        drawn[seq] = np.concatenate([np.sort(drawn[seq[k : k + window]]) for k in range(0, len(seq), window)])
+    return drawn, {
+        **length_summary(counts, cfg.caption_tokens),
+        "skipped_lines": skipped,
+        "source": cfg.lengths,
+    }
 
 
 def measure_lm(cfg: LMBench, device: str = "cuda", progress: bool = True) -> tuple[dict, dict]:
@@ -107,9 +144,12 @@ def measure_lm(cfg: LMBench, device: str = "cuda", progress: bool = True) -> tup
         bos_token_id=1, eos_token_id=2, pad_token_id=0
     )  # Mistral's; no tokenizer needed
     vlm = CaptionVLM(projector.to(device), lm, special)
-    data = RandomCaptions(
-        cfg.batch * (cfg.steps + 1), cfg.caption_tokens, cfg.feature_dim, arch.vocab_size, 1, 2
-    )
+    lengths, distribution = row_lengths(cfg, cfg.batch * (cfg.steps + 1))
+    width = cfg.caption_tokens if cfg.padding == "max" else None
+    data = RandomCaptions(lengths, cfg.feature_dim, arch.vocab_size, 1, 2, width=width)
+    order = Order(len(lengths), cfg.batch, cfg.seed)  # the loop's batches: how much of each is padding
+    batches = [lengths[order.indices(step, 0, 0)] for step in range(cfg.steps)]
+    real_share = sum(b.sum() for b in batches) / sum(len(b) * (width or b.max()) for b in batches)
     tcfg = TrainConfig(
         steps=cfg.steps,
         align_steps=0,
@@ -142,6 +182,8 @@ def measure_lm(cfg: LMBench, device: str = "cuda", progress: bool = True) -> tup
         "seed_run_projected_hours": hours,
         "seed_run": SEED_STUDY_RUN,
         "seed_run_speedup": SEED_STUDY_RUN["hours"] / hours,
+        "real_token_share": float(real_share),  # of the caption positions the steps computed
+        "caption_lengths": distribution,
     }
     config = {
         "bench": asdict(cfg),
@@ -149,7 +191,7 @@ def measure_lm(cfg: LMBench, device: str = "cuda", progress: bool = True) -> tup
         "device": device,
         "weights": "random (architecture only)",
         "param_dtype": cfg.quant or str(dtype).removeprefix("torch."),
-        "workload": "projector+LoRA steps on image features; tokens/s and MFU count caption tokens only "
-        "(the visual tokens add visual_tokens/caption_tokens more compute, uncounted)",
+        "workload": "projector+LoRA steps on image features; tokens/s and MFU count real caption tokens "
+        "only, never padding (the visual tokens add visual_tokens per caption more compute, uncounted)",
     }
     return metrics, config

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from lib import plots
+from lib.data.caption_tokens import caption_tokens
 from lib.data.pmcoa import read_index
 
 WORD = re.compile(r"[a-zµ][a-zµ0-9\-]+")
@@ -60,10 +61,11 @@ def _sample(widths: np.ndarray, heights: np.ndarray, n: int = 2000) -> list[list
 
 def summarize(index_path: str | os.PathLike, top_k: int = 25) -> tuple[dict, dict]:
     """(summary numbers for the results file, the raw arrays)."""
-    chars, words, widths, heights = [], [], [], []
+    captions, chars, words, widths, heights = [], [], [], [], []
     terms, modality, modes, formats, splits = Counter(), Counter(), Counter(), Counter(), Counter()
     for row in read_index(index_path):
         text = row["caption"]
+        captions.append(text)
         chars.append(len(text))
         words.append(len(text.split()))
         terms.update(w for w in WORD.findall(text.lower()) if w not in STOPWORDS and not w.isdigit())
@@ -77,12 +79,15 @@ def summarize(index_path: str | os.PathLike, top_k: int = 25) -> tuple[dict, dic
         k: np.asarray(v, dtype=np.int64)
         for k, v in {"chars": chars, "words": words, "width": widths, "height": heights}.items()
     }
+    arrays["tokens"] = caption_tokens(captions) if captions else np.zeros(0, dtype=np.int64)
     n = len(chars)
     summary = {
         "pairs": n,
         "splits": dict(splits),
         "caption_chars": _describe(arrays["chars"]),
         "caption_words": _describe(arrays["words"]),
+        # in BioMistral-7B's tokens, <s> and </s> included: what a training sequence holds
+        "caption_tokens": _describe(arrays["tokens"]),
         "top_terms": terms.most_common(top_k),
         "vocabulary_size": len(terms),
         "modalities": dict(modality.most_common()),

@@ -141,6 +141,19 @@ def load_encoder(spec: str, output: str = "pooled") -> FrozenEncoder:
     return FrozenEncoder(create(spec)[0], output=output)
 
 
+def save_clip(model, model_cfg: dict, out: str | os.PathLike) -> Path:
+    """An open_clip model in the local-dir layout ``create("local-dir:...")`` loads (BiomedCLIP's, when
+    pre-downloaded)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(model.state_dict(), out / "open_clip_model.safetensors")
+    write_json_atomic(
+        out / "open_clip_config.json",
+        {"model_cfg": model_cfg, "preprocess_cfg": {"mean": CLIP_MEAN, "std": CLIP_STD}},
+    )
+    return out
+
+
 def _train_rows(preprocessed: Path) -> list[dict]:
     rows = [json.loads(line) for line in open(preprocessed / "index.jsonl", encoding="utf-8")]
     return [r for r in rows if r["split"] == "train"]
@@ -196,12 +209,7 @@ def pretrain(
             loss = loss_fn(feats["image_features"], feats["text_features"], feats["logit_scale"])
             pretrain_step(loss, opt, sched, losses, bar)
     bar.close()
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(model.state_dict(), out / "open_clip_model.safetensors")
-    write_json_atomic(
-        out / "open_clip_config.json",
-        {"model_cfg": TINY_CLIP, "preprocess_cfg": {"mean": CLIP_MEAN, "std": CLIP_STD}},
-    )
+    save_clip(model, TINY_CLIP, out)
     record.update(pairs=len(rows), steps=steps, first_loss=losses[0], final_loss=float(np.mean(losses[-10:])))
     write_json_atomic(done, record)  # last: marks the folder complete
     return record

@@ -26,6 +26,7 @@ from lib.evaluation import ablation_views
 from lib.evaluation.views import gallery, modality_figure
 from lib.report.communication import communication, projected_run
 from lib.report.findings import findings
+from lib.report.gpu_paths import gpu_checks, padding
 from lib.report.parts import ablation, baseline, ddp, evaluation, fsdp, model_parallel, preprocess, status
 from lib.report.seed_study import gpu, seed_study
 from lib.results import write_text_atomic
@@ -57,6 +58,8 @@ SECTIONS = {
     "ablation": ablation,
     "seed": seed_study,
     "gpu": gpu,
+    "padding": padding,
+    "gpu-check": gpu_checks,
 }
 
 
