@@ -291,7 +291,7 @@ class LMBench:
     """One full-size throughput measurement; each field with help is also a `bench lm` option."""
 
     size: str = field(
-        default="biomistral-7b", metadata=option("architecture", choices=("biomistral-7b", "tiny"))
+        default="biomistral-7b", metadata=option("architecture", choices=("biomistral-7b", "default", "tiny"))
     )
     batch: int = field(default=16, metadata=option("samples per step", flags=("--batch-size",)))
     caption_tokens: int = field(

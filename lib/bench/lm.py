@@ -19,7 +19,7 @@ from transformers import MistralConfig
 
 from lib.models.language import LoraSpec, n_elements, random_lm
 from lib.models.vlm import CaptionVLM, Projector
-from lib.settings import LMBench, TrainConfig
+from lib.settings import LMBench, TinyLM, TrainConfig
 from lib.training.data import Order
 from lib.training.loop import train
 
@@ -46,7 +46,10 @@ TINY = {
     "max_position_embeddings": 256,
     "sliding_window": None,
 }
-SIZES = {"biomistral-7b": BIOMISTRAL_7B, "tiny": TINY}
+# the embedded default's tiny Mistral (settings.TinyLM): big enough on a CPU that compute, not overhead,
+# sets the step time
+DEFAULT = {**asdict(TinyLM()), "sliding_window": None}
+SIZES = {"biomistral-7b": BIOMISTRAL_7B, "default": DEFAULT, "tiny": TINY}
 SEED_STUDY_RUN = {"samples": 47_500, "epochs": 3, "hours": 511.7}  # the seed study's model-parallel run
 
 
