@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from lib.data import eda
+from lib.data.caption_tokens import caption_tokens
 from lib.study import NotebookFailed, parameter_names, run_notebooks
 
 from conftest import ROOT, cli, tiny_profile, tiny_training
@@ -50,6 +51,13 @@ def test_eda_notebook_runs_through_papermill(tmp_path):
     assert json.loads(json.dumps(summary)) == {k: record["metrics"][k] for k in summary}
     assert record["metrics"]["pairs"] == record["metrics"]["validation"]["kept"] == 60
     assert record["config"]["workers"] == 1 and record["seed"] == 0
+    # caption lengths in BioMistral-7B's tokens (<s> and </s> included), counted by the real tokenizer
+    rows = [json.loads(line) for line in open(tmp_path / "work" / "index.jsonl")]
+    tokens = caption_tokens([r["caption"] for r in rows])
+    assert record["metrics"]["caption_tokens"]["mean"] == round(float(tokens.mean()), 2)
+    assert (
+        record["metrics"]["caption_tokens"]["max"] == tokens.max() > record["metrics"]["caption_words"]["max"]
+    )
     for name in ("caption_length", "terms_modalities", "images"):
         assert (tmp_path / "figures" / f"01_eda_{name}.png").stat().st_size > 1000
 
