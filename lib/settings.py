@@ -158,6 +158,10 @@ class TrainConfig:
         ),
     )
     grad_ckpt: bool = field(default=False, metadata=option("activation (gradient) checkpointing in the LM"))
+    fused_adam: bool = field(
+        default=False, metadata=option("AdamW's fused kernel (one launch for all parameters)")
+    )
+    compile: bool = field(default=False, metadata=option("torch.compile each LM block (as torchtitan does)"))
     seed: int = field(default=0, metadata=option("seed of the initial weights and the data order"))
     ckpt_every: int = field(default=100, metadata=option("steps between checkpoints"))
     keep_ckpts: int = field(default=3, metadata=option("newest checkpoints kept on disk"))
@@ -318,6 +322,8 @@ class LMBench:
     steps: int = field(default=20, metadata=option("training steps (the first is not timed)"))
     amp: str = field(default="bf16", metadata=option("autocast precision", choices=("off", "bf16", "fp16")))
     grad_ckpt: bool = field(default=False, metadata=option("activation checkpointing in the LM"))
+    fused_adam: bool = field(default=False, metadata=option("AdamW's fused kernel"))
+    compile: bool = field(default=False, metadata=option("torch.compile each LM block"))
     quant: str | None = field(
         default=None,
         metadata=option("bitsandbytes base weights under LoRA (CUDA only)", choices=("8bit", "4bit")),

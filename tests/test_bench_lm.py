@@ -83,3 +83,13 @@ def test_padding_bench_counts_real_tokens_and_records_each_modes_gain(small_data
         tps, ref = m["modes"][mode]["tokens_per_s"], m["modes"]["max"]["tokens_per_s"]
         assert gain["values"] == pytest.approx([a / b for a, b in zip(tps, ref, strict=True)])
     assert rec["config"]["modes"] == ["max", "batch", "grouped"] and rec["provenance"]["hardware"]
+
+
+def test_mfu_counts_the_visual_tokens_the_lm_processes():
+    from lib.training.metrics import StepMeter
+
+    meter = StepMeter(1e9, torch.device("cpu"), replicas=2, visual_tokens=4)
+    meter.peak = 1.0  # TFLOP/s: a CPU has no agreed peak, so none is set by default
+    rates = meter._rates(samples=3, tokens=30, seconds=2.0)
+    assert rates["tokens_per_s"] == 2 * 30 / 2.0  # caption tokens only
+    assert rates["mfu"] == pytest.approx(2 * (30 + 3 * 4) / 2.0 * 1e9 / 1e12)

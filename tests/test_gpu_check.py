@@ -4,7 +4,8 @@ every check runs through the study's own commands and records its results file."
 import json
 import math
 
-from lib.jobs.gpu_check import CHECKS
+from lib.jobs.gpu_check import CHECKS, STEP_VARIANTS
+from lib.report.gpu_paths import gpu_checks
 
 from conftest import cli
 
@@ -33,8 +34,21 @@ def test_gpu_check_dry_run_passes_every_check_and_records_it(tmp_path):
     assert (
         captions["one_at_a_time_no_cache"]["same_captions_as_batched"] == 1.0
     )  # greedy: the cache changes nothing
+    step = recs["step"]["metrics"]["variants"]
+    assert list(step) == list(STEP_VARIANTS)
+    share = {k: v["real_token_share"] for k, v in step.items()}
+    assert share["padded-64"] < share["grouped"] == share["grouped+fused+compile"]  # same batches
+    assert all(v["tokens_per_s"] > 0 and v["seed_run_projected_hours"] > 0 for v in step.values())
     decode = recs["decode"]["metrics"]
     assert decode["images"] > 0 and len(decode["cpu_images_per_s"]) == len(decode["device_images_per_s"]) == 5
+    # the report shows GPU runs only (a dry run is the test suite's): as if these had run on a GPU
+    shown = {
+        f"gpu/nvidia-h200-{c}": {**rec, "_path": f"results/gpu/nvidia-h200-{c}.json"}
+        for c, rec in recs.items()
+    }
+    block = gpu_checks(shown, "default")
+    assert all(f"| {c} |" in block for c in CHECKS) and "| no:" not in block
+    assert "not run on a GPU yet" in gpu_checks({f"gpu/cpu-dry-run-{c}": rec for c, rec in recs.items()}, "x")
 
 
 def test_a_failed_check_is_recorded_and_the_others_still_run(tmp_path, monkeypatch):

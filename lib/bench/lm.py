@@ -19,6 +19,7 @@ from transformers import MistralConfig
 
 from lib.models.language import LoraSpec, n_elements, random_lm
 from lib.models.vlm import CaptionVLM, Projector
+from lib.parallel.apply import apply_compile
 from lib.settings import LMBench, TinyLM, TrainConfig
 from lib.training.data import Order
 from lib.training.loop import train
@@ -161,10 +162,14 @@ def measure_lm(cfg: LMBench, device: str = "cuda", progress: bool = True) -> tup
         warmup=1,
         amp=cfg.amp,
         grad_ckpt=cfg.grad_ckpt,
+        fused_adam=cfg.fused_adam,
+        compile=cfg.compile,
         seed=cfg.seed,
         ckpt_every=10**9,
         log_every=10**9,
     )
+    if cfg.compile:
+        apply_compile(vlm)
     with tempfile.TemporaryDirectory() as tmp:
         summary = train(vlm, data, tcfg, tmp, device=device, progress=progress)
     n_params = sum(n_elements(p) for p in vlm.parameters())
@@ -194,7 +199,8 @@ def measure_lm(cfg: LMBench, device: str = "cuda", progress: bool = True) -> tup
         "device": device,
         "weights": "random (architecture only)",
         "param_dtype": cfg.quant or str(dtype).removeprefix("torch."),
-        "workload": "projector+LoRA steps on image features; tokens/s and MFU count real caption tokens "
-        "only, never padding (the visual tokens add visual_tokens per caption more compute, uncounted)",
+        "workload": "projector+LoRA steps on image features; tokens/s counts real caption tokens, never "
+        "padding; MFU counts every real token the LM processes (visual and caption) at 4N + 2N_trained "
+        "FLOPs each",
     }
     return metrics, config

@@ -13,6 +13,8 @@ On a small generated dataset, through the study's own commands, it runs:
   fsdp-4bit     the same over NF4 base weights (QLoRA under FSDP2; silent loss 0 / NaN is checked for)
   captions      ``evaluate``: the test split captioned with the KV cache, captions/s
   decode        JPEG decode + resize on the GPU (nvJPEG, batched) against the CPU, images/s
+  step          the full-size one-GPU step (``bench lm``): padded to 64, then real caption lengths in
+                length-grouped batches, + fused AdamW, + compiled LM blocks; MFU and the seed's run
 
 Each check writes ``results/gpu/<device>-<check>.json``, passed or not (a failure keeps its error), and
 a failed check never stops the others. ``--dry-run`` runs the same script on CPU at tiny sizes with gloo
@@ -29,7 +31,7 @@ import subprocess
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import open_clip
@@ -38,7 +40,7 @@ import yaml
 from transformers import AutoModelForCausalLM, MistralConfig
 
 from lib.bench.decode import measure_decode
-from lib.bench.lm import SIZES
+from lib.bench.lm import SIZES, measure_lm
 from lib.config import repo_root
 from lib.evaluation.captioning import throughput
 from lib.jobs.artefacts import for_profile
@@ -46,12 +48,22 @@ from lib.models.build import build
 from lib.models.encoder import TINY_CLIP, save_clip
 from lib.models.language import train_tokenizer
 from lib.results import write_results
+from lib.settings import LMBench
 from lib.training.checkpoint import load_weights
 from lib.training.data import CaptionData
 
 # BiomedCLIP's image tower is timm's vit_base_patch16_224: open_clip's ViT-B/16 has its shapes
 VIT_B16 = {"image_size": 224, "patch_size": 16, "width": 768, "layers": 12, "head_width": 64}
-CHECKS = ("features", "pixels", "ddp", "fsdp", "fsdp-4bit", "captions", "decode")
+CHECKS = ("features", "pixels", "ddp", "fsdp", "fsdp-4bit", "captions", "decode", "step")
+# the full-size step on real caption lengths, one change at a time on top of the last: every caption
+# padded to 64 (today's benchmark), length-grouped batches, AdamW's fused kernel, compiled LM blocks (its
+# time includes recompiling for new batch widths: what a short run pays)
+STEP_VARIANTS = {
+    "padded-64": {"padding": "max"},
+    "grouped": {"padding": "grouped"},
+    "grouped+fused": {"padding": "grouped", "fused_adam": True},
+    "grouped+fused+compile": {"padding": "grouped", "fused_adam": True, "compile": True},
+}
 PROFILE = "gpu-check"
 
 
@@ -209,6 +221,31 @@ def captions(params: Path, work: Path, s: Scale) -> dict:
         return throughput(vlm, test, n=64 if dtype else 8, device=s.device)
 
 
+def step(work: Path, s: Scale) -> dict:
+    """The one-device full-size step (``bench lm``) of each of STEP_VARIANTS, one run each: tokens/s,
+    MFU (visual and caption tokens), peak memory and the seed study's run projected at that rate."""
+    gpu = s.device == "cuda"
+    base = LMBench(
+        size=s.lm,
+        batch=64 if gpu else 8,
+        steps=20 if gpu else 4,
+        amp="bf16" if gpu else "off",
+        lengths=str(work / "data"),
+    )
+    out = {}
+    for name, change in STEP_VARIANTS.items():
+        cfg = replace(base, **change)
+        metrics, _ = measure_lm(cfg, s.device, progress=False)
+        keys = ("tokens_per_s", "samples_per_s", "mfu", "step_s", "peak_memory_bytes", "real_token_share")
+        out[name] = {k: metrics[k] for k in keys} | {
+            "seed_run_projected_hours": metrics["seed_run_projected_hours"],
+            "settings": change,
+        }
+        if gpu:
+            torch.cuda.empty_cache()
+    return {"variants": out, "batch": base.batch, "steps": base.steps, "runs_each": 1}
+
+
 def check(name: str, params: Path, work: Path, s: Scale) -> dict:
     if name == "features":
         return train_run(params, work, s, name)
@@ -218,6 +255,8 @@ def check(name: str, params: Path, work: Path, s: Scale) -> dict:
         return train_run(params, work, s, name, "--strategy", name.split("-")[0], ranks=s.ranks)
     if name == "captions":
         return captions(params, work, s)
+    if name == "step":
+        return step(work, s)
     if name == "decode":
         return measure_decode(work / "data", s.device, n=64 if s.device == "cpu" else 256, repeats=5)
     raise ValueError(f"unknown check {name!r} ({', '.join(CHECKS)})")

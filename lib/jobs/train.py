@@ -70,6 +70,7 @@ def _train(job: TrainJob, d: dist.Dist, stop: StopFlag) -> dict | None:
         microbatches=job.microbatches,
         devices=job.devices,
         cpu_offload=job.cpu_offload,
+        compile_blocks=cfg.compile,
     )
     # from here each rank draws its own dropout masks (LoRA's), as it reads its own samples: with one
     # seed every data-parallel rank would drop the same units

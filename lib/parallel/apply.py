@@ -43,6 +43,14 @@ def lm_blocks(model: nn.Module) -> list[nn.Module]:
     return list(base_lm(model).model.layers)
 
 
+def apply_compile(model: nn.Module) -> nn.Module:
+    """torch.compile each LM block in place (torchtitan's per-block compile: every block has the same
+    code, so one compiled graph serves all; done before sharding, as FSDP2 expects)."""
+    for block in lm_blocks(model):
+        block.compile()
+    return model
+
+
 def apply_fsdp(
     model: nn.Module, d: Dist, mixed_precision: bool | None = None, cpu_offload: bool = False
 ) -> nn.Module:
@@ -122,8 +130,10 @@ def parallelize(
     microbatches: int = 4,
     devices: str | None = None,
     cpu_offload: bool = False,
+    compile_blocks: bool = False,
 ) -> Parallelized:
-    """Wrap, shard, cut or spread ``vlm`` for ``strategy`` on this rank; what the loop needs to know of it."""
+    """Wrap, shard, cut or spread ``vlm`` for ``strategy`` on this rank (its LM blocks compiled first when
+    asked); what the loop needs to know of it."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r} ({', '.join(STRATEGIES)})")
     if strategy in ("single", "layers") and d.world > 1:
@@ -131,6 +141,8 @@ def parallelize(
             f"strategy {strategy!r} runs in one process; use ddp, fsdp or pipeline under torchrun"
         )
     fpt = flops_per_token(vlm)  # of the whole model, before a pipeline cuts it
+    if compile_blocks:
+        apply_compile(vlm)
     if strategy == "layers":
         split = split_devices(devices, d.device)
         return Parallelized(

@@ -14,6 +14,7 @@ WHAT = {  # gpu-check's checks, in its order
     "fsdp-4bit": "FSDP2 over NF4 base weights (QLoRA), DCP checkpoint, resumed",
     "captions": "captions/s, batched with the KV cache",
     "decode": "JPEG decode + resize on the GPU (nvJPEG) vs CPU",
+    "step": "full-size step on real caption lengths: padded to 64, grouped, + fused AdamW, + compile",
 }
 
 
@@ -89,6 +90,13 @@ def _result(check: str, m: dict) -> str:
         return f"{run['samples_per_s']:.1f} samples/s{mfu}, {loss}{resumed}"
     if check == "captions":
         return f"{m['batched_kv_cache']['captions_per_s']:.1f} captions/s (batch {m['batch']})"
+    if check == "step":
+        return "; ".join(
+            f"{name}: {v['tokens_per_s']:,.0f} tokens/s"
+            + (f", MFU {v['mfu']:.1%}" if v["mfu"] is not None else "")
+            + f", seed's run {v['seed_run_projected_hours'] * 60:.1f} min"
+            for name, v in m["variants"].items()
+        )
     if check == "decode":
         return f"x{shown(m['gain_vs_cpu'])} images/s vs CPU ({verdict(m['gain_vs_cpu'], 'faster', 'slower')})"
     return ""

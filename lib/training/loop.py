@@ -114,9 +114,15 @@ def train(
             f"a pipeline's micro-batches ({par.microbatches}) are its gradient accumulation: "
             f"set --microbatches, not --grad-accum ({cfg.grad_accum})"
         )
-    meter = StepMeter(par.flops_per_token, device, replicas=par.replicas, devices=par.devices)
+    # visual tokens are processed by the LM like caption tokens: MFU counts them (rank 0 reports a job's
+    # rates, and its stage holds the projector)
+    visual = getattr(getattr(par.core, "projector", None), "n_tokens", 0)
+    meter = StepMeter(
+        par.flops_per_token, device, replicas=par.replicas, devices=par.devices, visual_tokens=visual
+    )
     params, lora = trained_parameters(par.core)  # a pipeline rank: only its stage's
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused: one kernel updates every parameter (torch's default on GPUs is the multi-tensor foreach one)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cfg.fused_adam or None)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     dtype = amp_dtype(cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None

@@ -85,11 +85,19 @@ class StepMeter:
     """Step timing and throughput; samples and tokens are this rank's, rates are for the whole job
     (ranks step in lockstep, so the job processes ``replicas`` times this rank's share per step:
     ``world`` data-parallel ranks, or 1 for a pipeline, whose ranks all see the one batch). MFU divides
-    by the peak of every device the job's model spans."""
+    by the peak of every device the job's model spans, and counts every real token the LM processed: the
+    caption's and the ``visual_tokens`` each sample puts before it (tokens/s counts caption tokens)."""
 
-    def __init__(self, flops_per_token: float, device: torch.device, replicas: int = 1, devices: int = 1):
+    def __init__(
+        self,
+        flops_per_token: float,
+        device: torch.device,
+        replicas: int = 1,
+        devices: int = 1,
+        visual_tokens: int = 0,
+    ):
         self.device, self.fpt, self.peak = device, flops_per_token, peak_tflops(device)
-        self.replicas, self.devices = replicas, devices
+        self.replicas, self.devices, self.visual = replicas, devices, visual_tokens
         reset_peak_memory(device)
         # kept apart: a checkpoint save allocates its own buffers (the run's last step is always saved)
         self.train_peak, self.save_peak, self.since_save = 0, 0, True
@@ -136,11 +144,12 @@ class StepMeter:
 
     def _rates(self, samples: int, tokens: int, seconds: float) -> dict:
         tps = self.replicas * tokens / seconds
+        processed = self.replicas * (tokens + self.visual * samples) / seconds  # visual + caption tokens
         return {
             "samples_per_s": self.replicas * samples / seconds,
             "tokens_per_s": tps,
             # MFU per device: the job's FLOPs over the job's peak
-            "mfu": tps * self.fpt / (self.devices * self.peak * 1e12) if self.peak else None,
+            "mfu": processed * self.fpt / (self.devices * self.peak * 1e12) if self.peak else None,
         }
 
     def summary(self) -> dict:
