@@ -158,6 +158,9 @@ class TrainConfig:
         ),
     )
     grad_ckpt: bool = field(default=False, metadata=option("activation (gradient) checkpointing in the LM"))
+    group_by_length: bool = field(
+        default=False, metadata=option("batches of similar caption lengths: less padding computed")
+    )
     fused_adam: bool = field(
         default=False, metadata=option("AdamW's fused kernel (one launch for all parameters)")
     )
@@ -313,7 +316,7 @@ class LMBench:
         default="max",
         metadata=option(
             "max: every caption padded to caption_tokens; batch: to the batch's longest (as train does); "
-            "grouped: batches of similar lengths, then to the batch's longest",
+            "grouped: batches of similar lengths (train --group-by-length), then to the batch's longest",
             choices=PADDINGS,
         ),
     )

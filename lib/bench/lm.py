@@ -82,6 +82,9 @@ class RandomCaptions:
     def __len__(self) -> int:
         return len(self.lengths)
 
+    def token_lengths(self) -> np.ndarray:
+        return self.lengths
+
     def longest(self) -> int:
         return self.max_tokens
 
@@ -103,14 +106,11 @@ class RandomCaptions:
         }
 
 
-def row_lengths(cfg: LMBench, n: int, group: int = 50) -> tuple[np.ndarray, dict | None]:
+def row_lengths(cfg: LMBench, n: int) -> tuple[np.ndarray, dict | None]:
     """(caption length of each of the n rows, the length distribution's summary or None).
 
     Without ``cfg.lengths`` every caption is ``caption_tokens`` long. With it, lengths are drawn (seeded)
-    from that folder's training captions counted in Mistral's tokens, cut at ``caption_tokens``. For
-    ``padding="grouped"`` the rows the training loop will put in one batch are given similar lengths:
-    the draws of every ``group`` consecutive batches are sorted, as a length-grouped sampler (HF
-    Trainer's group_by_length) does with its mega-batches."""
+    from that folder's training captions counted in Mistral's tokens, cut at ``caption_tokens``."""
     if not cfg.lengths:
         return np.full(n, cfg.caption_tokens), None
     from lib.config import resolve
@@ -120,11 +120,6 @@ def row_lengths(cfg: LMBench, n: int, group: int = 50) -> tuple[np.ndarray, dict
     if not len(counts):
         raise ValueError(f"{cfg.lengths}: no readable training captions to take lengths from")
     drawn = np.minimum(np.random.default_rng(cfg.seed).choice(counts, n), cfg.caption_tokens)
-    if cfg.padding == "grouped":
-        order = Order(n, cfg.batch, cfg.seed)
-        seq = np.array([i for step in range(n // cfg.batch) for i in order.indices(step, 0, 0)])
-        window = group * cfg.batch
-        drawn[seq] = np.concatenate([np.sort(drawn[seq[k : k + window]]) for k in range(0, len(seq), window)])
     return drawn, {
         **length_summary(counts, cfg.caption_tokens),
         "skipped_lines": skipped,
@@ -151,7 +146,9 @@ def measure_lm(cfg: LMBench, device: str = "cuda", progress: bool = True) -> tup
     lengths, distribution = row_lengths(cfg, cfg.batch * (cfg.steps + 1))
     width = cfg.caption_tokens if cfg.padding == "max" else None
     data = RandomCaptions(lengths, cfg.feature_dim, arch.vocab_size, 1, 2, width=width)
-    order = Order(len(lengths), cfg.batch, cfg.seed)  # the loop's batches: how much of each is padding
+    # the loop's batches (grouped: by the training path's length grouping): how much of each is padding
+    grouped = cfg.padding == "grouped"
+    order = Order(len(lengths), cfg.batch, cfg.seed, lengths=lengths if grouped else None)
     batches = [lengths[order.indices(step, 0, 0)] for step in range(cfg.steps)]
     real_share = sum(b.sum() for b in batches) / sum(len(b) * (width or b.max()) for b in batches)
     tcfg = TrainConfig(
@@ -162,6 +159,7 @@ def measure_lm(cfg: LMBench, device: str = "cuda", progress: bool = True) -> tup
         warmup=1,
         amp=cfg.amp,
         grad_ckpt=cfg.grad_ckpt,
+        group_by_length=grouped,
         fused_adam=cfg.fused_adam,
         compile=cfg.compile,
         seed=cfg.seed,

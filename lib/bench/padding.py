@@ -1,6 +1,6 @@
 """What padding costs: the one-device training step (``bench lm``) on a real caption-length
-distribution, each caption padded to the length limit (64) against padding to the batch's longest and
-against batches of similar lengths, in one run.
+distribution, each caption padded to the length limit (64) against padding to the batch's longest (what
+``train`` does) and against length-grouped batches (``train --group-by-length``), in one run.
 
 Throughput counts real caption tokens only, never padding, so a mode that computes fewer pad positions
 shows up as more real tokens per second. Modes run in turn (A B C A B C ...) and each mode's gain is

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -42,6 +43,7 @@ from transformers import AutoModelForCausalLM, MistralConfig
 from lib.bench.decode import measure_decode
 from lib.bench.lm import SIZES, measure_lm
 from lib.config import repo_root
+from lib.data.generate import generate
 from lib.evaluation.captioning import throughput
 from lib.jobs.artefacts import for_profile
 from lib.models.build import build
@@ -88,35 +90,42 @@ def scale(dry_run: bool) -> Scale:
 
 
 def device_tag(dry_run: bool) -> str:
-    """'cpu-dry-run', or the GPU's name as a file-name word ('nvidia-h200')."""
+    """'cpu-dry-run', or the GPU's name as a file-name word ('NVIDIA H200' -> 'nvidia-h200')."""
     if dry_run:
         return "cpu-dry-run"
-    name = torch.cuda.get_device_name(0).lower().replace("nvidia ", "nvidia-")
-    return re.sub(r"[^a-z0-9]+", "-", name).strip("-").removesuffix("-nvl").split("-80gb")[0]
+    return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(0).lower()).strip("-")
 
 
 def prepare(work: Path, s: Scale) -> Path:
-    """The stand-in models, a generated dataset and a profile naming them; returns the params folder."""
-    encoder, lm = work / "encoder", work / "lm"
-    if not (encoder / "open_clip_config.json").exists():
-        torch.manual_seed(0)
+    """The stand-in models, a generated dataset and a profile naming them, in ``work`` (one folder per
+    scale: a dry run's tiny models are never taken for the full-size ones); returns the params folder.
+    Each model folder is written under a temporary name and renamed when complete."""
+    encoder, lm, data = work / "encoder", work / "lm", work / "data"
+    generate(data, n=s.pairs, seed=0, workers=1, progress=False)
+    torch.manual_seed(0)
+    if not encoder.is_dir():
         cfg = {"embed_dim": 512, "vision_cfg": s.vision, "text_cfg": TINY_CLIP["text_cfg"]}
-        save_clip(open_clip.CLIP(**cfg), cfg, encoder)
-    if not (lm / "config.json").exists():
+        shutil.rmtree(encoder.with_suffix(".partial"), ignore_errors=True)
+        os.replace(save_clip(open_clip.CLIP(**cfg), cfg, encoder.with_suffix(".partial")), encoder)
+    if not lm.is_dir():
+        partial = lm.with_suffix(".partial")
+        shutil.rmtree(partial, ignore_errors=True)
         arch = MistralConfig(**SIZES[s.lm], bos_token_id=1, eos_token_id=2, pad_token_id=0)
         with torch.device(s.device):  # a 7B model is initialised on the GPU, never on the host
             model = AutoModelForCausalLM.from_config(arch, dtype=torch.bfloat16)
-        model.save_pretrained(lm)
+        model.save_pretrained(partial)
         del model
-        captions = [f"figure {i}: a {k} mm nodule in the {z} zone" for i, k, z in _phrases()]
-        train_tokenizer(captions, lm, vocab_size=min(arch.vocab_size, 400))
+        # the study's byte-level BPE on the data's captions (the LM's vocabulary is larger: ids fit)
+        captions = [json.loads(line)["caption"] for line in open(data / "train.jsonl", encoding="utf-8")]
+        train_tokenizer(captions, partial, vocab_size=min(arch.vocab_size, 400))
+        os.replace(partial, lm)
     params = work / "params"
     (params / PROFILE).mkdir(parents=True, exist_ok=True)
     profile = {
         "env": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
-        "generate": {"out": str(work / "data"), "n": s.pairs, "seed": 0},
+        "generate": {"out": str(data), "n": s.pairs, "seed": 0},
         "params": {
-            "data_dir": str(work / "data"),
+            "data_dir": str(data),
             "work_dir": str(work / "work"),
             "results_dir": str(work / "results"),
             "figures_dir": str(work / "figures"),
@@ -153,11 +162,6 @@ def prepare(work: Path, s: Scale) -> Path:
     return params
 
 
-def _phrases():
-    for i in range(200):
-        yield i, 3 + i % 40, ("upper left", "lower right", "central")[i % 3]
-
-
 def _lib(*args: str, ranks: int = 1, threads: int = 1) -> subprocess.CompletedProcess:
     """``python -m lib ...``, under torchrun for more than one rank, as a cluster user runs it."""
     launch = [sys.executable]
@@ -180,8 +184,10 @@ def _losses_ok(losses: list[float], what: str) -> None:
         raise RuntimeError(f"{what}: losses {losses} (non-finite or exactly 0: a silent QLoRA failure)")
 
 
-def train_run(params: Path, work: Path, s: Scale, name: str, *extra: str, ranks: int = 1) -> dict:
-    """Train ``name`` for the profile's steps; for more than one rank, resume its checkpoint to twice
+def train_run(
+    params: Path, work: Path, s: Scale, name: str, *extra: str, ranks: int = 1, resume: bool = False
+) -> dict:
+    """Train ``name`` for the profile's steps; with ``resume``, go on from its DCP checkpoint to twice
     the steps and check the loss continues. Returns the runs' train.json records."""
     profile = f"{PROFILE}-4bit" if name == "fsdp-4bit" else PROFILE
     run = work / "runs" / name
@@ -191,7 +197,7 @@ def train_run(params: Path, work: Path, s: Scale, name: str, *extra: str, ranks:
     first = json.loads((run / "train.json").read_text())
     _losses_ok(first["losses"], name)
     out = {"run": first}
-    if ranks > 1 or name in ("ddp", "fsdp", "fsdp-4bit"):
+    if resume:
         _ran(
             _lib("train", *common, "--resume", str(run), "--steps", str(2 * s.steps), ranks=ranks),
             f"resume {name}",
@@ -252,7 +258,7 @@ def check(name: str, params: Path, work: Path, s: Scale) -> dict:
     if name == "pixels":
         return train_run(params, work, s, name, "--source", "pixels")
     if name in ("ddp", "fsdp", "fsdp-4bit"):
-        return train_run(params, work, s, name, "--strategy", name.split("-")[0], ranks=s.ranks)
+        return train_run(params, work, s, name, "--strategy", name.split("-")[0], ranks=s.ranks, resume=True)
     if name == "captions":
         return captions(params, work, s)
     if name == "step":
@@ -265,7 +271,7 @@ def check(name: str, params: Path, work: Path, s: Scale) -> dict:
 def gpu_check(work: str | Path, results: str | Path, dry_run: bool = False, checks=CHECKS) -> dict[str, dict]:
     """Run the checks; write each one's results file; return {check: {"ok", "seconds", ...}}."""
     s = scale(dry_run)
-    work, tag = Path(work), device_tag(dry_run)
+    work, tag = Path(work) / s.lm, device_tag(dry_run)
     config = {"scale": s.__dict__, "dry_run": dry_run, "weights": "random (architecture only)"}
     start = time.perf_counter()
     params = prepare(work, s)

@@ -79,13 +79,17 @@ class CaptionData:
         ids = self.tok(caption).input_ids[: self.max_tokens - 1]  # <s> caption
         return ids + [self.tok.eos_token_id]
 
+    def token_lengths(self) -> np.ndarray:
+        """Tokens each row's caption takes in a batch (with <s> and </s>, at most max_tokens)."""
+        if not hasattr(self, "_lengths"):
+            ids = self.tok([r["caption"] for r in self.rows]).input_ids
+            self._lengths = np.minimum(self.max_tokens, np.array([len(i) + 1 for i in ids]))
+        return self._lengths
+
     def longest(self) -> int:
         """Tokens in the split's longest caption (with <s> and </s>), at most max_tokens: the one width
         a pipeline pads every batch to."""
-        if not hasattr(self, "_longest"):
-            ids = self.tok([r["caption"] for r in self.rows]).input_ids
-            self._longest = min(self.max_tokens, max(map(len, ids)) + 1)
-        return self._longest
+        return int(self.token_lengths().max())
 
     def batch(self, indices, width: int | None = None) -> dict:
         """Right-padded to the longest caption, or to ``width`` (a pipeline needs one shape)."""
@@ -116,9 +120,24 @@ class Order:
     whatever world and accum are, so one process accumulating 2 micro-batches and 2 ranks with 1 each
     see the same rows in the same groups, and a run resumed at step k sees what an uninterrupted one
     would (indexing by step is what a sampler iterator cannot do mid-epoch).
+
+    With ``lengths`` (each row's caption tokens) batches are grouped by length, as HF Trainer's
+    ``group_by_length``: the same permutation is cut into mega-batches of ``group`` batches, each sorted
+    by length and cut into batches, and the epoch's batches are shuffled (seeded). A batch then pads its
+    captions to a length close to each one's instead of to its longest; the dealing to ranks and
+    micro-batches is unchanged, so everything above still holds.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, world: int = 1, accum: int = 1):
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        seed: int,
+        world: int = 1,
+        accum: int = 1,
+        lengths: np.ndarray | None = None,
+        group: int = 50,
+    ):
         slots = world * accum
         if batch_size % slots:
             raise ValueError(
@@ -128,9 +147,26 @@ class Order:
         self.per_epoch = n // batch_size  # drop the ragged tail: every step sees a full batch
         if self.per_epoch == 0:
             raise ValueError(f"batch size {batch_size} exceeds the {n} training pairs")
+        if lengths is not None and len(lengths) != n:
+            raise ValueError(f"{len(lengths)} lengths for {n} rows")
+        self.lengths, self.group = lengths, group
         self._epoch: tuple[int, list[list[int]]] | None = None
 
+    def _grouped(self, epoch: int) -> list[list[int]]:
+        g = torch.Generator().manual_seed(self.seed + epoch)  # DistributedSampler's permutation
+        perm = torch.randperm(self.n, generator=g).tolist()[: self.per_epoch * self.bs]
+        window, batches = self.group * self.bs, []
+        for k in range(0, len(perm), window):
+            rows = sorted(perm[k : k + window], key=lambda i: self.lengths[i])  # stable: ties keep order
+            batches += [rows[j : j + self.bs] for j in range(0, len(rows), self.bs)]
+        flat = [i for b in torch.randperm(len(batches), generator=g).tolist() for i in batches[b]]
+        return [flat[s :: self.slots] for s in range(self.slots)]  # as DistributedSampler deals
+
     def _slots(self, epoch: int) -> list[list[int]]:
+        if self.lengths is not None:
+            if self._epoch is None or self._epoch[0] != epoch:
+                self._epoch = (epoch, self._grouped(epoch))
+            return self._epoch[1]
         if self._epoch is None or self._epoch[0] != epoch:
             dealt = []
             for s in range(self.slots):

@@ -138,7 +138,8 @@ def train(
         par.core.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.batch_size % accum:
         raise ValueError(f"batch size {cfg.batch_size} must be a multiple of grad_accum {accum}")
-    order = Order(len(data), cfg.batch_size, cfg.seed, par.replicas, accum)
+    lengths = data.token_lengths() if cfg.group_by_length else None
+    order = Order(len(data), cfg.batch_size, cfg.seed, par.replicas, accum, lengths=lengths)
     timer = CollectiveTimer(device, start + 1, max(0, min(cfg.profile_comm, cfg.steps - start - 1)))
     if rank == 0:
         _truncate_log(out / "metrics.jsonl", start)
