@@ -43,7 +43,7 @@ study: setup
 test: setup lint
 	$(PY) -m pytest -q
 
-## gpu: on a GPU machine, every GPU path in one run of a few minutes (results/gpu/; commit them)
+## gpu: on a GPU machine, every GPU path in one prepared run (results/gpu/; commit them)
 gpu: setup
 	$(PY) -m lib gpu-check
 

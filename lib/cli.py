@@ -304,7 +304,8 @@ def parser() -> argparse.ArgumentParser:
     gc = sub.add_parser(
         "gpu-check",
         help="every GPU path in one prepared run (make gpu): full-size training from features and pixels, "
-        "DDP/FSDP2/QLoRA with checkpoint-resume, captions/s, GPU JPEG decoding; results/gpu/",
+        "DDP/FSDP2/QLoRA with checkpoint-resume, captions/s, GPU JPEG decoding, the full-size step's "
+        "speed-ups; results/gpu/",
     )
     gc.add_argument("--dry-run", action="store_true", help="the same on CPU at tiny sizes, gloo, 2 ranks")
     gc.add_argument("--work", default="outputs/gpu-check", help="stand-in models, data and runs")

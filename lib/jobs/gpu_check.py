@@ -1,5 +1,5 @@
-"""``make gpu`` (``python -m lib gpu-check``): every GPU path a cluster user runs, in one prepared run
-of a few minutes, ready for the moment a GPU machine is lent.
+"""``make gpu`` (``python -m lib gpu-check``): every GPU path a cluster user runs, in one prepared run,
+ready for the moment a GPU machine is lent (``--checks`` runs a part of it where time is capped).
 
 Stand-ins of the full-size models are written as local folders, the way an air-gapped cluster holds the
 real ones: BiomedCLIP's image tower architecture (ViT-B/16 at 224 px, open_clip) and BioMistral-7B's

@@ -44,8 +44,8 @@ def lm_blocks(model: nn.Module) -> list[nn.Module]:
 
 
 def apply_compile(model: nn.Module) -> nn.Module:
-    """torch.compile each LM block in place (torchtitan's per-block compile: every block has the same
-    code, so one compiled graph serves all; done before sharding, as FSDP2 expects)."""
+    """torch.compile each LM block in place (torchtitan's per-block compile: blocks are compiled
+    before they are sharded, as FSDP2 expects, and the rest of the model stays eager)."""
     for block in lm_blocks(model):
         block.compile()
     return model
