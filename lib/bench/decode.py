@@ -12,16 +12,19 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from lib.data.files import read_data_file
 from lib.data.pmcoa import image_root
 from lib.stats import KIND, paired
 
 
 def jpegs(data_dir: str | Path, n: int) -> list[torch.Tensor]:
     """The first n JPEG files of a PMC-OA-format folder, as encoded bytes (uint8 tensors)."""
-    files = sorted(p for p in image_root(data_dir).iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))[:n]
-    if not files:
-        raise FileNotFoundError(f"{image_root(data_dir)}: no JPEG files to decode")
-    return [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in files]
+    root = image_root(data_dir)
+    names = sorted(p.name for p in root.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))[:n]
+    if not names:
+        raise FileNotFoundError(f"{root}: no JPEG files to decode")
+    # through the checked reader: regular files inside the image folder, under the size limit
+    return [torch.frombuffer(bytearray(read_data_file(root, name)), dtype=torch.uint8) for name in names]
 
 
 def decode_resize(blobs: list[torch.Tensor], side: int, device: str) -> torch.Tensor:

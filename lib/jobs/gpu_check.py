@@ -120,7 +120,6 @@ def prepare(work: Path, s: Scale) -> Path:
         train_tokenizer(captions, partial, vocab_size=min(arch.vocab_size, 400))
         os.replace(partial, lm)
     params = work / "params"
-    (params / PROFILE).mkdir(parents=True, exist_ok=True)
     profile = {
         "env": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
         "generate": {"out": str(data), "n": s.pairs, "seed": 0},
@@ -152,12 +151,10 @@ def prepare(work: Path, s: Scale) -> Path:
             "log_every": 1,
         },
     }
-    (params / PROFILE / "profile.yaml").write_text(yaml.safe_dump(profile))
-    (params / PROFILE / "train.yaml").write_text(yaml.safe_dump(train))
-    quant = {**train, "quant": "4bit"}
-    (params / f"{PROFILE}-4bit").mkdir(exist_ok=True)
-    (params / f"{PROFILE}-4bit" / "profile.yaml").write_text(yaml.safe_dump(profile))
-    (params / f"{PROFILE}-4bit" / "train.yaml").write_text(yaml.safe_dump(quant))
+    for name, recipe in ((PROFILE, train), (f"{PROFILE}-4bit", {**train, "quant": "4bit"})):
+        (params / name).mkdir(parents=True, exist_ok=True)
+        (params / name / "profile.yaml").write_text(yaml.safe_dump(profile))
+        (params / name / "train.yaml").write_text(yaml.safe_dump(recipe))
     for_profile(PROFILE, str(params), progress=False)  # data, shards and the feature cache, once
     return params
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 from lib.report.markdown import source, table
 from lib.stats import shown, verdict
 
@@ -32,7 +34,7 @@ def padding(res: dict, run: str) -> str:
             {
                 "padding": mode,
                 "real tokens / positions computed": f"{v['real_token_share']:.0%}",
-                "real tokens/s (median)": sorted(v["tokens_per_s"])[len(v["tokens_per_s"]) // 2],
+                "real tokens/s (median)": statistics.median(v["tokens_per_s"]),
                 "vs padding to the limit": shown(m["gain_vs_max"].get(mode)) or "1 (reference)",
                 "verdict": verdict(m["gain_vs_max"][mode], "faster", "slower")
                 if mode in m["gain_vs_max"]
