@@ -105,6 +105,15 @@ facts = pd.DataFrame(views.facts_table(record))
 display(facts.set_index("captions from").round(3) if len(facts) else "this data records no scene facts")
 
 # %% [markdown]
+# What the frozen features hold: a linear probe per categorical fact (fit on the training split's cached
+# features), beside how often each captioner states the fact right. The probe is the ceiling a better
+# recipe works under; only a better encoder raises it.
+
+# %%
+probe = pd.DataFrame(views.probe_table(record))
+display(probe.set_index("fact") if len(probe) else "this data records no scene facts")
+
+# %% [markdown]
 # ## Diversity and mode collapse
 # `identical_share`: captions equal to another caption of the split; `top_share`: the single
 # commonest one; `vocab_share`: distinct words used over the references' distinct words;

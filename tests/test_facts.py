@@ -8,6 +8,7 @@ import pytest
 
 from lib.data.scenes import caption, facts, sample_scene
 from lib.evaluation.facts import CATEGORICAL, FACTS, hallucinated, score_facts, stated
+from lib.evaluation.probe import probe_facts
 
 # A chest CT with a 12 mm nodule on the image's upper left (the patient's right upper lung zone), arrowed.
 TRUTH = {
@@ -92,3 +93,35 @@ def test_references_score_perfectly_with_intervals_and_real_data_has_no_facts():
     assert score_facts(hyps, {}) is None  # no recorded facts: nothing to score
     with pytest.raises(ValueError, match="no recorded facts"):
         score_facts(hyps, {"0": truth["0"]})
+
+
+class _Split:
+    """A split of cached features as ``image_vectors`` reads it: rows, and one [tokens, dim] item each."""
+
+    def __init__(self, ids, features):
+        self.rows, self._x = [{"id": i} for i in ids], dict(zip(ids, features, strict=True))
+
+    def item(self, row):
+        return self._x[row["id"]][None]
+
+
+def test_the_probe_reads_a_fact_the_features_hold_and_not_one_they_do_not():
+    from lib.data.scenes import FINDINGS
+
+    classes = sorted({f for fs in FINDINGS.values() for f in fs})
+    rng, truth, feats = np.random.default_rng(0), {}, {}
+    for i in range(600):
+        scene = sample_scene(np.random.default_rng([6, i]))
+        truth[str(i)] = facts(scene)
+        x = rng.normal(0, 0.3, 32)
+        x[classes.index(scene.finding)] += 3.0  # the finding is in the features; the location is not
+        feats[str(i)] = x.astype(np.float32)
+    train, test = (_Split(ids, [feats[i] for i in ids]) for ids in (list(feats)[:400], list(feats)[400:]))
+    probe = probe_facts(train, test, truth, resamples=50)
+    located = sum(truth[r["id"]]["zone"] is not None for r in test.rows)
+    assert probe["finding"]["accuracy"] > 0.95 and probe["finding"]["pairs"] == 200
+    assert probe["zone"]["pairs"] == located < 200  # a location only where the finding has one
+    assert probe["zone"]["accuracy"] < 0.45 and probe["zone"]["classes"] == 5  # chance is 1/5
+    lo, hi = probe["finding"]["ci95"]
+    assert lo <= probe["finding"]["accuracy"] <= hi
+    assert probe_facts(train, test, {}) is None  # real data: no facts, no probe

@@ -81,6 +81,27 @@ def facts_table(record: dict) -> list[dict]:
     return rows
 
 
+def probe_table(record: dict) -> list[dict]:
+    """Per categorical fact: what a linear probe reads from the frozen features (the ceiling) beside how
+    often each captioner and reference point states the fact right (its recall); empty without facts."""
+    probe = record.get("encoder_probe") or {}
+    return [
+        {
+            "fact": fact,
+            "pairs": p["pairs"],
+            "linear probe accuracy": _with_interval(
+                p, "accuracy", {"accuracy": p["ci95"]} if "ci95" in p else {}
+            ),
+            **{
+                f"{w.replace('_', ' ')} recall": round(record[w]["facts"]["per_fact"][fact]["recall"], 3)
+                for w in present(record)
+                if record[w].get("facts")
+            },
+        }
+        for fact, p in probe.items()
+    ]
+
+
 def modality_table(record: dict) -> list[dict]:
     """One row per modality: its test pairs, and each captioner's CIDEr-D (and categorical fact F1 where
     the data records facts) with 95% intervals."""

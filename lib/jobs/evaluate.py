@@ -14,6 +14,7 @@ from lib.config import resolve, shown
 from lib.data.pmcoa import recorded_facts
 from lib.evaluation.clipscore import ClipScorer
 from lib.evaluation.evaluate import EvalConfig, evaluate_split
+from lib.evaluation.probe import probe_facts
 from lib.evaluation.views import gallery, gallery_items, modality_figure
 from lib.jobs.artefacts import for_profile
 from lib.models.build import build, local_spec
@@ -67,6 +68,9 @@ def evaluate_job(
         vlm, train, test, cfg, device, progress, truth=truth, blind=blind_model, clip=clip
     )
     record["checkpoint"], record["seconds"] = shown(found), time.perf_counter() - t0
+    if truth:  # the ceiling the captions' per-fact recall is read against
+        facts = {**recorded_facts(art.data, "train"), **truth}
+        record["encoder_probe"] = probe_facts(train, test, facts, cfg.resamples, cfg.seed)
     if blind_found:
         record["blind"]["checkpoint"] = shown(blind_found)
     out_dir = resolve(out)

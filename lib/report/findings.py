@@ -228,11 +228,33 @@ def _captioner(res: dict, run: str) -> str | None:
             + f", and {facts['hallucination_rate']:.1%} of them state an abnormality the image does not "
             "have. "
         )
+        text += _ceiling(facts, m.get("encoder_probe"))
     text += (
         f"{m['model']['identical_share']:.0%} of its captions equal another of its captions, against "
         f"{m['references']['identical_share']:.0%} of the references."
     )
     return text + _targets(m, apart)
+
+
+def _ceiling(facts: dict, probe: dict | None) -> str:
+    """The captions' finding and location recall against what a linear probe reads from the features."""
+    if not probe:
+        return ""
+    said = []
+    for fact, name in (("finding", "finding"), ("zone", "location")):
+        if fact not in probe:
+            continue
+        p, recall = probe[fact], facts["per_fact"][fact]["recall"]
+        said.append(f"the {name} right in {recall:.0%} of pairs, against {p['accuracy']:.0%}")
+        if "ci95" in p:
+            lo, hi = p["ci95"]
+            where = "below" if recall < lo else "above" if recall > hi else "within"
+            said[-1] += (
+                f" [{lo:.0%}, {hi:.0%}] for a linear probe on the frozen features ({where} its interval)"
+            )
+        else:
+            said[-1] += " for a linear probe on the frozen features"
+    return f"Its captions state {', and '.join(said)}. " if said else ""
 
 
 def _targets(m: dict, apart) -> str:

@@ -12,6 +12,7 @@ from lib.evaluation.views import (
     diversity_table,
     facts_table,
     modality_table,
+    probe_table,
     scores_table,
     throughput_table,
 )
@@ -178,7 +179,20 @@ def _facts(m: dict) -> str:
         "is read with the generator's grammar, and a stated fact is right when the scene has it, a size "
         f"within {tol:.0%}. Categorical F1 covers modality, region, finding and location; the hallucination "
         "rate is the share of captions stating an abnormality the image does not have. The references' row "
-        "checks the reader.\n\n" + table(rows) + "\n"
+        "checks the reader.\n\n" + table(rows) + "\n" + _probe(m)
+    )
+
+
+def _probe(m: dict) -> str:
+    rows = probe_table(m)
+    if not rows:
+        return ""
+    return (
+        "What the frozen encoder's features hold: a logistic-regression probe per categorical fact, fit on "
+        "the training split's cached features and scored on these pairs (a location only where the finding "
+        "has one), beside how often each captioner states the fact right (recall). A caption states a fact "
+        "only as well as the features hold it: the probe is the ceiling a better captioning recipe works "
+        "under, and a better encoder raises.\n\n" + table(rows) + "\n"
     )
 
 

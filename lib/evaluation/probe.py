@@ -1,0 +1,44 @@
+"""What the frozen encoder's features hold, on the embedded default: a linear probe per categorical scene
+fact, fit on the training split's cached features and scored on the evaluated split.
+
+A captioner states a fact only as well as the features it reads hold it. Each probe's accuracy is the
+ceiling its per-fact recall is read against: a captioner well below it learns badly, one near it is
+held back by the encoder, and a better recipe will not lift it. Real data has no scene facts: no probe.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lib.baseline.modality import linear_probe
+from lib.evaluation.evaluate import image_vectors
+from lib.evaluation.facts import CATEGORICAL
+
+
+def probe_facts(
+    train, test, truth: dict[str, dict], resamples: int = 0, seed: int = 0
+) -> dict[str, dict] | None:
+    """Per categorical fact: the test accuracy of a logistic-regression probe on the cached features
+    (``image_vectors``: the CLIP embedding, or patch tokens averaged; CLIP's linear-probe protocol), over
+    the pairs whose scene has the fact (a zone only where the finding has a location, as the captions'
+    recall counts it), with a 95% bootstrap interval over those pairs. A fact no test pair has, or with
+    one class in training, is left out. ``truth``: scene facts by pair id, for both splits. None where
+    the pairs have no facts."""
+    if not all(r["id"] in truth for r in (*train.rows, *test.rows)):
+        return None
+    x_train, x_test = image_vectors(train), image_vectors(test)
+    rng, out = np.random.default_rng(seed), {}
+    for fact in CATEGORICAL:
+        fit = [k for k, r in enumerate(train.rows) if truth[r["id"]][fact] is not None]
+        held = [k for k, r in enumerate(test.rows) if truth[r["id"]][fact] is not None]
+        y_train = [str(truth[train.rows[k]["id"]][fact]) for k in fit]
+        y_test = np.array([str(truth[test.rows[k]["id"]][fact]) for k in held])
+        if not held or len(set(y_train)) < 2:  # a split too small to say anything of this fact
+            continue
+        pred, _ = linear_probe(x_train[fit], y_train, x_test[held], seed)
+        right = (np.asarray(pred) == y_test).astype(float)
+        out[fact] = {"accuracy": float(right.mean()), "pairs": len(held), "classes": len(set(y_train))}
+        if resamples:
+            draws = [right[rng.integers(0, len(right), len(right))].mean() for _ in range(resamples)]
+            out[fact]["ci95"] = [float(np.percentile(draws, q)) for q in (2.5, 97.5)]
+    return out
