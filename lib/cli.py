@@ -67,7 +67,9 @@ def _pretrain_encoder(a):
         json.dumps(
             {
                 k: v
-                for k, v in pretrain(a.shards, a.out, from_args(EncoderPretrain, a)).items()
+                for k, v in pretrain(
+                    a.shards, a.out, from_args(EncoderPretrain, a), workers=a.workers
+                ).items()
                 if k != "model_cfg"
             }
         )
@@ -230,6 +232,7 @@ def parser() -> argparse.ArgumentParser:
     pe = sub.add_parser("pretrain-encoder", help="contrastively pre-train the default's tiny CLIP (cached)")
     pe.add_argument("--shards", required=True, help="a preprocess output folder")
     pe.add_argument("--out", required=True)
+    pe.add_argument("--workers", type=int, default=os.cpu_count(), help="processes drawing --generated pairs")
     add_options(pe, s.EncoderPretrain)
     pe.set_defaults(fn=_pretrain_encoder)
 

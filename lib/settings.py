@@ -82,6 +82,13 @@ class EncoderPretrain:
     lr: float = field(default=1e-3, metadata=option("peak learning rate (one-cycle)"))
     weight_decay: float = 0.1
     seed: int = field(default=0, metadata=option("seed of the weights and the order"))
+    generated: int = field(
+        default=0,
+        metadata=option(
+            "generated pairs added to the training split, from a stream of their own (the default's "
+            "counterpart of BiomedCLIP's pre-training corpus); never added to other data"
+        ),
+    )
 
 
 @dataclass

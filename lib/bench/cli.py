@@ -168,6 +168,16 @@ def _bench_padding(a):
     print(f"{summary(metrics)}\nwrote {path}")
 
 
+def _bench_encoder(a):
+    from lib.bench import encoder as be
+
+    metrics, config = be.bench_encoder(
+        be.parse_runs(a.runs), a.profile, a.params_dir, a.scratch, a.split, a.resamples
+    )
+    path = be.record(metrics, config, a.results, a.run or a.profile, a.seed)
+    print("\n".join(str(row) for row in be.table(metrics)) + f"\nwrote {path}")
+
+
 def _sweep_options(p, profile_options, default_name: str) -> None:
     """What every torchrun sweep (bench scaling, bench pipeline) takes besides its grid."""
     profile_options(p)
@@ -267,6 +277,25 @@ def bench_parsers(b, profile_options) -> None:
     bp.add_argument("--results", default="results", help="writes <this>/padding/<name>.json")
     bp.add_argument("--name", dest="run", help="results file name (default: <size>-<device type>)")
     bp.set_defaults(fn=_bench_padding)
+
+    be = b.add_parser(
+        "encoder",
+        help="the default's tiny encoder pre-trained at several scales: what a linear probe reads from its "
+        "frozen features, per scene fact",
+    )
+    profile_options(be)
+    be.add_argument(
+        "--runs",
+        default="0:12,8000:10",
+        help="GENERATED:EPOCHS pairs: generated pairs added to the training split, passes over them",
+    )
+    be.add_argument("--split", default="test", help="the split the probes are scored on")
+    be.add_argument("--resamples", type=int, default=200, help="bootstrap resamples of the intervals")
+    be.add_argument("--seed", type=int, default=0, help="seed of the intervals")
+    be.add_argument("--scratch", help="the runs' encoders and features (default: <work_dir>/bench/encoder)")
+    be.add_argument("--results", default="results", help="writes <this>/encoder/<name>.json")
+    be.add_argument("--name", dest="run", help="results file name (default: the profile)")
+    be.set_defaults(fn=_bench_encoder)
 
     bk = b.add_parser(
         "comm",

@@ -11,6 +11,7 @@ A profile's settings are read strictly: a key that is neither a common parameter
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,7 +105,7 @@ def settings(profile_name: str = "default", params_dir: str | None = None) -> Se
     )
 
 
-def _pretrain_configs(s: Settings) -> tuple[EncoderPretrain, LMPretrain]:
+def pretrain_configs(s: Settings) -> tuple[EncoderPretrain, LMPretrain]:
     pre, where = s.params.get("pretrain") or {}, f"{s.profile.source_of('pretrain')}: pretrain"
     lm = dict(pre.get("lm") or {})
     model = strict(TinyLM, lm.pop("model", None), f"{where}: lm: model")
@@ -141,9 +142,16 @@ def for_profile(
     preprocessed = work / "preprocessed"
     backend = "dask-threads" if workers > 1 else "sequential"
     preprocess(data, preprocessed, backend=backend, workers=workers, index=index, progress=progress)
-    encoder_cfg, lm_cfg = _pretrain_configs(s)
+    encoder_cfg, lm_cfg = pretrain_configs(s)
+    if encoder_cfg.generated and not profile.generate:  # another dataset (--data): never mixed with ours
+        print(
+            f"the tiny encoder is pre-trained on {data}'s training split alone: the generated pairs "
+            f"{profile.source_of('pretrain')} adds are for the embedded dataset",
+            file=sys.stderr,
+        )
+        encoder_cfg = dataclasses.replace(encoder_cfg, generated=0)
     if "encoder" in s.tiny:
-        enc.pretrain(preprocessed, work / "encoder", encoder_cfg, progress=progress)
+        enc.pretrain(preprocessed, work / "encoder", encoder_cfg, progress=progress, workers=workers)
     if "lm" in s.tiny:
         language.pretrain(preprocessed / "index.jsonl", work / "lm", lm_cfg, progress=progress)
     features = work / "features" / spec.encoder_output

@@ -16,6 +16,12 @@ class ModelUnavailable(RuntimeError):
     """A model could not be loaded (no network, missing local folder); the message names the way out."""
 
 
+def warmup_share(steps: int) -> float:
+    """The pre-trainings' one-cycle warm-up: 10% of the steps, but never exactly one step (OneCycleLR
+    divides by the warm-up's length minus one: 10 steps in all would raise ZeroDivisionError)."""
+    return 0.2 if steps == 10 else 0.1
+
+
 def pretrain_step(loss, opt, sched, losses: list, bar) -> None:
     """One optimiser step of the default's encoder / LM pre-training, logged to the bar."""
     opt.zero_grad(set_to_none=True)

@@ -14,7 +14,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from dataclasses import asdict
+from functools import partial
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +29,11 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
-from lib.data.preprocess import open_shard, split_digest
-from lib.models import ModelUnavailable, pretrain_step
+from lib.data.generate import figure
+from lib.data.preprocess import fit, load_pixels, open_shard, split_digest
+from lib.models import ModelUnavailable, pretrain_step, warmup_share
 from lib.results import write_json_atomic
-from lib.settings import EncoderPretrain
+from lib.settings import EncoderPretrain, PrepConfig
 
 BIOMEDCLIP = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
 
@@ -42,6 +46,9 @@ TINY_CLIP = {
 # 2: the image tower is trained (version 1 froze it by mistake: only the text tower learned, against a
 # random image tower); a folder pre-trained by version 1 is trained again
 PRETRAIN_VERSION = 2
+# The stream of the generated pre-training corpus: its own, so its figures are never the embedded
+# dataset's (generated from its profile's seed, 0) nor any split's.
+CORPUS_SEED = 1729
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
 
@@ -82,12 +89,16 @@ def pixel_transform(clip) -> tuple[int, torch.Tensor, torch.Tensor]:
     return side, torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
 
 
+def resize(x: torch.Tensor, side: int) -> torch.Tensor:
+    """float [B, 3, H, W] -> [B, 3, side, side], antialiased bilinear (a no-op at that side already)."""
+    if x.shape[-1] == side and x.shape[-2] == side:
+        return x
+    return F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+
+
 def to_pixels(images: torch.Tensor, side: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """uint8 [B, H, W, 3] -> normalised float [B, 3, side, side] (antialiased bilinear resize)."""
-    x = images.permute(0, 3, 1, 2).float().div_(255)
-    if x.shape[-1] != side:
-        x = F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
-    return (x - mean) / std
+    return (resize(images.permute(0, 3, 1, 2).float().div_(255), side) - mean) / std
 
 
 class FrozenEncoder(nn.Module):
@@ -154,6 +165,38 @@ def save_clip(model, model_cfg: dict, out: str | os.PathLike) -> Path:
     return out
 
 
+def _corpus_pair(side: int, index: int) -> tuple[np.ndarray, str]:
+    _, _, text, data, scene = figure(CORPUS_SEED, index)
+    row = {"mode": scene.mode, "format": scene.fmt, "height": scene.height, "width": scene.width}
+    cfg = PrepConfig()  # decoded, resized and padded as the study's shards are
+    img = torch.from_numpy(fit(load_pixels(data, row, cfg), cfg)).permute(2, 0, 1)[None].float().div_(255)
+    return resize(img, side)[0].permute(1, 2, 0).mul_(255).round_().to(torch.uint8).numpy(), text
+
+
+def generated_corpus(
+    n: int, side: int, workers: int = 1, progress: bool = True
+) -> tuple[np.ndarray, list[str]]:
+    """``n`` generated figure-caption pairs from the corpus's own stream, padded to a square as the
+    study's shards are and resized to the tower's side: (uint8 [n, side, side, 3], captions). The embedded
+    default's counterpart of BiomedCLIP's pre-training corpus (PMC-15M), which is not PMC-OA."""
+    pool = get_context("spawn").Pool(workers) if workers > 1 and n >= 64 else None
+    pairs = pool.imap(partial(_corpus_pair, side), range(n), chunksize=32) if pool else None
+    try:
+        out = list(
+            tqdm(
+                pairs or (_corpus_pair(side, i) for i in range(n)),
+                total=n,
+                desc="generate pre-training corpus",
+                unit="fig",
+                disable=not progress,
+            )
+        )
+    finally:
+        if pool:
+            pool.terminate()
+    return np.stack([o[0] for o in out]), [o[1] for o in out]
+
+
 def _train_rows(preprocessed: Path) -> list[dict]:
     rows = [json.loads(line) for line in open(preprocessed / "index.jsonl", encoding="utf-8")]
     return [r for r in rows if r["split"] == "train"]
@@ -164,17 +207,20 @@ def pretrain(
     out: str | os.PathLike,
     cfg: EncoderPretrain | None = None,
     progress: bool = True,
+    workers: int = 1,
 ) -> dict:
-    """Train the tiny CLIP contrastively on the training split of preprocessed shards; save it to ``out``
+    """Train the tiny CLIP contrastively on the training split of preprocessed shards, plus
+    ``cfg.generated`` pairs of the generated corpus (drawn in ``workers`` processes); save it to ``out``
     in open_clip's local-dir layout. Cached: a folder already holding this config is returned as is."""
     cfg = cfg or EncoderPretrain()
     out, preprocessed = Path(out), Path(preprocessed)
     # cached only for the same settings and the same training images and captions: a folder pre-trained on
-    # other data is trained again, never reused
+    # other data is trained again, never reused. No corpus: the settings are recorded as before it existed,
+    # so a folder pre-trained then is still the same one.
     record = {
         "version": PRETRAIN_VERSION,
         "model_cfg": TINY_CLIP,
-        "pretrain": asdict(cfg),
+        "pretrain": {k: v for k, v in asdict(cfg).items() if k != "generated" or v},
         "trained_on": split_digest(preprocessed, "train"),
     }
     done = out / "pretrain.json"
@@ -183,6 +229,7 @@ def pretrain(
             return json.loads(done.read_text())
         print(f"{out} was pre-trained on other data or settings: training it again", file=sys.stderr)
         done.unlink()  # not complete until trained again
+    t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     model = open_clip.CLIP(**TINY_CLIP, output_dict=True)
     tokenizer = open_clip.get_tokenizer("ViT-B-16", context_length=TINY_CLIP["text_cfg"]["context_length"])
@@ -193,23 +240,43 @@ def pretrain(
     texts = tokenizer([r["caption"] for r in rows])
     # the pixel transform alone: a FrozenEncoder would freeze the image tower this trains (it shares it)
     side, mean, std = pixel_transform(model)
+    corpus = np.zeros((0, side, side, 3), np.uint8)
+    if cfg.generated:  # stored at the tower's side: 224-px copies of a large corpus would not fit memory
+        corpus, captions = generated_corpus(cfg.generated, side, workers, progress)
+        texts = torch.cat([texts, tokenizer(captions)])
+    n = len(rows) + len(corpus)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    batch = min(cfg.batch_size, len(rows))  # a small folder of one's own: one batch of everything
-    steps = cfg.epochs * (len(rows) // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.1)
+    batch = min(cfg.batch_size, n)  # a small folder of one's own: one batch of everything
+    steps = cfg.epochs * (n // batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=steps, pct_start=warmup_share(steps)
+    )
     loss_fn, gen, losses = ClipLoss(), torch.Generator().manual_seed(cfg.seed), []
     model.train()
     bar = tqdm(total=steps, desc="pretrain tiny CLIP", unit="step", disable=not progress)
     for _ in range(cfg.epochs):
-        order = torch.randperm(len(rows), generator=gen)
-        for k in range(len(rows) // batch):
+        order = torch.randperm(n, generator=gen)
+        for k in range(n // batch):
             idx = order[k * batch : (k + 1) * batch]
-            x = to_pixels(torch.from_numpy(images[idx.numpy()]), side, mean, std)
+            own = idx < len(rows)
+            x = torch.empty(len(idx), 3, side, side)
+            x[own] = to_pixels(torch.from_numpy(images[idx[own].numpy()]), side, mean, std)
+            if not own.all():
+                x[~own] = to_pixels(
+                    torch.from_numpy(corpus[(idx[~own] - len(rows)).numpy()]), side, mean, std
+                )
             feats = model(x, texts[idx])
             loss = loss_fn(feats["image_features"], feats["text_features"], feats["logit_scale"])
             pretrain_step(loss, opt, sched, losses, bar)
     bar.close()
     save_clip(model, TINY_CLIP, out)
-    record.update(pairs=len(rows), steps=steps, first_loss=losses[0], final_loss=float(np.mean(losses[-10:])))
+    record.update(
+        pairs=len(rows),
+        generated_pairs=len(corpus),
+        steps=steps,
+        seconds=time.perf_counter() - t0,  # the corpus's drawing included
+        first_loss=losses[0],
+        final_loss=float(np.mean(losses[-10:])),
+    )
     write_json_atomic(done, record)  # last: marks the folder complete
     return record

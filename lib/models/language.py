@@ -35,7 +35,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from lib.models import ModelUnavailable, pretrain_step
+from lib.models import ModelUnavailable, pretrain_step, warmup_share
 from lib.results import write_json_atomic
 from lib.settings import LMPretrain, LoraSpec
 
@@ -136,7 +136,9 @@ def pretrain(
         raise ValueError(f"{index}: no training captions to pre-train the tiny LM on")
     batch = min(cfg.batch_size, len(ids))  # a small folder of one's own: one batch of everything
     steps = cfg.epochs * (len(ids) // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=steps, pct_start=warmup_share(steps)
+    )
     gen, losses = torch.Generator().manual_seed(cfg.seed), []
     model.train()
     bar = tqdm(total=steps, desc="pretrain tiny Mistral", unit="step", disable=not progress)

@@ -27,7 +27,17 @@ from lib.evaluation.views import gallery, modality_figure
 from lib.report.communication import communication, projected_run
 from lib.report.findings import findings
 from lib.report.gpu_paths import gpu_checks, padding
-from lib.report.parts import ablation, baseline, ddp, evaluation, fsdp, model_parallel, preprocess, status
+from lib.report.parts import (
+    ablation,
+    baseline,
+    ddp,
+    encoder,
+    evaluation,
+    fsdp,
+    model_parallel,
+    preprocess,
+    status,
+)
 from lib.report.seed_study import gpu, seed_study
 from lib.results import write_text_atomic
 
@@ -56,6 +66,7 @@ SECTIONS = {
     "communication": communication,
     "evaluation": evaluation,
     "ablation": ablation,
+    "encoder": encoder,
     "seed": seed_study,
     "gpu": gpu,
     "padding": padding,

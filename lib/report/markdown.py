@@ -44,6 +44,7 @@ WORKLOADS = {
     "evaluation": "captions of the test split, pycocoevalcap, scene facts, CLIPScore",
     "ablation": "one setting changed per row: train, caption the validation split, score",
     "eda": "validation + summary of every pair",
+    "encoder": "tiny CLIP pre-trained per run, linear probes per scene fact on its frozen features",
 }
 
 

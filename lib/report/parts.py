@@ -4,6 +4,7 @@ is recorded, preprocessing, the baseline, DDP, FSDP, model parallelism and the e
 from __future__ import annotations
 
 from lib.baseline import classify as baseline_run
+from lib.bench import encoder as encoder_bench
 from lib.bench import preprocess as bench
 from lib.bench import scaling_views
 from lib.bench.scaling import has_pairs
@@ -240,4 +241,22 @@ def ablation(res: dict, run: str) -> str:
         + table(ablation_views.table(m))
         + "\n![ablation](figures/08_ablation.png)\n\n"
         + source(r)
+    )
+
+
+def encoder(res: dict, run: str) -> str:
+    r = res.get(f"encoder/{run}")
+    if not r:
+        return (
+            "_Not recorded: `python -m lib bench encoder` measures the embedded default's tiny encoder "
+            "(its data records scene facts)._\n"
+        )
+    m, c = r["metrics"], r["config"]
+    p = c["pretrain"]
+    return (
+        f"Each run pre-trains the tiny CLIP (batch {p['batch_size']}, peak learning rate {p['lr']}, seed "
+        f"{p['seed']}) on the training split plus the generated pairs shown, for the passes shown; then a "
+        "linear probe per fact is fit on the training split's frozen features and scored on the "
+        f"{m['split']} split (accuracy [95% bootstrap interval], {c['resamples']} resamples; a location "
+        "only where the finding has one).\n\n" + table(encoder_bench.table(m)) + "\n" + source(r)
     )
