@@ -238,23 +238,22 @@ def _captioner(res: dict, run: str) -> str | None:
 
 def _ceiling(facts: dict, probe: dict | None) -> str:
     """The captions' finding and location recall against what a linear probe reads from the features."""
-    if not probe:
-        return ""
-    said = []
+    read, said = [], []
     for fact, name in (("finding", "finding"), ("zone", "location")):
-        if fact not in probe:
+        if not probe or fact not in probe:
             continue
         p, recall = probe[fact], facts["per_fact"][fact]["recall"]
-        said.append(f"the {name} right in {recall:.0%} of pairs, against {p['accuracy']:.0%}")
-        if "ci95" in p:
-            lo, hi = p["ci95"]
-            where = "below" if recall < lo else "above" if recall > hi else "within"
-            said[-1] += (
-                f" [{lo:.0%}, {hi:.0%}] for a linear probe on the frozen features ({where} its interval)"
-            )
-        else:
-            said[-1] += " for a linear probe on the frozen features"
-    return f"Its captions state {', and '.join(said)}. " if said else ""
+        ci = p.get("ci95")
+        read.append(f"the {name} in {p['accuracy']:.0%}" + (f" [{ci[0]:.0%}, {ci[1]:.0%}]" if ci else ""))
+        side = "" if not ci else "below" if recall < ci[0] else "above" if recall > ci[1] else "within"
+        where = f" ({side} the probe's interval)" if side else ""
+        said.append(f"{recall:.0%}{where}")
+    if not read:
+        return ""
+    return (
+        f"A linear probe on the frozen features reads {' and '.join(read)} of pairs; the captions state "
+        f"{'them' if len(said) > 1 else 'it'} right in {' and '.join(said)}. "
+    )
 
 
 def _targets(m: dict, apart) -> str:
