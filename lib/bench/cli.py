@@ -172,7 +172,7 @@ def _bench_encoder(a):
     from lib.bench import encoder as be
 
     metrics, config = be.bench_encoder(
-        be.parse_runs(a.runs), a.profile, a.params_dir, a.scratch, a.split, a.resamples
+        be.parse_runs(a.runs), a.profile, a.params_dir, a.scratch, a.split, a.resamples, a.seed
     )
     path = be.record(metrics, config, a.results, a.run or a.profile, a.seed)
     print("\n".join(str(row) for row in be.table(metrics)) + f"\nwrote {path}")

@@ -41,6 +41,7 @@ def bench_encoder(
     scratch: str | None = None,
     split: str = "test",
     resamples: int = 200,
+    seed: int = 0,
     progress: bool = True,
 ) -> tuple[dict, dict]:
     if not settings(profile, params_dir).profile.generate:  # --data: a user's folder has no scene facts
@@ -60,7 +61,7 @@ def bench_encoder(
         feats = folder / "features"
         encode(art.preprocessed, feats, f"local-dir:{folder}", output="pooled", progress=progress)
         probe = probe_facts(
-            CaptionData(feats, "train", None), CaptionData(feats, split, None), truth, resamples
+            CaptionData(feats, "train", None), CaptionData(feats, split, None), truth, resamples, seed
         )
         out.append(
             {

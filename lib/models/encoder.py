@@ -179,7 +179,10 @@ def generated_corpus(
     """``n`` generated figure-caption pairs from the corpus's own stream, padded to a square as the
     study's shards are and resized to the tower's side: (uint8 [n, side, side, 3], captions). The embedded
     default's counterpart of BiomedCLIP's pre-training corpus (PMC-15M), which is not PMC-OA."""
-    pool = get_context("spawn").Pool(workers) if workers > 1 and n >= 64 else None
+    # one torch thread a worker: the workers are the parallelism, torch's own threads would oversubscribe
+    pool = (
+        get_context("spawn").Pool(workers, torch.set_num_threads, (1,)) if workers > 1 and n >= 64 else None
+    )
     pairs = pool.imap(partial(_corpus_pair, side), range(n), chunksize=32) if pool else None
     try:
         out = list(

@@ -9,6 +9,7 @@ from lib.bench import comm_views, projection, scaling_views
 from lib.bench.scaling import has_pairs
 from lib.report.communication import projected_run
 from lib.report.markdown import source
+from lib.report.probe_findings import ceiling, encoder_runs
 from lib.report.seed_study import gpu_runs
 from lib.stats import paired, shown, verdict
 
@@ -18,13 +19,22 @@ F1_TARGET, IDENTICAL_TARGET = 0.9, 2  # the default captioner's targets (issue 2
 def findings(res: dict, run: str) -> str:
     bullets = [
         f(res, run)
-        for f in (_preprocess, _data_parallel, _fsdp, _model_parallel, _communication, _captioner, _one_gpu)
+        for f in (
+            _preprocess,
+            _data_parallel,
+            _fsdp,
+            _model_parallel,
+            _communication,
+            _captioner,
+            encoder_runs,
+            _one_gpu,
+        )
     ]
     bullets = [b for b in bullets if b]
     if not bullets:
         return "_No results recorded yet._\n"
     keys = ["preprocess/RUN", "preprocess/large-jpeg", "scaling/RUN-ddp", "scaling/RUN-fsdp"]
-    keys += ["scaling/RUN-model-parallel", "comm/RUN", "evaluation/RUN"]
+    keys += ["scaling/RUN-model-parallel", "comm/RUN", "evaluation/RUN", "encoder/RUN"]
     read = [res[k.replace("RUN", run)] for k in keys if k.replace("RUN", run) in res] + gpu_runs(res)
     return "".join(f"- {b}\n" for b in bullets) + "\n" + source(*read)
 
@@ -228,32 +238,12 @@ def _captioner(res: dict, run: str) -> str | None:
             + f", and {facts['hallucination_rate']:.1%} of them state an abnormality the image does not "
             "have. "
         )
-        text += _ceiling(facts, m.get("encoder_probe"))
+        text += ceiling(facts, m.get("encoder_probe"))
     text += (
         f"{m['model']['identical_share']:.0%} of its captions equal another of its captions, against "
         f"{m['references']['identical_share']:.0%} of the references."
     )
     return text + _targets(m, apart)
-
-
-def _ceiling(facts: dict, probe: dict | None) -> str:
-    """The captions' finding and location recall against what a linear probe reads from the features."""
-    read, said = [], []
-    for fact, name in (("finding", "finding"), ("zone", "location")):
-        if not probe or fact not in probe:
-            continue
-        p, recall = probe[fact], facts["per_fact"][fact]["recall"]
-        ci = p.get("ci95")
-        read.append(f"the {name} in {p['accuracy']:.0%}" + (f" [{ci[0]:.0%}, {ci[1]:.0%}]" if ci else ""))
-        side = "" if not ci else "below" if recall < ci[0] else "above" if recall > ci[1] else "within"
-        where = f" ({side} the probe's interval)" if side else ""
-        said.append(f"{recall:.0%}{where}")
-    if not read:
-        return ""
-    return (
-        f"A linear probe on the frozen features reads {' and '.join(read)} of pairs; the captions state "
-        f"{'them' if len(said) > 1 else 'it'} right in {' and '.join(said)}. "
-    )
 
 
 def _targets(m: dict, apart) -> str:
