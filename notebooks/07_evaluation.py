@@ -106,8 +106,8 @@ display(facts.set_index("captions from").round(3) if len(facts) else "this data 
 
 # %% [markdown]
 # What the frozen features hold: a linear probe per categorical fact (fit on the training split's cached
-# features), beside how often each captioner states the fact right. The probe is the ceiling a better
-# recipe works under; only a better encoder raises it.
+# features), beside how often each captioner states the fact right. The probe reads the features
+# linearly: a reference, not a bound (the projector and retrieval read them non-linearly).
 
 # %%
 probe = pd.DataFrame(views.probe_table(record))

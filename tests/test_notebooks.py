@@ -216,7 +216,7 @@ def test_baseline_and_evaluation_notebooks_report_from_results(tmp_path):
         assert 0 <= clip["clip_s"] <= 2.5 and 0 <= clip["refclip_s"] <= 2.5 and "ci95" in clip
         assert "identical_share" in m[who] and set(m["per_modality"][who]) == set(m["per_modality"]["model"])
     assert m["references"]["facts"]["categorical_f1"] == 1.0  # the reader reads the generator exactly
-    probe = m["encoder_probe"]  # what the features hold, per fact: the ceiling of the captions' recall
+    probe = m["encoder_probe"]  # what the features hold, per fact, read by a linear probe
     assert probe["modality"]["pairs"] == m["pairs"] and 0 <= probe["modality"]["accuracy"] <= 1
     assert all(0 <= p["accuracy"] <= 1 and len(p["ci95"]) == 2 for p in probe.values())
     assert m["most_frequent"]["identical_share"] == 1.0

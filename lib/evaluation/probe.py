@@ -1,9 +1,10 @@
 """What the frozen encoder's features hold, on the embedded default: a linear probe per categorical scene
 fact, fit on the training split's cached features and scored on the evaluated split.
 
-A captioner states a fact only as well as the features it reads hold it. Each probe's accuracy is the
-ceiling its per-fact recall is read against: a captioner well below it learns badly, one near it is
-held back by the encoder, and a better recipe will not lift it. Real data has no scene facts: no probe.
+A captioner states a fact only as well as the features it reads hold it. Each probe's accuracy is a
+reference its per-fact recall is read against: a captioner well below it does not use what its features
+hold. It is not a strict bound: the probe reads the features linearly, and a non-linear reader (the
+projector, nearest-neighbour retrieval) can read more. Real data has no scene facts: no probe.
 """
 
 from __future__ import annotations

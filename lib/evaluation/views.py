@@ -82,8 +82,8 @@ def facts_table(record: dict) -> list[dict]:
 
 
 def probe_table(record: dict) -> list[dict]:
-    """Per categorical fact: what a linear probe reads from the frozen features (the ceiling) beside how
-    often each captioner and reference point states the fact right (its recall); empty without facts."""
+    """Per categorical fact: what a linear probe reads from the frozen features beside how often each
+    captioner and reference point states the fact right (its recall); empty without facts."""
     probe = record.get("encoder_probe") or {}
     return [
         {

@@ -68,7 +68,7 @@ def evaluate_job(
         vlm, train, test, cfg, device, progress, truth=truth, blind=blind_model, clip=clip
     )
     record["checkpoint"], record["seconds"] = shown(found), time.perf_counter() - t0
-    if truth:  # the ceiling the captions' per-fact recall is read against
+    if truth:  # what the features hold, the reference the captions' per-fact recall is read against
         facts = {**recorded_facts(art.data, "train"), **truth}
         record["encoder_probe"] = probe_facts(train, test, facts, cfg.resamples, cfg.seed)
     if blind_found:

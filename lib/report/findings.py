@@ -9,7 +9,7 @@ from lib.bench import comm_views, projection, scaling_views
 from lib.bench.scaling import has_pairs
 from lib.report.communication import projected_run
 from lib.report.markdown import source
-from lib.report.probe_findings import ceiling, encoder_runs
+from lib.report.probe_findings import against_probe, encoder_runs
 from lib.report.seed_study import gpu_runs
 from lib.stats import paired, shown, verdict
 
@@ -238,7 +238,7 @@ def _captioner(res: dict, run: str) -> str | None:
             + f", and {facts['hallucination_rate']:.1%} of them state an abnormality the image does not "
             "have. "
         )
-        text += ceiling(facts, m.get("encoder_probe"))
+        text += against_probe(facts, m.get("encoder_probe"))
     text += (
         f"{m['model']['identical_share']:.0%} of its captions equal another of its captions, against "
         f"{m['references']['identical_share']:.0%} of the references."

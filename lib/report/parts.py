@@ -192,8 +192,10 @@ def _probe(m: dict) -> str:
         "What the frozen encoder's features hold: a logistic-regression probe per categorical fact, fit on "
         "the training split's cached features and scored on these pairs (a location only where the finding "
         "has one), beside how often each captioner states the fact right (recall). A caption states a fact "
-        "only as well as the features hold it: the probe is the ceiling a better captioning recipe works "
-        "under, and a better encoder raises.\n\n" + table(rows) + "\n"
+        "only as well as the features hold it. The probe reads them linearly, so it is a reference, not a "
+        "bound: the projector and nearest-neighbour retrieval read them non-linearly and can read more.\n\n"
+        + table(rows)
+        + "\n"
     )
 
 

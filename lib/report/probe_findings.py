@@ -4,7 +4,7 @@ fact probes (``lib.evaluation.probe``), and what more pre-training bought them (
 from __future__ import annotations
 
 
-def ceiling(facts: dict, probe: dict | None) -> str:
+def against_probe(facts: dict, probe: dict | None) -> str:
     """The captions' finding and location recall against what a linear probe reads from the features."""
     read, said = [], []
     for fact, name in (("finding", "finding"), ("zone", "location")):
