@@ -162,25 +162,19 @@ class Order:
         flat = [i for b in torch.randperm(len(batches), generator=g).tolist() for i in batches[b]]
         return [flat[s :: self.slots] for s in range(self.slots)]  # as DistributedSampler deals
 
+    def _dealt(self, epoch: int) -> list[list[int]]:
+        dealt = []
+        for s in range(self.slots):
+            sampler = DistributedSampler(
+                range(self.n), num_replicas=self.slots, rank=s, shuffle=True, seed=self.seed, drop_last=True
+            )
+            sampler.set_epoch(epoch)
+            dealt.append(list(sampler))
+        return dealt
+
     def _slots(self, epoch: int) -> list[list[int]]:
-        if self.lengths is not None:
-            if self._epoch is None or self._epoch[0] != epoch:
-                self._epoch = (epoch, self._grouped(epoch))
-            return self._epoch[1]
-        if self._epoch is None or self._epoch[0] != epoch:
-            dealt = []
-            for s in range(self.slots):
-                sampler = DistributedSampler(
-                    range(self.n),
-                    num_replicas=self.slots,
-                    rank=s,
-                    shuffle=True,
-                    seed=self.seed,
-                    drop_last=True,
-                )
-                sampler.set_epoch(epoch)
-                dealt.append(list(sampler))
-            self._epoch = (epoch, dealt)
+        if self._epoch is None or self._epoch[0] != epoch:  # one epoch's dealing, kept
+            self._epoch = (epoch, self._dealt(epoch) if self.lengths is None else self._grouped(epoch))
         return self._epoch[1]
 
     def indices(self, step: int, rank: int = 0, micro: int = 0) -> list[int]:
