@@ -18,8 +18,8 @@ import yaml
 from lib.bench.cli import INTS, bench_parsers
 from lib.config import DATA_ENV
 from lib.jobs.cli import evaluation_parsers
-from lib.options import add_options, from_args, given
-from lib.settings import DATA_HELP
+from lib.options import add_options, from_args, job_from, job_options
+from lib.settings import DATA_HELP, RECIPE
 
 
 def _generate(a):
@@ -100,7 +100,7 @@ def _train(a):
         from lib.jobs.train import train_job
         from lib.settings import TrainConfig, TrainJob
 
-        train_job(from_args(TrainJob, a, overrides=given(TrainConfig, a)), stop)
+        train_job(job_from(TrainJob, TrainConfig, a), stop)
 
 
 def _baseline(a):
@@ -256,10 +256,7 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser(
         "train", help="train the captioner (builds missing artefacts), then caption the test split"
     )
-    add_options(t, s.TrainJob)
-    add_options(
-        t.add_argument_group("the recipe (default: the profile's train.yaml)"), s.TrainConfig, overrides=True
-    )
+    job_options(t, s.TrainJob, s.TrainConfig, RECIPE)
     t.set_defaults(fn=_train)
 
     evaluation_parsers(sub, _profile_options)

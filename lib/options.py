@@ -87,3 +87,15 @@ def strict(cls: type, values: dict | None, where: str):
             f"(known: {', '.join(sorted(known))})"
         )
     return cls(**values)
+
+
+def job_options(parser: argparse.ArgumentParser, job: type, recipe: type, title: str) -> None:
+    """A job's options, then its recipe's (a group named ``title``) as overrides of a profile's."""
+    add_options(parser, job)
+    add_options(parser.add_argument_group(title), recipe, overrides=True)
+
+
+def job_from(job: type, recipe: type, args: argparse.Namespace):
+    """The ``job`` that options added by ``job_options`` ask for; the recipe fields given go in its
+    ``overrides``."""
+    return from_args(job, args, overrides=given(recipe, args))

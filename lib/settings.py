@@ -185,6 +185,9 @@ class TrainConfig:
     log_every: int = field(default=10, metadata=option("steps between lines of metrics.jsonl"))
 
 
+RECIPE = "the recipe (default: the profile's train.yaml)"  # the `train` options of TrainConfig
+
+
 @dataclass
 class TrainJob:
     """How one `train` run is set up; the recipe is ``TrainConfig`` (profile + ``overrides``)."""

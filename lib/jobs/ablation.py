@@ -147,17 +147,24 @@ def ablate(
         params, trained = row_params(profile, params_dir, row, cfg.steps, scratch)
         run = scratch / "runs" / params.name
         decoding = {**GREEDY, **row.decoding}
-        key = {"train.yaml": trained, "decoding": decoding, **asdict(cfg), "scratch": None}
+        # the row's training record stays beside its run, never in the study's results/training/; a run
+        # made from another encoder, LM or data is trained again, and its scores with it
+        ensure_trained(str(run), profile, options=("--results-dir", str(run)), params_dir=str(params))
+        record = json.loads((run / "train.json").read_text())
+        key = {
+            "train.yaml": trained,
+            "decoding": decoding,
+            **asdict(cfg),
+            "scratch": None,
+            "made_from": record["made_from"],
+        }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
         done = run / f"score-{digest}.json"
         if done.exists() and json.loads(done.read_text()).get("key") == key:
             scores = json.loads(done.read_text())["scores"]
         else:
-            # the row's training record stays beside its run, never in the study's results/training/
-            ensure_trained(str(run), profile, options=("--results-dir", str(run)), params_dir=str(params))
             scores = score_row(profile, params, run, cfg.split, decoding, cfg.resamples, cfg.seed)
             write_json_atomic(done, {"key": key, "scores": scores})
-        record = json.loads((run / "train.json").read_text())
         out.append(
             {
                 **asdict(row),

@@ -17,6 +17,7 @@ from lib.evaluation.evaluate import EvalConfig, evaluate_split
 from lib.evaluation.probe import probe_facts
 from lib.evaluation.views import gallery, gallery_items, modality_figure
 from lib.jobs.artefacts import for_profile
+from lib.jobs.made_from import same_model
 from lib.models.build import build, local_spec
 from lib.models.feature_cache import open_features
 from lib.results import write_json_atomic, write_jsonl_atomic, write_results
@@ -46,6 +47,8 @@ def evaluate_job(
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     art = for_profile(profile_name, params_dir, progress=progress)
     torch.manual_seed(cfg.seed)
+    for run in filter(None, (checkpoint, blind)):  # never weights trained on another encoder's features
+        same_model(resolve(run), art)
     vlm, tok = build(art.spec, device=device)
     found = load_weights(vlm, resolve(checkpoint))
     train, test = CaptionData(art.features, "train", tok), CaptionData(art.features, cfg.split, tok)

@@ -6,9 +6,11 @@ gather -> caption the test split -> results. Strategies differ only inside ``lib
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from contextlib import nullcontext
@@ -17,14 +19,16 @@ from pathlib import Path
 
 import torch
 
-from lib.config import DATA_ENV, resolve
+from lib.config import DATA_ENV, resolve, shown
 from lib.evaluation.evaluate import score_split
 from lib.jobs.artefacts import for_profile, settings
+from lib.jobs.made_from import MODEL, RECORD, differences, made_from, recorded, run_of
 from lib.models.build import build
+from lib.options import job_from, job_options
 from lib.parallel import dist
 from lib.parallel.apply import full_trained_state, parallelize
 from lib.results import write_json_atomic, write_jsonl_atomic, write_results
-from lib.settings import ModelSpec, TrainJob
+from lib.settings import RECIPE, ModelSpec, TrainConfig, TrainJob
 from lib.training.checkpoint import latest, load_trained_state
 from lib.training.data import CaptionData
 from lib.training.loop import train
@@ -55,6 +59,15 @@ def _train(job: TrainJob, d: dist.Dist, stop: StopFlag) -> dict | None:
         if d.rank in turn:
             art = for_profile(job.profile, job.params_dir, progress=d.main, verify_data=d.main)
         dist.barrier(d)
+    # what this run is made from, recorded before its first step: a run made from anything else (other
+    # features, another LM, another recipe) is never resumed into it
+    key, out = None, resolve(job.out)
+    if d.main:
+        key = made_from(art, cfg, job.source)
+        if job.resume:
+            _check_resume(resolve(job.resume), key)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / RECORD, key)
     # model: the same seed gives the same projector and LoRA initialisation on every rank
     torch.manual_seed(cfg.seed)
     vlm, tok = build(art.spec, with_encoder=job.source == "pixels", device=str(d.device))
@@ -78,7 +91,6 @@ def _train(job: TrainJob, d: dist.Dist, stop: StopFlag) -> dict | None:
     if par.step:  # a pipeline accumulates gradients over its schedule's micro-batches
         cfg = dataclasses.replace(cfg, grad_accum=job.overrides.get("grad_accum", par.microbatches))
     # loop
-    out = resolve(job.out)
     summary = train(
         par,
         data,
@@ -124,6 +136,7 @@ def _train(job: TrainJob, d: dist.Dist, stop: StopFlag) -> dict | None:
             "threads_per_rank": torch.get_num_threads(),
             "source": job.source,
             "image": cfg.image,  # what `evaluate` shows it: a blind captioner sees no image there either
+            "made_from": key,
             **{k: v for k, v in summary.items() if k != "losses"},
             "final_loss": summary["losses"][-1] if summary["losses"] else None,
             "losses": summary["losses"],
@@ -189,6 +202,20 @@ def _caption_test_split(
     return result
 
 
+def _check_resume(checkpoint: Path, key: dict) -> None:
+    """A checkpoint resumes only into a run made from the same model, data and source; a recipe changed
+    since (more steps) is the caller's choice, and said."""
+    old = recorded(run) if (run := run_of(checkpoint)) else None
+    diff = differences(old, key, (*MODEL, "trained_on", "source"))
+    if diff:
+        raise ValueError(
+            f"cannot resume {checkpoint}: it was trained from another {', '.join(diff)} than this run. "
+            "Train in a new folder (or delete that one)"
+        )
+    if changed := differences(old, key, ("train",)):
+        print(f"resuming {checkpoint} with a changed recipe: {', '.join(changed)}", file=sys.stderr)
+
+
 def ensure_trained(
     out: str,
     profile: str = "default",
@@ -196,18 +223,35 @@ def ensure_trained(
     options: tuple[str, ...] = (),
     params_dir: str | None = None,
 ) -> Path:
-    """A finished training run in ``out``: left as it is when there is one, resumed from its newest
-    checkpoint when interrupted, else trained. Runs `python -m lib train` in a child process (as
-    SLURM would), so a notebook's kernel never holds the training job's memory; ``options`` are more
-    of its command-line options (``("--image", "zeros")``). Returns ``out``."""
+    """A finished training run in ``out``, made from the profile's data, models and recipe: left as it
+    is when there is one, resumed from its newest checkpoint when interrupted, else trained. A run in
+    ``out`` made from anything else (the encoder pre-trained again, a changed recipe) is deleted and
+    trained again, and a message says why. Runs `python -m lib train` in a child process (as SLURM
+    would), so a notebook's kernel never holds the training job's memory; ``options`` are more of its
+    command-line options (``("--image", "zeros")``). Returns ``out``."""
     out = resolve(out)
+    args = ["--profile", profile, "--out", str(out), "--no-eval"]
+    args += ["--max-steps", str(max_steps)] if max_steps else []
+    args += ["--params-dir", str(params_dir)] if params_dir else []
+    args += list(options)
+    parser = argparse.ArgumentParser(prog="python -m lib train")
+    job_options(parser, TrainJob, TrainConfig, RECIPE)
+    job = job_from(TrainJob, TrainConfig, parser.parse_args(args))
+    cfg = dataclasses.replace(settings(profile, params_dir).train, **job.overrides)
+    key = made_from(for_profile(profile, params_dir, progress=False, verify_data=False), cfg, job.source)
     done = out / "train.json"
-    if done.exists() and json.loads(done.read_text())["status"] == "finished":
-        return out
-    cmd = [sys.executable, "-m", "lib", "train", "--profile", profile, "--out", str(out), "--no-eval"]
-    cmd += ["--max-steps", str(max_steps)] if max_steps else []
-    cmd += ["--params-dir", str(params_dir)] if params_dir else []
-    cmd += list(options)
+    if done.exists():
+        rec = json.loads(done.read_text())
+        if rec["status"] == "finished" and rec.get("made_from") == key:
+            return out
+    old = recorded(out)
+    if old != key and (old or done.exists() or latest(out)):
+        print(
+            f"{shown(out)} was trained from another {', '.join(differences(old, key))}: training it again",
+            file=sys.stderr,
+        )
+        shutil.rmtree(out)
+    cmd = [sys.executable, "-m", "lib", "train", *args]
     cmd += ["--resume", str(out)] if latest(out) else []
     subprocess.run(cmd, check=True)
     return out

@@ -1,8 +1,10 @@
 """Model parts: frozen image encoder, projector, language model (+LoRA), the VLM joining them. No
 parallelism here."""
 
+import hashlib
 import logging
 import warnings
+from pathlib import Path
 
 # Set before any model module imports peft: peft imports bitsandbytes whenever it is installed, and on CPU
 # that logs an error about an optional kernels package even when no quantised weights are used.
@@ -14,6 +16,18 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", categ
 
 class ModelUnavailable(RuntimeError):
     """A model could not be loaded (no network, missing local folder); the message names the way out."""
+
+
+def files_digest(folder: str | Path, prefix: str = "") -> str:
+    """sha256 over the files of a model folder whose names start with ``prefix``, in name order: what a
+    cache made from the model is keyed by, so a model rebuilt in the same folder is never taken for the
+    one the cache was made from."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(folder).iterdir() if p.is_file() and p.name.startswith(prefix)):
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 24), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def warmup_share(steps: int) -> float:

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from lib.config import shown
 from lib.data.preprocess import open_shard
+from lib.models import files_digest
 from lib.models.encoder import load_encoder
 from lib.results import temp_file, write_json_atomic
 
@@ -31,12 +32,7 @@ def weights_digest(encoder: str) -> str | None:
     folder = Path(encoder.removeprefix("local-dir:"))
     if not encoder.startswith("local-dir:") and not folder.is_dir():
         return None
-    h = hashlib.sha256()
-    for f in sorted(p for p in folder.iterdir() if p.is_file() and p.name.startswith("open_clip_")):
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 24), b""):
-                h.update(block)
-    return h.hexdigest()
+    return files_digest(folder, "open_clip_")
 
 
 def shards(preprocessed: Path) -> list[str]:
