@@ -142,7 +142,7 @@ def ablate(
     """Train and score every row (resuming); returns the record the results file holds."""
     cfg = cfg or AblationConfig()
     scratch = resolve(cfg.scratch or Path(settings(profile, params_dir).params["work_dir"]) / "ablation")
-    out = []
+    out, made = [], []
     for row in tqdm(rows, desc="ablation", unit="row", disable=not progress):
         params, trained = row_params(profile, params_dir, row, cfg.steps, scratch)
         run = scratch / "runs" / params.name
@@ -151,6 +151,7 @@ def ablate(
         # made from another encoder, LM or data is trained again, and its scores with it
         ensure_trained(str(run), profile, options=("--results-dir", str(run)), params_dir=str(params))
         record = json.loads((run / "train.json").read_text())
+        made.append(record["made_from"])
         key = {
             "train.yaml": trained,
             "decoding": decoding,
@@ -179,7 +180,15 @@ def ablate(
                 "scores": scores,
             }
         )
-    return {"split": cfg.split, "steps": cfg.steps, "resamples": cfg.resamples, "rows": out}
+    # every row's encoder and LM (one pair: the rows change the recipe, never the models' weights)
+    weights = [{k: m[k] for k in ("encoder", "lm")} for m in made]
+    return {
+        "split": cfg.split,
+        "steps": cfg.steps,
+        "resamples": cfg.resamples,
+        "weights": weights[0] if weights and all(w == weights[0] for w in weights) else weights,
+        "rows": out,
+    }
 
 
 def ablation_job(

@@ -17,7 +17,7 @@ from lib.evaluation.evaluate import EvalConfig, evaluate_split
 from lib.evaluation.probe import probe_facts
 from lib.evaluation.views import gallery, gallery_items, modality_figure
 from lib.jobs.artefacts import for_profile
-from lib.jobs.made_from import same_model
+from lib.jobs.made_from import encoder_pretraining, model_of, same_model
 from lib.models.build import build, local_spec
 from lib.models.feature_cache import open_features
 from lib.results import write_json_atomic, write_jsonl_atomic, write_results
@@ -91,6 +91,10 @@ def evaluate_job(
         "checkpoint": shown(found),
         "blind": shown(blind_found) if blind_found else None,
         "model": asdict(art.spec),
+        # which encoder and LM made these numbers: their weights as runs record them, and how the tiny
+        # encoder was pre-trained
+        "weights": {k: v for k, v in model_of(art).items() if k != "model"},
+        "encoder_pretraining": encoder_pretraining(art),
         "device": device,
         **asdict(cfg),
     }

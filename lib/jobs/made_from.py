@@ -38,6 +38,16 @@ def model_of(art) -> dict:
     }
 
 
+def encoder_pretraining(art) -> dict | None:
+    """How the default's tiny encoder was pre-trained (its ``pretrain.json``: settings, pairs, generated
+    pairs, steps); None for a hub or local encoder."""
+    if "encoder" not in art.settings.tiny:
+        return None
+    folder = Path(local_spec(art.spec.encoder).removeprefix("local-dir:"))
+    rec = json.loads((folder / "pretrain.json").read_text())
+    return {k: rec.get(k) for k in ("pretrain", "pairs", "generated_pairs", "steps")}
+
+
 def made_from(art, cfg, source: str) -> dict:
     """What a run of the recipe ``cfg`` (``TrainConfig``) on ``art``, reading ``source``, is made from."""
     return {

@@ -236,13 +236,40 @@ def ablation(res: dict, run: str) -> str:
         return missing("08_ablation")
     m = r["metrics"]
     return (
-        f"Each row changes one setting of the recipe, trains {m['steps']} steps (the training-length rows "
+        _same_encoder_as_07(res, run, m.get("weights"))
+        + f"Each row changes one setting of the recipe, trains {m['steps']} steps (the training-length rows "
         f"scale that) and is scored on the {m['split']} split with 95% bootstrap intervals "
         f"({m['resamples']} resamples; METEOR left out). `sets` is the row's change in the profile's "
         "keys.\n\n"
         + table(ablation_views.table(m))
         + "\n![ablation](figures/08_ablation.png)\n\n"
         + source(r)
+    )
+
+
+def _same_encoder_as_07(res: dict, run: str, weights: dict | None) -> str:
+    """A warning where the ablation's rows were trained on another encoder (or LM) than notebook 07's
+    captioner, or where either file does not say which: its ranking is then for that other model."""
+    ev = res.get(f"evaluation/{run}")
+    if not ev:
+        return ""
+    if isinstance(weights, list):
+        return "**Its rows were trained on more than one encoder or LM.**\n\n"
+    if weights is None or "weights" not in ev["config"]:
+        return "**Not known to be the encoder notebook 07 evaluates: a results file does not say.**\n\n"
+    diff = [k for k in ("encoder", "lm") if weights.get(k) != ev["config"]["weights"][k]]
+    return f"**Recorded with another {' and '.join(diff)} than notebook 07's captioner.**\n\n" if diff else ""
+
+
+def _pretrained(ev: dict | None) -> str:
+    """Which pre-training the study's own encoder (notebook 07's) had."""
+    p = (ev or {}).get("config", {}).get("encoder_pretraining")
+    if not p:
+        return ""
+    return (
+        f" The study's encoder (notebook 07's) was pre-trained on {p['pairs']:,} pairs of the training split "
+        f"plus {p['generated_pairs']:,} generated ones, for {p['pretrain']['epochs']} epochs ({p['steps']} "
+        "steps)."
     )
 
 
@@ -260,5 +287,8 @@ def encoder(res: dict, run: str) -> str:
         f"{p['seed']}) on the training split plus the generated pairs shown, for the passes shown; then a "
         "linear probe per fact is fit on the training split's frozen features and scored on the "
         f"{m['split']} split (accuracy [95% bootstrap interval], {c['resamples']} resamples; a location "
-        "only where the finding has one).\n\n" + table(encoder_bench.table(m)) + "\n" + source(r)
+        f"only where the finding has one).{_pretrained(res.get(f'evaluation/{run}'))}\n\n"
+        + table(encoder_bench.table(m))
+        + "\n"
+        + source(r)
     )
