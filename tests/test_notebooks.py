@@ -216,6 +216,10 @@ def test_baseline_and_evaluation_notebooks_report_from_results(tmp_path):
         assert 0 <= clip["clip_s"] <= 2.5 and 0 <= clip["refclip_s"] <= 2.5 and "ci95" in clip
         assert "identical_share" in m[who] and set(m["per_modality"][who]) == set(m["per_modality"]["model"])
     assert m["references"]["facts"]["categorical_f1"] == 1.0  # the reader reads the generator exactly
+    # which encoder made the numbers: the captioner's own (its run's record), and how it was pre-trained
+    made = json.loads((tmp_path / "train" / "train.json").read_text())["made_from"]
+    assert ev["config"]["weights"] == {"encoder": made["encoder"], "lm": made["lm"]}
+    assert ev["config"]["encoder_pretraining"]["steps"] > 0
     probe = m["encoder_probe"]  # what the features hold, per fact, read by a linear probe
     assert probe["modality"]["pairs"] == m["pairs"] and 0 <= probe["modality"]["accuracy"] <= 1
     assert all(0 <= p["accuracy"] <= 1 and len(p["ci95"]) == 2 for p in probe.values())
@@ -250,6 +254,11 @@ def test_ablation_notebook_trains_each_row_once_and_resumes(tmp_path):
     assert tokens["model_spec"]["visual_tokens"] == 16 and tokens["model_spec"]["encoder_output"] == "tokens"
     assert beam["run"] == recipe["run"] != tokens["run"] and recipe["model_spec"]["visual_tokens"] == 4
     assert beam["search"]["num_beams"] == 3 and recipe["search"]["num_beams"] == 1
+    made = json.loads((tmp_path / recipe["run"] / "train.json").read_text())["made_from"]
+    assert rec["metrics"]["weights"] == {
+        "encoder": made["encoder"],
+        "lm": made["lm"],
+    }  # one pair for all rows
     for r in got.values():
         s = r["scores"]
         assert set(s["ci95"]) == {"bleu4", "cider", "rouge_l"} and "categorical_f1" in s["facts"]["ci95"]

@@ -139,3 +139,15 @@ def test_a_results_file_that_contradicts_a_finding_fails_the_check(copy):
     findings = _blocks(_build(copy, figures=False))["findings"]
     assert "batch 16 off: 0.33 [0.33, 0.33] (slower)" in findings
     assert "(faster)" not in findings.split("Data parallelism")[1].split("\n")[0]
+
+
+def test_an_ablation_recorded_on_another_encoder_than_notebook_07s_says_so(copy):
+    """The ablation ranks recipes on one encoder; where its rows' encoder is not the evaluated
+    captioner's, its block says so instead of passing it off as the study's."""
+    assert "another" not in _blocks(_build(copy, figures=False))["ablation"]
+    path = copy / "results" / "ablation" / "default.json"
+    rec = json.loads(path.read_text())
+    rec["metrics"]["weights"]["encoder"] = "0" * 64  # pre-trained again since notebook 07
+    path.write_text(json.dumps(rec))
+    block = _blocks(_build(copy, figures=False))["ablation"]
+    assert "Recorded with another encoder than notebook 07's captioner" in block
