@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from lib.jobs.artefacts import for_profile
-from lib.jobs.made_from import differences, same_model
+from lib.jobs.made_from import differences, mismatch, same_model
 from lib.jobs.train import ensure_trained
 
 from conftest import cli, tiny_profile, tiny_training
@@ -20,8 +20,9 @@ def test_differences_name_the_settings_that_changed():
         "train.steps",
         "encoder",
     ]
-    assert differences(old, old) == []
-    assert differences(None, old) == ["everything (no record of what it was made from)"]
+    assert differences(old, old) == [] and mismatch(old, old) is None
+    assert mismatch(old, {**old, "lm": "y"}) == "it was trained from another lm"
+    assert mismatch(None, old) == "it has no record of what it was made from (made_from.json)"
 
 
 def test_a_run_made_from_another_encoder_is_trained_again_never_resumed_or_evaluated(tmp_path, capfd):
@@ -45,14 +46,14 @@ def test_a_run_made_from_another_encoder_is_trained_again_never_resumed_or_evalu
     spec["pretrain"]["encoder"]["seed"] = 1
     path.write_text(yaml.safe_dump(spec))
     art = for_profile("default", str(params), progress=False)
-    with pytest.raises(ValueError, match=r"another encoder than this profile has"):
+    with pytest.raises(ValueError, match=r"cannot evaluate .*: it was trained from another encoder than"):
         same_model(run / "ckpt" / "latest", art)
     proc = cli("train", "--params-dir", str(params), "--out", str(tmp_path / "run2"), "--resume", str(run),
                check=False)  # fmt: skip
     assert proc.returncode != 0 and "cannot resume" in proc.stderr and "another encoder" in proc.stderr
     capfd.readouterr()
     ensure_trained(str(run), "default", params_dir=str(params))
-    assert "was trained from another encoder: training it again" in capfd.readouterr().err
+    assert "run: it was trained from another encoder; training it again" in capfd.readouterr().err
     second = json.loads((run / "train.json").read_text())
     assert second["status"] == "finished"
     assert second["made_from"]["encoder"] != first["made_from"]["encoder"]

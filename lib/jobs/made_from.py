@@ -75,10 +75,8 @@ def run_of(path: str | Path) -> Path | None:
     return next((p for p in (path, *list(path.parents)[:2]) if (p / RECORD).is_file()), None)
 
 
-def differences(old: dict | None, new: dict, keys: tuple[str, ...] | None = None) -> list[str]:
+def differences(old: dict, new: dict, keys: tuple[str, ...] | None = None) -> list[str]:
     """What ``old`` and ``new`` differ in ("train.steps", "encoder"), over ``keys`` (default: all)."""
-    if old is None:
-        return ["everything (no record of what it was made from)"]
     out = []
     for k in keys or tuple(new):
         a, b = old.get(k), new.get(k)
@@ -89,6 +87,14 @@ def differences(old: dict | None, new: dict, keys: tuple[str, ...] | None = None
     return out
 
 
+def mismatch(old: dict | None, new: dict, keys: tuple[str, ...] | None = None) -> str | None:
+    """Why a run recorded as ``old`` is not one made from ``new`` (over ``keys``), or None when it is."""
+    if old is None:
+        return f"it has no record of what it was made from ({RECORD})"
+    diff = differences(old, new, keys)
+    return f"it was trained from another {', '.join(diff)}" if diff else None
+
+
 def same_model(checkpoint: str | Path, art) -> None:
     """Raise ValueError when the run ``checkpoint`` is in was trained with another model than ``art``'s:
     its weights would be loaded onto features they were never trained on. A checkpoint without a run
@@ -96,10 +102,10 @@ def same_model(checkpoint: str | Path, art) -> None:
     run = run_of(checkpoint)
     if run is None:
         return
-    diff = differences(recorded(run), model_of(art), MODEL)
-    if diff:
+    why = mismatch(recorded(run), model_of(art), MODEL)
+    if why:
         raise ValueError(
-            f"{checkpoint} was trained with another {', '.join(diff)} than this profile has (its "
-            f"{RECORD} says what): its captions here would be made from features it never saw. Train a "
-            "captioner on this profile, or evaluate with the profile it was trained with"
+            f"cannot evaluate {checkpoint}: {why} than this profile has ({run / RECORD}), so its captions "
+            "here would be made from features it never saw. Train a captioner on this profile, or "
+            "evaluate with the profile it was trained with"
         )

@@ -22,7 +22,7 @@ import torch
 from lib.config import DATA_ENV, resolve, shown
 from lib.evaluation.evaluate import score_split
 from lib.jobs.artefacts import for_profile, settings
-from lib.jobs.made_from import MODEL, RECORD, differences, made_from, recorded, run_of
+from lib.jobs.made_from import MODEL, RECORD, differences, made_from, mismatch, recorded, run_of
 from lib.models.build import build
 from lib.options import job_from, job_options
 from lib.parallel import dist
@@ -206,11 +206,10 @@ def _check_resume(checkpoint: Path, key: dict) -> None:
     """A checkpoint resumes only into a run made from the same model, data and source; a recipe changed
     since (more steps) is the caller's choice, and said."""
     old = recorded(run) if (run := run_of(checkpoint)) else None
-    diff = differences(old, key, (*MODEL, "trained_on", "source"))
-    if diff:
+    why = mismatch(old, key, (*MODEL, "trained_on", "source"))
+    if why:
         raise ValueError(
-            f"cannot resume {checkpoint}: it was trained from another {', '.join(diff)} than this run. "
-            "Train in a new folder (or delete that one)"
+            f"cannot resume {checkpoint}: {why} than this run. Train in a new folder (or delete that one)"
         )
     if changed := differences(old, key, ("train",)):
         print(f"resuming {checkpoint} with a changed recipe: {', '.join(changed)}", file=sys.stderr)
@@ -246,10 +245,7 @@ def ensure_trained(
             return out
     old = recorded(out)
     if old != key and (old or done.exists() or latest(out)):
-        print(
-            f"{shown(out)} was trained from another {', '.join(differences(old, key))}: training it again",
-            file=sys.stderr,
-        )
+        print(f"{shown(out)}: {mismatch(old, key)}; training it again", file=sys.stderr)
         shutil.rmtree(out)
     cmd = [sys.executable, "-m", "lib", "train", *args]
     cmd += ["--resume", str(out)] if latest(out) else []
