@@ -266,10 +266,10 @@ def _pretrained(ev: dict | None) -> str:
     p = (ev or {}).get("config", {}).get("encoder_pretraining")
     if not p:
         return ""
+    generated = p["generated_pairs"] or 0  # a record from before the corpus: none
     return (
         f" The study's encoder (notebook 07's) was pre-trained on {p['pairs']:,} pairs of the training split "
-        f"plus {p['generated_pairs']:,} generated ones, for {p['pretrain']['epochs']} epochs ({p['steps']} "
-        "steps)."
+        f"plus {generated:,} generated ones, for {p['pretrain']['epochs']} epochs ({p['steps']} steps)."
     )
 
 
