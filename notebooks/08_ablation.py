@@ -21,10 +21,11 @@
 # split (the recipe is chosen there; notebook 07 scores the chosen one once, on test):
 #
 # - **visual tokens**: one pooled CLIP embedding against the encoder's patch tokens pooled over the
-#   patch grid to 4, 9, 16 or all of them (the tiny encoder has 6x6 = 36 patches; BiomedCLIP has
+#   patch grid to 4, 16 or all of them (the tiny encoder has 6x6 = 36 patches; BiomedCLIP has
 #   14x14, so on a cluster 49 is a 7x7 pooling);
 # - **training length**: 1/4, 1/2 and 2x the row's steps (the projector-only stage keeps its share);
-# - **LoRA**: rank 4 and 64 against 16, and adapters on every linear layer against q/v only;
+# - **LoRA**: rank 4 and 64 against 16, and adapters on q/v only against every linear layer (the
+#   row the recipe already has shares its run);
 # - **label smoothing** 0.1;
 # - **decoding** of the recipe's model: beam search with 3-gram blocking, nucleus sampling
 #   (p = 0.9, seeded), a repetition penalty.
