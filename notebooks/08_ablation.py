@@ -28,7 +28,8 @@
 #   row the recipe already has shares its run);
 # - **label smoothing** 0.1;
 # - **decoding** of the recipe's model: beam search with 3-gram blocking, nucleus sampling
-#   (p = 0.9, seeded), a repetition penalty.
+#   (p = 0.5, 0.7 and 0.9, seeded: how much of greedy's repetition sampling removes, at what cost),
+#   a repetition penalty.
 #
 # Each row: CIDEr-D and the categorical fact F1 with 95% bootstrap intervals, the hallucination
 # rate, the share of captions identical to another, and distinct-2. Rows train for fewer steps

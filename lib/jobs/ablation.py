@@ -71,7 +71,7 @@ ROWS = (
     Row("LoRA on every linear layer", "LoRA", model={"lora": {"targets": ALL_LINEAR}}),
     Row("label smoothing 0.1", "label smoothing", train={"label_smoothing": 0.1}),
     Row("beam 3, no repeated 3-grams", "decoding", decoding={"num_beams": 3, "no_repeat_ngram": 3}),
-    Row("nucleus p=0.9", "decoding", decoding={"top_p": 0.9}),
+    *(Row(f"nucleus p={p}", "decoding", decoding={"top_p": p}) for p in (0.5, 0.7, 0.9)),
     Row("repetition penalty 1.2", "decoding", decoding={"repetition_penalty": 1.2}),
 )
 
