@@ -199,6 +199,23 @@ def _probe(m: dict) -> str:
     )
 
 
+def _decoding(config: dict) -> str:
+    """How the evaluated captions were generated, from the evaluation's recorded settings."""
+    if config.get("top_p", 1.0) < 1:
+        search = f"nucleus sampling (p={config['top_p']}, seeded)"
+    elif config.get("num_beams", 1) > 1:
+        search = f"beam search ({config['num_beams']} beams)"
+    else:
+        search = "greedy decoding"
+    extras = [
+        f"no repeated {config['no_repeat_ngram']}-grams" if config.get("no_repeat_ngram") else "",
+        f"repetition penalty {config['repetition_penalty']}"
+        if config.get("repetition_penalty", 1) != 1
+        else "",
+    ]
+    return ", ".join([search, *filter(None, extras)])
+
+
 def evaluation(res: dict, run: str) -> str:
     r, t = res.get(f"evaluation/{run}"), res.get(f"training/{run}-single")
     if not r:
@@ -213,7 +230,8 @@ def evaluation(res: dict, run: str) -> str:
             f"{x['final_loss']:.3f}.\n\n" + source(t) + "\n"
         )
     return (
-        trained + f"Test split, {m['pairs']} images; scores as pycocoevalcap gives them (BLEU, METEOR, "
+        trained + f"Test split, {m['pairs']} images, captioned by {_decoding(r['config'])}; scores as "
+        "pycocoevalcap gives them (BLEU, METEOR, "
         "ROUGE-L 0-1; CIDEr-D 0-10) with 95% bootstrap intervals over the test images (CIDEr-D's document "
         f"frequencies from the whole test set). SPICE: {m['spice']}. Reference vs reference: "
         f"{m['reference_agreement'].get('note') or m['reference_agreement']}.\n\n"
