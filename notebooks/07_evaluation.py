@@ -40,7 +40,7 @@ blind_run = "outputs/default/train-blind"  # the same recipe without images; "" 
 blind_image = "zeros"  # what the blind captioner sees: zeros, or shuffled (another pair's image)
 split = "test"
 beams = 1
-top_p = 1.0  # below 1: nucleus sampling (seeded) instead of search; notebook 08 scores p = 0.5, 0.7, 0.9
+top_p = 1.0  # below 1: nucleus sampling (seeded) instead of search (notebook 08 scores 0.5, 0.7, 0.9)
 resamples = 200  # bootstrap resamples of the 95% intervals
 throughput_images = 32  # images captioned one at a time without cache (the slow reference)
 
