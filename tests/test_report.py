@@ -151,3 +151,33 @@ def test_an_ablation_recorded_on_another_encoder_than_notebook_07s_says_so(copy)
     path.write_text(json.dumps(rec))
     block = _blocks(_build(copy, figures=False))["ablation"]
     assert "Recorded with another encoder than notebook 07's captioner" in block
+
+
+def test_the_default_decodes_as_the_recorded_ablation_chooses():
+    """The report and 07_evaluation.yaml say the default samples at the decoding row of notebook 08 that
+    repeats fewest captions among those whose CIDEr-D and fact F1 intervals overlap greedy's (the
+    recipe's): checked against the recorded ablation, so a new recording that changes the choice fails
+    here until the default's decoding follows it. Notebook 07's recording must have used it."""
+    import yaml
+
+    rows = json.loads((ROOT / "results" / "ablation" / "default.json").read_text())["metrics"]["rows"]
+    greedy = next(r for r in rows if r["group"] == "recipe")
+
+    def overlaps(row, ci):
+        (lo, hi), (glo, ghi) = ci(row), ci(greedy)
+        return hi >= glo and ghi >= lo
+
+    def cider(r):
+        return r["scores"]["ci95"]["cider"]
+
+    def f1(r):
+        return r["scores"]["facts"]["ci95"]["categorical_f1"]
+
+    fine = [
+        r for r in rows if r["group"] in ("recipe", "decoding") and overlaps(r, cider) and overlaps(r, f1)
+    ]
+    chosen = min(fine, key=lambda r: r["scores"]["identical_share"])["search"]
+    params = yaml.safe_load((ROOT / "papermill_params" / "default" / "07_evaluation.yaml").read_text())
+    assert params.get("top_p", 1.0) == chosen["top_p"] and params.get("beams", 1) == chosen["num_beams"]
+    evaluated = json.loads((ROOT / "results" / "evaluation" / "default.json").read_text())["config"]
+    assert {k: evaluated[k] for k in chosen} == chosen

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -91,6 +92,11 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+def _changes(have, value) -> bool:
+    """Whether setting ``value`` (a dict: over ``have``'s keys) changes the setting ``have``."""
+    return (_merge(have or {}, value) if isinstance(value, dict) else value) != have
+
+
 def row_params(
     profile: str, params_dir: str | None, row: Row, steps: int, scratch: Path
 ) -> tuple[Path, dict]:
@@ -98,7 +104,10 @@ def row_params(
     ``scratch/params/<digest>``; and the train.yaml it wrote."""
     folder = load_profile(profile, params_dir).folder
     own = yaml.safe_load((folder / "train.yaml").read_text()) or {}
-    trained = _merge(own, row.model)
+    # a change the profile already has (set in profile.yaml, say) is no change: the row shares the
+    # recipe's run instead of training a copy of it
+    have = settings(profile, params_dir).params
+    trained = _merge(own, {k: v for k, v in row.model.items() if _changes(have.get(k), v)})
     recipe, n = own.get("train") or {}, max(1, round(steps * row.length))
     # the projector-only stage keeps its share of the run
     align = (
@@ -143,6 +152,7 @@ def ablate(
 ) -> dict:
     """Train and score every row (resuming); returns the record the results file holds."""
     cfg = cfg or AblationConfig()
+    t0 = time.perf_counter()
     scratch = resolve(cfg.scratch or Path(settings(profile, params_dir).params["work_dir"]) / "ablation")
     out, made = [], []
     for row in tqdm(rows, desc="ablation", unit="row", disable=not progress):
@@ -190,6 +200,7 @@ def ablate(
         "resamples": cfg.resamples,
         "weights": weights[0] if weights and all(w == weights[0] for w in weights) else weights,
         "rows": out,
+        "seconds": time.perf_counter() - t0,  # this call's wall time (a resumed row: its loading)
     }
 
 

@@ -244,7 +244,15 @@ def evaluation(res: dict, run: str) -> str:
         + "\n"
         + table(throughput_table(m))
         + f"\nBatched decoding with the KV cache: {m['throughput']['speedup']:.1f}x one image at a time "
-        "without it.\n\n" + source(r)
+        "without it."
+        + (
+            " The captions are sampled, and each way draws other random numbers: the last column is no "
+            "check of the cache here (greedy decoding gives the same captions all three ways)."
+            if r["config"].get("top_p", 1.0) < 1
+            else ""
+        )
+        + "\n\n"
+        + source(r)
     )
 
 
@@ -258,7 +266,9 @@ def ablation(res: dict, run: str) -> str:
         + f"Each row changes one setting of the recipe, trains {m['steps']} steps (the training-length rows "
         f"scale that) and is scored on the {m['split']} split with 95% bootstrap intervals "
         f"({m['resamples']} resamples; METEOR left out). `sets` is the row's change in the profile's "
-        "keys.\n\n"
+        "keys."
+        + (f" The rows took {m['seconds'] / 60:.0f} min in all." if m.get("seconds") else "")
+        + "\n\n"
         + table(ablation_views.table(m))
         + "\n![ablation](figures/08_ablation.png)\n\n"
         + source(r)
