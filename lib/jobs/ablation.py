@@ -22,7 +22,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from lib.config import load_profile, resolve, shown
+from lib.config import resolve, shown
 from lib.data.pmcoa import recorded_facts
 from lib.evaluation.ablation_views import figure
 from lib.evaluation.captioning import caption
@@ -102,12 +102,12 @@ def row_params(
 ) -> tuple[Path, dict]:
     """The profile's folder with the row's model and recipe written into its train.yaml, under
     ``scratch/params/<digest>``; and the train.yaml it wrote."""
-    folder = load_profile(profile, params_dir).folder
+    s = settings(profile, params_dir)
+    folder = s.profile.folder
     own = yaml.safe_load((folder / "train.yaml").read_text()) or {}
     # a change the profile already has (set in profile.yaml, say) is no change: the row shares the
     # recipe's run instead of training a copy of it
-    have = settings(profile, params_dir).params
-    trained = _merge(own, {k: v for k, v in row.model.items() if _changes(have.get(k), v)})
+    trained = _merge(own, {k: v for k, v in row.model.items() if _changes(s.params.get(k), v)})
     recipe, n = own.get("train") or {}, max(1, round(steps * row.length))
     # the projector-only stage keeps its share of the run
     align = (
