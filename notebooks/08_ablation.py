@@ -27,6 +27,8 @@
 # - **LoRA**: rank 4 and 64 against 16, and adapters on q/v only against every linear layer (the
 #   row the recipe already has shares its run);
 # - **label smoothing** 0.1;
+# - **batching**: batches of similar caption lengths (less padding computed: a speed setting) against
+#   batches in random order (the row the recipe already has shares its run);
 # - **decoding** of the recipe's model: beam search with 3-gram blocking, nucleus sampling
 #   (p = 0.5, 0.7 and 0.9, seeded: how much of greedy's repetition sampling removes, at what cost),
 #   a repetition penalty.

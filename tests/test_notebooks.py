@@ -285,3 +285,25 @@ def test_ablation_notebook_trains_each_row_once_and_resumes(tmp_path):
     assert [r["scores"] for r in again["rows"]] == [got[n]["scores"] for n in rows]
     assert {p: p.stat().st_mtime_ns for r in runs for p in r.rglob("*.json")} == stamps
     assert (tmp_path / "figures" / "08_ablation.png").stat().st_size > 1000
+
+
+def test_an_ablation_row_that_sets_the_recipes_own_training_setting_shares_its_run(tmp_path):
+    """A training setting the recipe already has, written out or left to its default, is no change."""
+    from lib.jobs.ablation import row_params, select
+
+    params = tiny_profile(tmp_path, n=5)
+    recipe, grouped, random_order = select(
+        ["recipe", "batches of similar lengths", "batches in random order"]
+    )
+
+    def folder(row):
+        return row_params("default", str(params), row, 4, tmp_path / "scratch")
+
+    assert folder(random_order)[0] == folder(recipe)[0] != folder(grouped)[0]  # left to its default
+    assert folder(grouped)[1]["train"]["group_by_length"] is True
+    path = params / "default" / "train.yaml"
+    spec = yaml.safe_load(path.read_text())
+    spec["train"]["group_by_length"] = True  # a recipe that groups: now the other row is the change
+    path.write_text(yaml.safe_dump(spec))
+    assert folder(grouped)[0] == folder(recipe)[0] != folder(random_order)[0]
+    assert folder(random_order)[1]["train"]["group_by_length"] is False

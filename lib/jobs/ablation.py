@@ -1,7 +1,7 @@
 """``python -m lib ablate``: the captioning recipe found by ablation. Each row changes one setting of the
-profile's recipe (visual tokens, training length, LoRA rank and targets, label smoothing, decoding),
-trains it with the same `train` job every part uses, and scores its captions on the validation split
-(the recipe is chosen there; notebook 07 then scores the chosen one once on test).
+profile's recipe (visual tokens, training length, LoRA rank and targets, label smoothing, batching,
+decoding), trains it with the same `train` job every part uses, and scores its captions on the
+validation split (the recipe is chosen there; notebook 07 then scores the chosen one once on test).
 
 A row's run is a real profile: the profile's folder copied with the row's settings written into its
 ``train.yaml``, trained by ``python -m lib train --params-dir`` in a child process. Rows that differ only
@@ -31,7 +31,7 @@ from lib.jobs.artefacts import for_profile, settings
 from lib.jobs.train import ensure_trained
 from lib.models.build import build
 from lib.results import write_json_atomic, write_results
-from lib.settings import AblationConfig
+from lib.settings import AblationConfig, TrainConfig
 from lib.training.checkpoint import load_weights
 from lib.training.data import CaptionData
 
@@ -71,6 +71,10 @@ ROWS = (
     Row("LoRA on q_proj, v_proj", "LoRA", model={"lora": {"targets": ["q_proj", "v_proj"]}}),
     Row("LoRA on every linear layer", "LoRA", model={"lora": {"targets": ALL_LINEAR}}),
     Row("label smoothing 0.1", "label smoothing", train={"label_smoothing": 0.1}),
+    # both orders: the one the recipe has shares its run; grouping by length is a speed setting (less
+    # padding computed), these rows say what it costs the captions
+    Row("batches of similar lengths", "batching", train={"group_by_length": True}),
+    Row("batches in random order", "batching", train={"group_by_length": False}),
     Row("beam 3, no repeated 3-grams", "decoding", decoding={"num_beams": 3, "no_repeat_ngram": 3}),
     *(Row(f"nucleus p={p}", "decoding", decoding={"top_p": p}) for p in (0.5, 0.7, 0.9)),
     Row("repetition penalty 1.2", "decoding", decoding={"repetition_penalty": 1.2}),
@@ -109,11 +113,13 @@ def row_params(
     # recipe's run instead of training a copy of it
     trained = _merge(own, {k: v for k, v in row.model.items() if _changes(s.params.get(k), v)})
     recipe, n = own.get("train") or {}, max(1, round(steps * row.length))
+    default = TrainConfig()  # what a setting train.yaml leaves out is
+    changed = {k: v for k, v in row.train.items() if _changes(recipe.get(k, getattr(default, k)), v)}
     # the projector-only stage keeps its share of the run
     align = (
         {"align_steps": round(recipe["align_steps"] * n / recipe["steps"])} if "align_steps" in recipe else {}
     )
-    trained["train"] = {**recipe, **row.train, "steps": n, **align}
+    trained["train"] = {**recipe, **changed, "steps": n, **align}
     key = hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:10]
     root = scratch / "params" / key
     target = root / folder.name
