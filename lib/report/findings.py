@@ -207,8 +207,8 @@ def _captioner(res: dict, run: str) -> str | None:
         ci = x.get("ci95", {}).get("cider")
         return f"{x['cider']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
-    def apart(a: str, b: str) -> str:
-        ca, cb = m[a].get("ci95", {}).get("cider"), m[b].get("ci95", {}).get("cider")
+    def apart(a: str, b: str, interval=lambda x: x.get("ci95", {}).get("cider")) -> str:
+        ca, cb = interval(m[a]), interval(m[b])
         if ca[0] > cb[1]:
             return "the captioner's interval lies above"
         if ca[1] < cb[0]:
@@ -231,11 +231,15 @@ def _captioner(res: dict, run: str) -> str | None:
     facts = m["model"].get("facts")
     if facts:
         ci = facts["ci95"]["categorical_f1"]
+        retrieval = m["nearest_neighbour"]["facts"]
+        nn = retrieval["ci95"]["categorical_f1"]
         text += (
             f"Read for facts, its captions state modality, region, finding and location with F1 "
             f"{facts['categorical_f1']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
             + (f" (blind: {m['blind']['facts']['categorical_f1']:.2f})" if "blind" in m else "")
-            + f", and {facts['hallucination_rate']:.1%} of them state an abnormality the image does not "
+            + f", against {retrieval['categorical_f1']:.2f} [{nn[0]:.2f}, {nn[1]:.2f}] for retrieval ("
+            + apart("model", "nearest_neighbour", lambda x: x["facts"]["ci95"]["categorical_f1"])
+            + f"), and {facts['hallucination_rate']:.1%} of them state an abnormality the image does not "
             "have. "
         )
         text += against_probe(facts, m.get("encoder_probe"))

@@ -226,11 +226,18 @@ def evaluation(res: dict, run: str) -> str:
     if t:
         x = t["metrics"]
         trained = (
-            f"The captioner: {x['steps']} steps, {x['samples_per_s']:.1f} samples/s, final loss "
-            f"{x['final_loss']:.3f}.\n\n" + source(t) + "\n"
+            f"The captioner: {x['steps']} steps at {x['step_s']:.2f} s each, {x['samples_per_s']:.1f} "
+            f"samples/s, final loss {x['final_loss']:.3f}.\n\n" + source(t) + "\n"
         )
     return (
-        trained + f"Test split, {m['pairs']} images, captioned by {_decoding(r['config'])}; scores as "
+        trained
+        + f"Test split, {m['pairs']} images, captioned by {_decoding(r['config'])}"
+        + (
+            f"; computing what follows (all but the probe) took {m['seconds']:.0f} s"
+            if "seconds" in m
+            else ""
+        )
+        + ". Scores as "
         "pycocoevalcap gives them (BLEU, METEOR, "
         "ROUGE-L 0-1; CIDEr-D 0-10) with 95% bootstrap intervals over the test images (CIDEr-D's document "
         f"frequencies from the whole test set). SPICE: {m['spice']}. Reference vs reference: "
