@@ -31,7 +31,7 @@ from lib.jobs.artefacts import for_profile, settings
 from lib.jobs.train import ensure_trained
 from lib.models.build import build
 from lib.results import write_json_atomic, write_results
-from lib.settings import AblationConfig, TrainConfig
+from lib.settings import AblationConfig
 from lib.training.checkpoint import load_weights
 from lib.training.data import CaptionData
 
@@ -113,8 +113,7 @@ def row_params(
     # recipe's run instead of training a copy of it
     trained = _merge(own, {k: v for k, v in row.model.items() if _changes(s.params.get(k), v)})
     recipe, n = own.get("train") or {}, max(1, round(steps * row.length))
-    default = TrainConfig()  # what a setting train.yaml leaves out is
-    changed = {k: v for k, v in row.train.items() if _changes(recipe.get(k, getattr(default, k)), v)}
+    changed = {k: v for k, v in row.train.items() if _changes(getattr(s.train, k), v)}  # as resolved
     # the projector-only stage keeps its share of the run
     align = (
         {"align_steps": round(recipe["align_steps"] * n / recipe["steps"])} if "align_steps" in recipe else {}
