@@ -5,10 +5,12 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 import yaml
 
 from lib.config import run_name_for
-from lib.data.generate import figure, generate
+from lib.data.generate import figure, generate, scene_facts
+from lib.data.scenes import facts
 from lib.jobs.artefacts import for_profile
 from lib.models import encoder as enc
 from lib.settings import EncoderPretrain
@@ -94,3 +96,45 @@ def test_a_pretraining_of_exactly_ten_steps_runs(world, tmp_path):
     assert 100 <= pairs < 200  # so that batches of pairs // 10 make exactly 10 steps
     cfg = EncoderPretrain(epochs=1, batch_size=pairs // 10)
     assert enc.pretrain(world / "pre", tmp_path / "ten", cfg, progress=False)["steps"] == 10
+
+
+def test_scene_facts_are_the_rendered_figures_without_rendering_them():
+    for seed, index in ((enc.CORPUS_SEED, 0), (enc.CORPUS_SEED, 5), (0, 3)):
+        assert scene_facts(seed, index) == facts(figure(seed, index)[4])
+
+
+def test_bench_tower_trains_each_tower_on_the_facts_scores_it_and_resumes(tmp_path):
+    params = tiny_training(tiny_profile(tmp_path, n=80))
+    args = ["bench", "tower", "--profile", "default", "--params-dir", str(params), "--runs", "vit:10,cnn:10"]
+    args += ["--generated", "24", "--split", "valid", "--resamples", "10", "--results", str(tmp_path / "r")]
+    args += ["--scratch", str(tmp_path / "scratch")]
+    assert "wrote" in cli(*args).stdout
+    rec = json.loads((tmp_path / "r" / "tower" / "default.json").read_text())
+    vit, cnn = rec["metrics"]["runs"]
+    assert (vit["tower"], vit["steps"], cnn["tower"], cnn["steps"]) == ("vit", 10, "cnn", 10)
+    assert vit["parameters"] == sum(
+        p.numel() for p in enc.open_clip.CLIP(**enc.TINY_CLIP).visual.parameters()
+    )
+    for run in (vit, cnn):
+        assert set(run["scores"]) == {"modality", "region", "finding", "zone"} and run["seconds"] > 0
+        for s in run["scores"].values():
+            assert 0 <= s["ci95"][0] <= s["accuracy"] <= s["ci95"][1] <= 1 and s["pairs"] > 0
+    assert rec["metrics"]["pairs"] > 24  # the training split and the generated pairs
+    # a second run with the same images and settings reuses each run's kept result; other settings train
+    kept = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "scratch").glob("*.json")}
+    assert sorted(kept) == ["cnn-steps10.json", "vit-steps10.json"]
+    cli(*args)
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "scratch").glob("*.json")} == kept
+    again = json.loads((tmp_path / "r" / "tower" / "default.json").read_text())["metrics"]["runs"]
+    assert again == [vit, cnn]
+    cli(*[{"24": "16", "vit:10,cnn:10": "vit:10"}.get(a, a) for a in args])
+    assert (tmp_path / "scratch" / "vit-steps10.json").stat().st_mtime_ns != kept["vit-steps10.json"]
+
+
+def test_bench_tower_refuses_runs_it_cannot_do():
+    from lib.bench.tower import parse_runs
+
+    assert parse_runs("vit:324, cnn:12") == [("vit", 324), ("cnn", 12)]
+    for bad in ("", "vit", "mlp:20", "vit:5", "vit:x"):
+        with pytest.raises(ValueError, match="--runs"):
+            parse_runs(bad)

@@ -178,6 +178,26 @@ def _bench_encoder(a):
     print("\n".join(str(row) for row in be.table(metrics)) + f"\nwrote {path}")
 
 
+def _bench_tower(a):
+    from lib.bench import tower as bt
+
+    metrics, config = bt.bench_tower(
+        bt.parse_runs(a.runs), a.profile, a.params_dir, a.scratch, a.generated, a.split, a.resamples, a.seed
+    )
+    path = bt.record(metrics, config, a.results, a.run or a.profile, a.seed)
+    print("\n".join(str(row) for row in bt.table(metrics)) + f"\nwrote {path}")
+
+
+def _scored_options(p, part: str, scratch: str, seed: str) -> None:
+    """What bench encoder and bench tower take besides their runs: they score scene facts on a split."""
+    p.add_argument("--split", default="test", help="the split the scores are on")
+    p.add_argument("--resamples", type=int, default=200, help="bootstrap resamples of the intervals")
+    p.add_argument("--seed", type=int, default=0, help=seed)
+    p.add_argument("--scratch", help=f"{scratch} (default: <work_dir>/bench/{part})")
+    p.add_argument("--results", default="results", help=f"writes <this>/{part}/<name>.json")
+    p.add_argument("--name", dest="run", help="results file name (default: the profile)")
+
+
 def _sweep_options(p, profile_options, default_name: str) -> None:
     """What every torchrun sweep (bench scaling, bench pipeline) takes besides its grid."""
     profile_options(p)
@@ -289,13 +309,15 @@ def bench_parsers(b, profile_options) -> None:
         default="0:12,8000:10",
         help="GENERATED:EPOCHS pairs: generated pairs added to the training split, passes over them",
     )
-    be.add_argument("--split", default="test", help="the split the probes are scored on")
-    be.add_argument("--resamples", type=int, default=200, help="bootstrap resamples of the intervals")
-    be.add_argument("--seed", type=int, default=0, help="seed of the intervals")
-    be.add_argument("--scratch", help="the runs' encoders and features (default: <work_dir>/bench/encoder)")
-    be.add_argument("--results", default="results", help="writes <this>/encoder/<name>.json")
-    be.add_argument("--name", dest="run", help="results file name (default: the profile)")
+    _scored_options(be, "encoder", "the runs' encoders and features", "seed of the intervals")
     be.set_defaults(fn=_bench_encoder)
+
+    bt = b.add_parser("tower", help="the tiny CLIP's image tower and a ResNet, trained on the facts")
+    profile_options(bt)
+    bt.add_argument("--runs", default="vit:324,vit:1296,cnn:324", help="TOWER:STEPS; towers: vit, cnn")
+    bt.add_argument("--generated", type=int, default=8000, help="generated pairs added to the training split")
+    _scored_options(bt, "tower", "each run's result", "seed of the weights, the order and the intervals")
+    bt.set_defaults(fn=_bench_tower)
 
     bk = b.add_parser(
         "comm",

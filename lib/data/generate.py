@@ -36,14 +36,23 @@ GENERATOR_VERSION = 2  # 2: each row records its scene's facts
 MANIFEST = "dataset.json"
 
 
+def _draw(seed: int, index: int) -> tuple[np.random.Generator, str, Scene]:
+    """Figure ``index``'s stream, split and scene: the draws that come before its caption and pixels."""
+    rng = np.random.default_rng([seed, index])
+    u = rng.random()
+    return rng, "train" if u < 0.8 else "valid" if u < 0.9 else "test", sample_scene(rng)
+
+
+def scene_facts(seed: int, index: int) -> dict:
+    """The scene facts of figure ``index`` (``figure(seed, index)[4]``'s), without rendering it."""
+    return facts(_draw(seed, index)[2])
+
+
 def figure(seed: int, index: int, large: float = 0.0) -> tuple[str, str, str, bytes, Scene]:
     """(split, image name, caption, encoded bytes, scene) of figure ``index``; pure in (seed, index, large).
     A share ``large`` of the figures is drawn at 1-4 megapixels (scans and photographs as users have
     them), chosen from a stream of its own: ``large=0`` gives the same bytes as the generator always did."""
-    rng = np.random.default_rng([seed, index])
-    u = rng.random()
-    split = "train" if u < 0.8 else "valid" if u < 0.9 else "test"
-    scene = sample_scene(rng)
+    rng, split, scene = _draw(seed, index)
     if large:
         big = np.random.default_rng([seed, index, 1])
         if big.random() < large:

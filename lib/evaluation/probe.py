@@ -37,9 +37,15 @@ def probe_facts(
         if not held or len(set(y_train)) < 2:  # a split too small to say anything of this fact
             continue
         pred, _ = linear_probe(x_train[fit], y_train, x_test[held], seed)
-        right = (np.asarray(pred) == y_test).astype(float)
-        out[fact] = {"accuracy": float(right.mean()), "pairs": len(held), "classes": len(set(y_train))}
-        if resamples:
-            draws = [right[rng.integers(0, len(right), len(right))].mean() for _ in range(resamples)]
-            out[fact]["ci95"] = [float(np.percentile(draws, q)) for q in (2.5, 97.5)]
+        out[fact] = scored((np.asarray(pred) == y_test).astype(float), len(set(y_train)), resamples, rng)
+    return out
+
+
+def scored(right: np.ndarray, classes: int, resamples: int, rng: np.random.Generator) -> dict:
+    """Accuracy over pairs (``right``: 1.0 where the fact was read right), with a 95% bootstrap interval
+    over the pairs when ``resamples``."""
+    out = {"accuracy": float(right.mean()), "pairs": len(right), "classes": classes}
+    if resamples:
+        draws = [right[rng.integers(0, len(right), len(right))].mean() for _ in range(resamples)]
+        out["ci95"] = [float(np.percentile(draws, q)) for q in (2.5, 97.5)]
     return out
