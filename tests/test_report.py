@@ -181,3 +181,23 @@ def test_the_default_decodes_as_the_recorded_ablation_chooses():
     assert params.get("top_p", 1.0) == chosen["top_p"] and params.get("beams", 1) == chosen["num_beams"]
     evaluated = json.loads((ROOT / "results" / "evaluation" / "default.json").read_text())["config"]
     assert {k: evaluated[k] for k in chosen} == chosen
+
+
+def test_the_tower_finding_compares_each_run_with_the_vits_longest_by_intervals():
+    """`bench tower`'s sentence: every run against the ViT's longest run, the word chosen by intervals."""
+    from lib.report.probe_findings import tower_runs
+
+    def run(tower, steps, finding, zone):
+        acc = {
+            k: {"accuracy": v, "ci95": [v - 0.05, v + 0.05]}
+            for k, v in (("finding", finding), ("zone", zone))
+        }
+        return {"tower": tower, "steps": steps, "scores": acc}
+
+    runs = [run("vit", 324, 0.50, 0.20), run("vit", 1296, 0.62, 0.40), run("cnn", 324, 0.66, 0.90)]
+    text = tower_runs({"tower/default": {"metrics": {"split": "test", "runs": runs}}}, "default")
+    assert "ViT image tower reads the finding and the location in 62% [57%, 67%] and 40% [35%, 45%]" in text
+    assert "after 1296 steps; the same tower after 324 steps, 50% [45%, 55%] (lower) and 20%" in text
+    assert "a small ResNet (timm resnet10t) after 324 steps, 66% [61%, 71%] (no difference) and " in text
+    assert "90% [85%, 95%] (higher) (each against the ViT's 1296 steps" in text
+    assert tower_runs({"tower/default": {"metrics": {"split": "test", "runs": runs[2:]}}}, "default") is None

@@ -37,6 +37,7 @@ from lib.report.parts import (
     model_parallel,
     preprocess,
     status,
+    tower,
 )
 from lib.report.seed_study import gpu, seed_study
 from lib.results import write_text_atomic
@@ -67,6 +68,7 @@ SECTIONS = {
     "evaluation": evaluation,
     "ablation": ablation,
     "encoder": encoder,
+    "tower": tower,
     "seed": seed_study,
     "gpu": gpu,
     "padding": padding,

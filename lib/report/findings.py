@@ -9,7 +9,7 @@ from lib.bench import comm_views, projection, scaling_views
 from lib.bench.scaling import has_pairs
 from lib.report.communication import projected_run
 from lib.report.markdown import source
-from lib.report.probe_findings import against_probe, encoder_runs
+from lib.report.probe_findings import against_probe, encoder_runs, tower_runs
 from lib.report.seed_study import gpu_runs
 from lib.stats import paired, shown, verdict
 
@@ -27,6 +27,7 @@ def findings(res: dict, run: str) -> str:
             _communication,
             _captioner,
             encoder_runs,
+            tower_runs,
             _one_gpu,
         )
     ]
@@ -34,7 +35,7 @@ def findings(res: dict, run: str) -> str:
     if not bullets:
         return "_No results recorded yet._\n"
     keys = ["preprocess/RUN", "preprocess/large-jpeg", "scaling/RUN-ddp", "scaling/RUN-fsdp"]
-    keys += ["scaling/RUN-model-parallel", "comm/RUN", "evaluation/RUN", "encoder/RUN"]
+    keys += ["scaling/RUN-model-parallel", "comm/RUN", "evaluation/RUN", "encoder/RUN", "tower/RUN"]
     read = [res[k.replace("RUN", run)] for k in keys if k.replace("RUN", run) in res] + gpu_runs(res)
     return "".join(f"- {b}\n" for b in bullets) + "\n" + source(*read)
 

@@ -45,6 +45,7 @@ WORKLOADS = {
     "ablation": "one setting changed per row: train, caption the validation split, score",
     "eda": "validation + summary of every pair",
     "encoder": "tiny CLIP pre-trained per run, linear probes per scene fact on its frozen features",
+    "tower": "each tower trained from scratch on the scene facts per run, scored per fact",
 }
 
 

@@ -7,6 +7,7 @@ from lib.baseline import classify as baseline_run
 from lib.bench import encoder as encoder_bench
 from lib.bench import preprocess as bench
 from lib.bench import scaling_views
+from lib.bench import tower as tower_bench
 from lib.bench.scaling import has_pairs
 from lib.evaluation import ablation_views
 from lib.evaluation.views import (
@@ -324,6 +325,24 @@ def encoder(res: dict, run: str) -> str:
         f"{m['split']} split (accuracy [95% bootstrap interval], {c['resamples']} resamples; a location "
         f"only where the finding has one).{_pretrained(res.get(f'evaluation/{run}'))}\n\n"
         + table(encoder_bench.table(m))
+        + "\n"
+        + source(r)
+    )
+
+
+def tower(res: dict, run: str) -> str:
+    r = res.get(f"tower/{run}")
+    if not r:
+        return "_Not recorded: `python -m lib bench tower` measures the embedded default's encoder tower._\n"
+    m, c = r["metrics"], r["config"]
+    return (
+        f"Each run trains one tower from scratch (batch {c['batch_size']}, peak learning rate {c['lr']}, "
+        f"one-cycle, seed {c['seed']}: the encoder pre-training's) with a linear head per fact, the scene "
+        f"facts as labels, on the training split plus {c['generated']:,} generated pairs ({m['pairs']:,} "
+        f"images), and scores it on the {m['split']} split (accuracy [95% bootstrap interval], "
+        f"{c['resamples']} resamples; a location only where the finding has one, read wrong where the "
+        f"tower answers none). vit: {c['towers']['vit']}; cnn: {c['towers']['cnn']}.\n\n"
+        + table(tower_bench.table(m))
         + "\n"
         + source(r)
     )
