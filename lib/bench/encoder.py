@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lib.config import resolve, shown
 from lib.data.pmcoa import recorded_facts
-from lib.evaluation.probe import probe_facts
+from lib.evaluation.probe import accuracy_cells, probe_facts
 from lib.jobs.artefacts import for_profile, pretrain_configs, settings
 from lib.models import encoder as enc
 from lib.models.feature_cache import encode
@@ -101,8 +101,6 @@ def table(metrics: dict) -> list[dict]:
             "pairs": r["pairs"],
             "steps": r["steps"],
         }
-        for fact, p in (r["probe"] or {}).items():
-            ci = p.get("ci95")
-            row[fact] = f"{p['accuracy']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+        row.update(accuracy_cells(r["probe"] or {}))
         rows.append(row)
     return rows

@@ -30,7 +30,7 @@ from lib.data.generate import scene_facts
 from lib.data.pmcoa import read_index, recorded_facts
 from lib.data.preprocess import open_shard, split_digest
 from lib.evaluation.facts import CATEGORICAL
-from lib.evaluation.probe import scored
+from lib.evaluation.probe import accuracy_cells, scored
 from lib.jobs.artefacts import for_profile, settings
 from lib.models import encoder as enc
 from lib.models import warmup_share
@@ -129,6 +129,8 @@ def train_and_score(tower, steps, images, labels, classes, test, test_facts, see
         )
         for k, fact in enumerate(CATEGORICAL):
             held = [i for i, x in enumerate(test_facts) if x[fact] is not None]  # a zone where located
+            if not held:  # a split too small to say anything of this fact
+                continue
             pred = heads[k](feats[held]).argmax(1).tolist()  # a located pair read as "None" is wrong
             right = [classes[fact][p] == str(test_facts[i][fact]) for p, i in zip(pred, held, strict=True)]
             scores[fact] = scored(np.array(right, float), len(classes[fact]), resamples, rng)
@@ -207,8 +209,6 @@ def table(metrics: dict) -> list[dict]:
     for r in metrics["runs"]:
         row = {"tower": r["tower"], "parameters": f"{r['parameters'] / 1e6:.1f}M", "steps": r["steps"]}
         row["s/step"] = f"{r['seconds'] / r['steps']:.2f}"
-        for fact, p in r["scores"].items():
-            ci = p.get("ci95")
-            row[fact] = f"{p['accuracy']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+        row.update(accuracy_cells(r["scores"]))
         rows.append(row)
     return rows

@@ -49,3 +49,12 @@ def scored(right: np.ndarray, classes: int, resamples: int, rng: np.random.Gener
         draws = [right[rng.integers(0, len(right), len(right))].mean() for _ in range(resamples)]
         out["ci95"] = [float(np.percentile(draws, q)) for q in (2.5, 97.5)]
     return out
+
+
+def accuracy_cells(scores: dict[str, dict]) -> dict[str, str]:
+    """A table's cell per fact: accuracy [95% interval], two decimals."""
+    cells = {}
+    for fact, p in scores.items():
+        ci = p.get("ci95")
+        cells[fact] = f"{p['accuracy']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+    return cells

@@ -67,7 +67,7 @@ def tower_runs(res: dict, run: str) -> str | None:
     r = res.get(f"tower/{run}")
     runs = r["metrics"]["runs"] if r else []
     vits = [x for x in runs if x["tower"] == "vit"]
-    if not vits or len(runs) < 2:
+    if not vits or len(runs) < 2 or not all({"finding", "zone"} <= set(x["scores"]) for x in runs):
         return None
     ref = max(vits, key=lambda x: x["steps"])
     f, z = ref["scores"]["finding"], ref["scores"]["zone"]
